@@ -1,0 +1,144 @@
+"""Index maps for one batch of lengths: sorting, packing, reversing within length, true ends.
+
+Everything is computed once per forward call on the CPU with NumPy (lengths live there) and moved
+to the device as a few small index tensors; the layers then only run gathers on the device.
+Packed layout is torch's: time-major, at step t the rows of the batch_sizes[t] longest sequences.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def check_lengths(lengths: object, batch_size: int, max_steps: int) -> Tensor:
+    """Validate lengths for a padded [B, T, F] input; return them as int64 on the CPU."""
+    if lengths is None:
+        raise ValueError("GRU.forward needs `lengths` ([B] int64 on the CPU) for a padded input")
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(np.asarray(lengths))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"lengths must be a 1-D integer tensor, got {type(lengths).__name__}") from e
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise ValueError(f"lengths must hold integers (int64), got dtype {lengths.dtype}")
+    if lengths.device.type != "cpu":
+        raise ValueError(
+            f"lengths must be on the CPU, got {lengths.device}: keep them there (moving them costs a sync)"
+        )
+    if lengths.dim() != 1 or lengths.numel() != batch_size:
+        raise ValueError(
+            f"lengths has shape {tuple(lengths.shape)} but the input's batch size is {batch_size}"
+        )
+    lengths = lengths.to(torch.int64)
+    if batch_size:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > max_steps:
+            raise ValueError(
+                f"lengths must lie in 0..{max_steps} (the input's time size), got min {lo} and max {hi}"
+            )
+    return lengths
+
+
+class Layout:
+    """The index maps of one batch; device tensors are built lazily and cached."""
+
+    def __init__(self, lengths: Tensor, steps: int, device: torch.device):
+        self.lengths = lengths
+        self.lens = lengths.numpy()
+        self.B = int(self.lens.shape[0])
+        self.T = steps  # padded time size of the input
+        self.device = device
+        self.max_len = int(self.lens.max()) if self.B else 0
+        self.n_alive = int((self.lens > 0).sum())
+        self.uniform = self.B > 0 and int(self.lens.min()) == self.max_len
+
+    def _dev(self, a: np.ndarray) -> Tensor:
+        # non_blocking: a pageable H2D copy is staged without waiting for the GPU queue
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device, non_blocking=True)
+
+    # ---- sorting (longest first, stable, like pack_padded_sequence(enforce_sorted=False)) ----
+    @cached_property
+    def perm_np(self) -> np.ndarray:
+        return np.argsort(-self.lens, kind="stable")
+
+    @cached_property
+    def sorted_lens(self) -> np.ndarray:
+        return self.lens[self.perm_np]
+
+    @cached_property
+    def perm(self) -> Tensor:
+        return self._dev(self.perm_np)
+
+    @cached_property
+    def inv_perm(self) -> Tensor:
+        inv = np.empty_like(self.perm_np)
+        inv[self.perm_np] = np.arange(self.B)
+        return self._dev(inv)
+
+    @cached_property
+    def is_sorted(self) -> bool:
+        return bool(np.all(self.perm_np == np.arange(self.B)))
+
+    # ---- padded layout helpers ----
+    @cached_property
+    def mask(self) -> Tensor:
+        """[B, max_len, 1] bool on the device, True at real steps (original order)."""
+        steps = torch.arange(self.max_len)
+        m = steps[None, :] < self.lengths[:, None]
+        return m.unsqueeze(-1).to(self.device, non_blocking=True)
+
+    def reverse_index(self, lens: np.ndarray, steps: int) -> Tensor:
+        """Flat index into [B*steps] that reverses each row within its length (pads map to themselves)."""
+        t = np.arange(steps)[None, :]
+        within = t < lens[:, None]
+        src = np.where(within, lens[:, None] - 1 - t, t)
+        return self._dev((src + np.arange(len(lens))[:, None] * steps).ravel())
+
+    def end_index(self, lens: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(row, step) indices of each row's last real step (step 0 for empty rows)."""
+        return self._dev(np.arange(len(lens))), self._dev(np.maximum(lens - 1, 0))
+
+    # ---- packed layout (sorted order) ----
+    @cached_property
+    def batch_sizes(self) -> list[int]:
+        counts = np.bincount(self.sorted_lens, minlength=self.max_len + 1)
+        alive = self.B - np.cumsum(counts)[: self.max_len]
+        return [int(n) for n in alive]
+
+    @cached_property
+    def _packed_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        bs = np.asarray(self.batch_sizes, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(bs)[:-1]]).astype(np.int64)
+        t_of_row = np.repeat(np.arange(self.max_len), bs)
+        i_of_row = np.arange(int(bs.sum())) - np.repeat(offsets, bs)
+        return offsets, t_of_row, i_of_row
+
+    @cached_property
+    def pack_index(self) -> Tensor:
+        """Packed row -> flat index into the original (unsorted) [B*T] padded layout."""
+        _, t, i = self._packed_rows
+        return self._dev(self.perm_np[i] * self.T + t)
+
+    @cached_property
+    def packed_reverse(self) -> Tensor:
+        """Packed row (t, i) -> packed row (len_i - 1 - t, i); an involution."""
+        offsets, t, i = self._packed_rows
+        return self._dev(offsets[self.sorted_lens[i] - 1 - t] + i)
+
+    @cached_property
+    def packed_prev(self) -> Tensor:
+        """For the rows of steps >= 1, the packed row of the same sequence one step earlier."""
+        offsets, t, i = self._packed_rows
+        b0 = self.batch_sizes[0] if self.batch_sizes else 0
+        return self._dev(offsets[t[b0:] - 1] + i[b0:])
+
+    @cached_property
+    def packed_end(self) -> Tensor:
+        """Packed row of each non-empty sequence's last step, in sorted order."""
+        offsets, _, _ = self._packed_rows
+        ls = self.sorted_lens[: self.n_alive]
+        return self._dev(offsets[ls - 1] + np.arange(self.n_alive))
