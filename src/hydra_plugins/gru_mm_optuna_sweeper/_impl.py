@@ -1,0 +1,125 @@
+"""The sweep loop: ask n_jobs trials, launch them through Hydra's launcher, tell the results, until n_trials count."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from hydra.plugins.launcher import Launcher
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import _report, _space, _storage, _study
+from ._settings import Settings, parse_settings
+
+log = logging.getLogger(__name__)
+
+PRUNER_ATTR = "gru_mm.pruner"  # study user attr: the pruner config the OptunaPruning callback builds
+
+
+def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, arguments: list[str]) -> Any:
+    s = parse_settings(options, config)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
+    space = _space.build_search_space(s.params, arguments)
+    grid = s.sampler["_target_"].rsplit(".", 1)[-1] == "GridSampler"
+    n_trials = s.n_trials
+    extra: dict[str, Any] = {}
+    if grid:
+        extra["search_space"] = space.grid()
+        n_grid = 1
+        for values in extra["search_space"].values():
+            n_grid *= len(values)
+        n_trials = min(n_trials, n_grid)
+
+    url = _storage.resolve_storage_url(s.storage, sweep_dir)
+    storage = _storage.open_storage(url)
+    study = optuna.create_study(
+        storage=storage, study_name=s.study_name, directions=s.directions, load_if_exists=True
+    )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != s.directions:
+        raise ValueError(
+            f"hydra.sweeper.direction is {s.directions} but study '{s.study_name}' in {_storage.redact(url)} "
+            f"was created with {stored}; use another study_name."
+        )
+    study.sampler = _make_sampler(s, extra, n_existing=len(study.get_trials(deepcopy=False)))
+    if s.pruner is not None:
+        study.set_user_attr(PRUNER_ATTR, s.pruner)
+    log.info(
+        f"Study '{s.study_name}' in {_storage.redact(url)}, sampler {type(study.sampler).__name__}, "
+        f"directions {s.directions}, {n_trials} trials, {s.n_jobs} at a time"
+    )
+
+    parent = _parent_run(s, url) if s.mlflow else None
+    interrupted = _study.recover_interrupted(study, storage, grid)
+    if parent is not None:
+        parent.kill_children(interrupted)
+
+    owner = _study.owner_id()
+    identity = [
+        f"++trial.study_name={s.study_name}",
+        f"++trial.storage={_space.format_value(url)}",
+        f"++trial.mlflow_parent_run_id={parent.run_id if parent else 'null'}",
+    ]
+    while (todo := n_trials - _study.n_finished(study)) > 0:
+        trials = [study.ask() for _ in range(min(todo, s.n_jobs))]
+        batch = []
+        for trial in trials:
+            trial.set_user_attr(_study.OWNER, owner)
+            values = {name: _space.suggest(trial, name, p.distribution) for name, p in space.params.items()}
+            batch.append([*space.overrides(values), *identity, f"++trial.number={trial.number}"])
+        # Job numbers follow trial numbers, so a resumed sweep does not reuse the job folders of earlier trials.
+        returns = launcher.launch(batch, initial_job_idx=trials[0].number)
+        for trial, ret in zip(trials, returns, strict=True):
+            _study.record(study, trial, ret, s.metric)
+
+    summary = _report.best_summary(study)
+    (sweep_dir / "optimization_results.yaml").write_text(
+        yaml.safe_dump(_plain_summary(summary), sort_keys=False)
+    )
+    if parent is not None:
+        parent.finish(study, summary)
+    log.info(f"Best: {summary}")
+    return summary
+
+
+def _make_sampler(s: Settings, extra: dict[str, Any], n_existing: int) -> optuna.samplers.BaseSampler:
+    cfg = dict(s.sampler)
+    if cfg.get("seed") is not None:
+        cfg["seed"] = int(cfg["seed"]) + n_existing  # a resumed study must not replay its first suggestions
+    try:
+        return instantiate(cfg, **extra)
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise ValueError(f"hydra.sweeper.sampler ({cfg['_target_']}) could not be built: {cause}") from e
+
+
+def _parent_run(s: Settings, url: str):
+    from gru_mm.tracking.store import resolve_tracking_uri
+
+    from ._mlflow import ParentRun
+
+    tags = {
+        "optuna.storage": _storage.redact(url),
+        "optuna.sampler": s.sampler["_target_"],
+        "optuna.directions": ",".join(s.directions),
+    }
+    return ParentRun(resolve_tracking_uri(s.mlflow_tracking_uri), s.mlflow_experiment, s.study_name, tags)
+
+
+def _plain_summary(summary: dict[str, Any]) -> Any:
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, Sequence) and not isinstance(x, str):
+            return [plain(v) for v in x]
+        return x.item() if hasattr(x, "item") else x
+
+    return plain(summary)

@@ -1,0 +1,82 @@
+"""The sweeper's options, checked before anything runs; each error names the hydra.sweeper key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+@dataclass
+class Settings:
+    directions: list[str]
+    study_name: str
+    storage: str | None
+    n_trials: int
+    n_jobs: int
+    params: dict[str, Any]
+    metric: str | list[str] | None
+    sampler: dict[str, Any]
+    pruner: dict[str, Any] | None
+    mlflow: bool
+    mlflow_experiment: str
+    mlflow_tracking_uri: str | None
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
+    o = {k: _plain(v) for k, v in options.items()}
+    direction = o.get("direction", "minimize")
+    directions = [direction] if isinstance(direction, str) else list(direction or [])
+    directions = [str(d).lower() for d in directions]
+    if not directions or any(d not in ("minimize", "maximize") for d in directions):
+        raise ValueError(
+            f"hydra.sweeper.direction must be minimize, maximize or a list of them, got {direction!r}."
+        )
+
+    study_name = o.get("study_name") or str(config.hydra.job.name)
+    if not _STUDY_NAME.fullmatch(study_name):
+        raise ValueError(
+            f"hydra.sweeper.study_name may hold letters, digits, '_', '-' and '.', got {study_name!r}."
+        )
+    for key in ("n_trials", "n_jobs"):
+        if not isinstance(o.get(key), int) or o[key] < 1:
+            raise ValueError(f"hydra.sweeper.{key} must be a positive integer, got {o.get(key)!r}.")
+
+    metric = o.get("metric")
+    if isinstance(metric, list) and len(metric) != len(directions):
+        raise ValueError(
+            f"hydra.sweeper.metric lists {len(metric)} keys but hydra.sweeper.direction has {len(directions)}."
+        )
+    sampler = o.get("sampler")
+    if not isinstance(sampler, dict) or "_target_" not in sampler:
+        raise ValueError(f"hydra.sweeper.sampler must be a config with _target_, got {sampler!r}.")
+    pruner = o.get("pruner")
+    if pruner is not None and (not isinstance(pruner, dict) or "_target_" not in pruner):
+        raise ValueError(f"hydra.sweeper.pruner must be null or a config with _target_, got {pruner!r}.")
+
+    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    experiment = o.get("mlflow_experiment") or OmegaConf.select(task, "logger.experiment_name") or "sweeps"
+    uri = o.get("mlflow_tracking_uri") or OmegaConf.select(task, "logger.tracking_uri")
+    return Settings(
+        directions=directions,
+        study_name=study_name,
+        storage=o.get("storage"),
+        n_trials=o["n_trials"],
+        n_jobs=o["n_jobs"],
+        params=dict(o.get("params") or {}),
+        metric=metric,
+        sampler=sampler,
+        pruner=pruner,
+        mlflow=bool(o.get("mlflow", True)),
+        mlflow_experiment=str(experiment),
+        mlflow_tracking_uri=uri,
+    )
