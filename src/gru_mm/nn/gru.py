@@ -280,7 +280,10 @@ class GRU(nn.Module):
             if want_gates:
                 z = x.new_zeros(LD, B, T, H)
                 gates = {"z": z, "r": z.clone()}
-            return x.new_zeros(B, T, self.num_directions * H), self._h0(h0, x, B), gates
+            # tie to the weights with zero gradient, so DDP and loss.backward() see them used
+            tie = 0.0 * sum(p.reshape(-1)[0] for p in self.parameters())
+            out = x.new_zeros(B, T, self.num_directions * H) + tie
+            return out, self._h0(h0, x, B) + tie, gates
         if self.cell == "cho2014":
             return self._run_cho(x, lay, h0, want_gates)
         quiet = warnings.catch_warnings() if x.is_cuda else contextlib.nullcontext()
