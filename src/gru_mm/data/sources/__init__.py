@@ -1,0 +1,1 @@
+"""Data sources: each turns some storage into a list of `Sample`s per split."""

@@ -1,0 +1,56 @@
+"""`gru-mm-eval ckpt_path=...`: test a checkpoint with the config it was trained with; log to MLflow."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from gru_mm import checkpoints
+from gru_mm.config import ConfigError, register_resolvers
+from gru_mm.models.build import build_datamodule, build_module
+from gru_mm.paths import CONF_DIR
+from gru_mm.tracking.run import run_tags
+
+log = logging.getLogger("gru_mm.eval")
+register_resolvers()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if cfg.ckpt_path == "last" and not cfg.experiment_name:
+        raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
+    path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
+    meta = checkpoints.read_meta(path)
+    if "config" not in meta:
+        raise checkpoints.CheckpointError(f"ckpt_path={path}: not a gru-mm checkpoint (it holds no config)")
+    train_cfg = OmegaConf.create(meta["config"])
+    if cfg.eval_batch_size:
+        train_cfg.data.eval_batch_size = cfg.eval_batch_size
+
+    datamodule = build_datamodule(train_cfg)
+    module = build_module(train_cfg, datamodule.num_classes)
+    experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
+    tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
+    if meta.get("mlflow_run_id"):
+        tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
+    loggers = [
+        hydra.utils.instantiate(node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}))
+        for name, node in (cfg.get("logger") or {}).items()
+    ]
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
+    return dict(results[0]) if results else {}
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        metrics = evaluate(cfg)
+    except (ConfigError, checkpoints.CheckpointError) as err:
+        raise SystemExit(f"gru-mm-eval: {err}") from None
+    log.info("test metrics: %s", metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""`gru-mm-train`: compose the config, build data, model, trainer and logger, fit, test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gru_mm import checkpoints
+from gru_mm.config import ConfigError, check_config, register_resolvers
+from gru_mm.models.build import build_datamodule, build_module
+from gru_mm.paths import CONF_DIR
+from gru_mm.tracking.run import log_checkpoint, log_run_start, run_tags
+
+log = logging.getLogger("gru_mm.train")
+register_resolvers()
+
+
+def _hydra_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def build_loggers(cfg: DictConfig, run_id: str | None, tags: dict[str, str]) -> list:
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        kwargs = {"run_id": run_id, "tags": tags} if name == "mlflow" else {}
+        loggers.append(hydra.utils.instantiate(node, **kwargs))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path | None) -> list[pl.Callback]:
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        kwargs = {"dirpath": str(ckpt_dir)} if name == "model_checkpoint" and ckpt_dir else {}
+        callbacks.append(hydra.utils.instantiate(node, **kwargs))
+    return callbacks
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and test; returns the value of `cfg.optimized_metric` (what a sweeper optimises)."""
+    check_config(cfg)
+    resume = checkpoints.resolve(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.experiment_name)
+    meta = checkpoints.read_meta(resume) if resume else {}
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)
+    tags = run_tags(_hydra_overrides())
+    if resume:
+        tags["gru_mm.resumed_from"] = str(resume)
+    loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
+    # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
+    callbacks = build_callbacks(cfg, resume.parent if resume else None)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+    mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
+    module.run_meta = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "experiment_name": cfg.experiment_name,
+        "mlflow_run_id": mlflow.run_id if mlflow else None,
+    }
+    if mlflow and trainer.is_global_zero and not resume:
+        log_run_start(mlflow, cfg, tags)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb else ""
+    if cfg.get("test", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+    if mlflow and trainer.is_global_zero and best:
+        log_checkpoint(mlflow, best)
+        log.info("best checkpoint: %s", best)
+
+    value = trainer.callback_metrics.get(cfg.optimized_metric)
+    return None if value is None else float(value)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        value = train(cfg)
+    except (ConfigError, checkpoints.CheckpointError) as err:
+        raise SystemExit(f"gru-mm-train: {err}") from None
+    if value is not None and not math.isfinite(value):
+        log.warning("%s is %s", cfg.optimized_metric, value)
+    return value
+
+
+if __name__ == "__main__":
+    main()
