@@ -18,8 +18,6 @@ from ._settings import Settings, parse_settings
 
 log = logging.getLogger(__name__)
 
-PRUNER_ATTR = "gru_mm.pruner"  # study user attr: the pruner config the OptunaPruning callback builds
-
 
 def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, arguments: list[str]) -> Any:
     s = parse_settings(options, config)
@@ -51,7 +49,7 @@ def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, a
         )
     study.sampler = _make_sampler(s, extra, n_existing=len(study.get_trials(deepcopy=False)))
     if s.pruner is not None:
-        study.set_user_attr(PRUNER_ATTR, s.pruner)
+        study.set_user_attr(_storage.PRUNER_ATTR, s.pruner)
     log.info(
         f"Study '{s.study_name}' in {_storage.redact(url)}, sampler {type(study.sampler).__name__}, "
         f"directions {s.directions}, {n_trials} trials, {s.n_jobs} at a time"

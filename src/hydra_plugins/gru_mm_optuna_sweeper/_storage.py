@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 
 JOURNAL = "journal:"
+PRUNER_ATTR = "gru_mm.pruner"  # study user attr: the pruner config the OptunaPruning callback builds
 
 
 def resolve_storage_url(storage: str | None, sweep_dir: Path) -> str:
