@@ -103,15 +103,18 @@ def test_objective_values():
         _study.objective_values({"val/acc": 0.5}, 1, "val/loss")
 
 
-def _settings(**options):
+def _settings(task=None, **options):
     base = {"direction": "minimize", "n_trials": 4, "n_jobs": 2, "sampler": {"_target_": "x.Y"}}
-    config = OmegaConf.create({"hydra": {"job": {"name": "app"}}, "logger": {"experiment_name": "exp"}})
-    return parse_settings({**base, **options}, config)
+    task = {"logger": {"experiment_name": "exp"}} if task is None else task
+    return parse_settings({**base, **options}, OmegaConf.create({"hydra": {"job": {"name": "app"}}, **task}))
 
 
 def test_settings_defaults_and_errors():
     s = _settings()
     assert (s.study_name, s.mlflow_experiment, s.directions) == ("app", "exp", ["minimize"])
+    spine = {"experiment_name": "gru-mm", "logger": {"mlflow": {"experiment_name": "${experiment_name}"}}}
+    assert _settings(task=spine).mlflow_experiment == "gru-mm"
+    assert _settings(task={}).mlflow_experiment == "sweeps"
     with pytest.raises(ValueError, match="hydra.sweeper.direction"):
         _settings(direction="down")
     with pytest.raises(ValueError, match="hydra.sweeper.n_jobs"):

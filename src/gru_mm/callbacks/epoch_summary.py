@@ -23,5 +23,10 @@ class EpochSummary(pl.Callback):
             return
         metrics = trainer.callback_metrics
         parts = [f"{k}={float(metrics[k]):.4f}" for k in self.keys if k in metrics]
-        log.info("epoch %d/%d %s (%.1fs)", trainer.current_epoch + 1, trainer.max_epochs, " ".join(parts),
-                 time.perf_counter() - self._start)
+        log.info(
+            "epoch %d/%d %s (%.1fs)",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            " ".join(parts),
+            time.perf_counter() - self._start,
+        )

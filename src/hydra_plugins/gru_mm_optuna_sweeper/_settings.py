@@ -28,6 +28,19 @@ class Settings:
     mlflow_tracking_uri: str | None
 
 
+# Where the task config may name its MLflow experiment and store; the trials' runs must land in the same one.
+EXPERIMENT_KEYS = ("logger.experiment_name", "logger.mlflow.experiment_name", "experiment_name")
+TRACKING_URI_KEYS = ("logger.tracking_uri", "logger.mlflow.tracking_uri")
+
+
+def _first(config: DictConfig, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = OmegaConf.select(config, key, default=None, throw_on_missing=False)
+        if value is not None:
+            return value
+    return None
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -64,8 +77,8 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         raise ValueError(f"hydra.sweeper.pruner must be null or a config with _target_, got {pruner!r}.")
 
     task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    experiment = o.get("mlflow_experiment") or OmegaConf.select(task, "logger.experiment_name") or "sweeps"
-    uri = o.get("mlflow_tracking_uri") or OmegaConf.select(task, "logger.tracking_uri")
+    experiment = o.get("mlflow_experiment") or _first(task, EXPERIMENT_KEYS) or "sweeps"
+    uri = o.get("mlflow_tracking_uri") or _first(task, TRACKING_URI_KEYS)
     return Settings(
         directions=directions,
         study_name=study_name,
