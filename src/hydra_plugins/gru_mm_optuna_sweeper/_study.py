@@ -78,6 +78,7 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
 
 def objective_values(value: Any, n_objectives: int, metric: str | Sequence[str] | None) -> list[float]:
     """The task's return value as a list of floats; raises ValueError naming what is wrong."""
+    returned = value
     if metric is not None and isinstance(value, Mapping):
         keys = [metric] if isinstance(metric, str) else list(metric)
         missing = [k for k in keys if k not in value]
@@ -87,11 +88,11 @@ def objective_values(value: Any, n_objectives: int, metric: str | Sequence[str] 
     if n_objectives == 1 and not isinstance(value, Sequence | Mapping):
         value = [value]
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != n_objectives:
-        raise ValueError(f"the task must return {n_objectives} number(s), got {value!r}")
+        raise ValueError(f"the task must return {n_objectives} number(s), got {returned!r}")
     try:
         return [float(v) for v in value]
     except (TypeError, ValueError):
-        raise ValueError(f"the task must return numbers, got {value!r}") from None
+        raise ValueError(f"the task must return {n_objectives} number(s), got {returned!r}") from None
 
 
 def record(study: optuna.Study, trial: optuna.Trial, ret: Any, metric: Any) -> TrialState:
