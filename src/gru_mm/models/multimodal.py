@@ -23,12 +23,17 @@ class MultimodalGRU(nn.Module):
         fusion: Callable[..., nn.Module],
         head: Callable[..., nn.Module],
         num_classes: int,
+        modalities: list[str] | None = None,
     ):
         super().__init__()
         if not encoders:
             raise ValueError("model.encoders is empty: give at least one modality's encoder")
-        self.modalities = sorted(encoders)
-        self.encoders = nn.ModuleDict(dict(encoders))
+        unknown = sorted(set(modalities or []) - set(encoders))
+        if unknown:
+            raise ValueError(f"model.modalities names {unknown}, which have no encoder in model.encoders")
+        # `modalities` picks a subset of the configured encoders (single-modality baselines, ablations).
+        self.modalities = sorted(modalities or encoders)
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.grus = nn.ModuleDict({m: gru(input_size=self.encoders[m].out_features) for m in self.modalities})
         dims = {m: self._state_dim(self.grus[m]) for m in self.modalities}
         self.fusion = fusion(input_dims=dims)

@@ -1,0 +1,99 @@
+"""End to end through the real console scripts: train (smoke), inspect the MLflow store, evaluate, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _client(root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def _runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[str]:
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "run_name=smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_smoke_run_is_fully_tracked(smoke_run):
+    root, _ = smoke_run
+    client = _client(root)
+    (run,) = _runs(client, "avdigits")
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model/gru/hidden_size"] == "64"
+    assert params["data/batch_size"] == "32"
+    assert params["trainer/max_epochs"] == "1"
+    metrics = run.data.metrics
+    for key in ("train/loss_epoch", "val/acc", "val/f1", "test/acc", "test/f1", "train/padding_ratio"):
+        assert key in metrics, f"{key} missing from {sorted(metrics)}"
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["train/padding_ratio"] >= 1.0
+    grad_norms = client.get_metric_history(run.info.run_id, "train/grad_norm")
+    assert len(grad_norms) == 3  # one per training step of the smoke run
+    tags = run.data.tags
+    assert "debug=smoke" in tags["gru_mm.overrides"]
+    assert tags["gru_mm.command"].startswith("gru-mm-train")
+    assert tags["mlflow.source.git.commit"]
+    artifacts = _artifact_paths(client, run.info.run_id)
+    assert "config/config.yaml" in artifacts
+    ckpts = [a for a in artifacts if a.startswith("checkpoints/") and a.endswith(".ckpt")]
+    assert len(ckpts) == 1
+    config_text = mlflow.artifacts.load_text(
+        f"runs:/{run.info.run_id}/config/config.yaml", tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    assert "hidden_size: 64" in config_text
+
+
+def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
+    root, _ = smoke_run
+    ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
+    result = run_cli("gru-mm-eval", f"ckpt_path={ckpt}", f"paths.root={root}", "run_name=eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = _client(root)
+    runs = {r.info.run_name: r for r in _runs(client, "avdigits")}
+    train_run, eval_run = runs["smoke"], runs["eval"]
+    assert eval_run.data.tags["gru_mm.source_run_id"] == train_run.info.run_id
+    # the same checkpoint on the same test batches gives the same accuracy as the training run's test
+    assert eval_run.data.metrics["test/acc"] == pytest.approx(train_run.data.metrics["test/acc"])
+
+
+def test_resume_from_last_continues_the_same_run(smoke_run):
+    root, _ = smoke_run
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "ckpt_path=last", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = _client(root)
+    train_runs = [r for r in _runs(client, "avdigits") if r.data.tags.get("gru_mm.job") != "eval"]
+    assert len(train_runs) == 1, "resuming must continue the interrupted run, not start a new one"
+    run = train_runs[0]
+    epochs = [m.value for m in client.get_metric_history(run.info.run_id, "epoch")]
+    assert max(epochs) == 1  # epoch 0 from the first run, epoch 1 from the resumed one
+    assert "gru_mm.resumed_from" in run.data.tags
+
+
+def test_eval_of_a_missing_checkpoint_names_it(isolated_root):
+    result = run_cli("gru-mm-eval", "ckpt_path=/nonexistent/x.ckpt", f"paths.root={isolated_root}")
+    assert result.returncode != 0
+    assert "ckpt_path=/nonexistent/x.ckpt: no such file" in result.stderr
