@@ -24,7 +24,7 @@ if ((${#missing[@]})); then
     # Containers have no init system: stop the packages' postinst from trying to start services.
     policy=/usr/sbin/policy-rc.d; own_policy=0
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1; fi
-    apt-get update -qq
+    apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
     ((own_policy)) && rm -f "$policy"
 fi

@@ -36,6 +36,10 @@ def main(cfg: DictConfig):
         number = cfg.trial.number
         if number in cfg.fail_trials:
             raise RuntimeError(f"trial {number} fails on purpose")
+        if number in cfg.prune_trials:
+            import optuna
+
+            raise optuna.TrialPruned(f"trial {number} pruned on purpose")
         value = float("nan") if number in cfg.nan_trials else quadratic(cfg.x, cfg.y)
         if child:
             child[0].log_metric(child[1], "objective", value)
