@@ -1,6 +1,9 @@
 """Search-space syntax, value formatting, storage strings, objective values, settings: no subprocess."""
 
 import math
+import os
+import socket
+import time
 from pathlib import Path
 
 import optuna
@@ -9,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 from sweep_testlib import APP, REPO
 
 from hydra_plugins.gru_mm_optuna_sweeper import _space, _storage, _study
@@ -131,9 +135,29 @@ def test_interrupted_trials_are_failed_and_retried(tmp_path: Path):
     study.tell(done, 1.0)
     dead = study.ask()
     x = dead.suggest_float("x", 0, 1)
-    dead.set_user_attr(_study.OWNER, "some-host:1")
-    assert _study.recover_interrupted(study, storage, grid=False) == [dead.number]
+    dead.set_user_attr(_study.OWNER, "other-host:1")  # no heartbeat for ages
+    alive = study.ask()
+    alive.set_user_attr(_study.OWNER, "other-host:2")
+    alive.set_user_attr(_study.HEARTBEAT, time.time())
+    here = study.ask()
+    here.set_user_attr(_study.OWNER, f"{socket.gethostname()}:{os.getppid()}")  # a live process on this host
+    assert _study.recover_interrupted(study, storage, grid=False, stale_after_s=60) == [dead.number]
     assert _study.n_finished(study) == 1
     retry = study.ask()
     assert retry.suggest_float("x", 0, 1) == x and retry.user_attrs[_study.RETRY_OF] == dead.number
-    assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
+    states = {t.number: t.state for t in study.trials}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[alive.number] == states[here.number] == TrialState.RUNNING
+
+
+def test_heartbeat_stamps_running_trials(tmp_path: Path):
+    storage = _storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("s"), trial.number
+    )
+    with _study.Heartbeat(storage, [trial_id], interval_s=0.05):
+        time.sleep(0.2)
+    stamp = study.trials[0].user_attrs[_study.HEARTBEAT]
+    assert time.time() - stamp < 1.0

@@ -56,17 +56,22 @@ def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, a
     )
 
     parent = _parent_run(s, url) if s.mlflow else None
-    interrupted = _study.recover_interrupted(study, storage, grid)
-    if parent is not None:
-        parent.kill_children(interrupted)
 
     owner = _study.owner_id()
+    study_id = storage.get_study_id_from_name(s.study_name)
     identity = [
         f"++trial.study_name={s.study_name}",
         f"++trial.storage={_space.format_value(url)}",
         f"++trial.mlflow_parent_run_id={parent.run_id if parent else 'null'}",
     ]
-    while (todo := n_trials - _study.n_finished(study)) > 0:
+    while True:
+        # Checked before every batch: a sweeper on another host may have died while this one ran.
+        interrupted = _study.recover_interrupted(study, storage, grid, s.stale_after_s)
+        if parent is not None:
+            parent.kill_children(interrupted)
+        todo = n_trials - _study.n_finished(study)
+        if todo <= 0:
+            break
         trials = [study.ask() for _ in range(min(todo, s.n_jobs))]
         batch = []
         for trial in trials:
@@ -74,7 +79,9 @@ def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, a
             values = {name: _space.suggest(trial, name, p.distribution) for name, p in space.params.items()}
             batch.append([*space.overrides(values), *identity, f"++trial.number={trial.number}"])
         # Job numbers follow trial numbers, so a resumed sweep does not reuse the job folders of earlier trials.
-        returns = launcher.launch(batch, initial_job_idx=trials[0].number)
+        trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+        with _study.Heartbeat(storage, trial_ids, interval_s=min(30.0, s.stale_after_s / 4)):
+            returns = launcher.launch(batch, initial_job_idx=trials[0].number)
         for trial, ret in zip(trials, returns, strict=True):
             _study.record(study, trial, ret, s.metric)
 

@@ -26,6 +26,7 @@ class Settings:
     mlflow: bool
     mlflow_experiment: str
     mlflow_tracking_uri: str | None
+    stale_after_s: float
 
 
 # Where the task config may name its MLflow experiment and store; the trials' runs must land in the same one.
@@ -60,6 +61,10 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         raise ValueError(
             f"hydra.sweeper.study_name may hold letters, digits, '_', '-' and '.', got {study_name!r}."
         )
+    if not isinstance(o.get("stale_after_s", 300), int | float) or o.get("stale_after_s", 300) <= 0:
+        raise ValueError(
+            f"hydra.sweeper.stale_after_s must be a positive number, got {o['stale_after_s']!r}."
+        )
     for key in ("n_trials", "n_jobs"):
         if not isinstance(o.get(key), int) or o[key] < 1:
             raise ValueError(f"hydra.sweeper.{key} must be a positive integer, got {o.get(key)!r}.")
@@ -92,4 +97,5 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         mlflow=bool(o.get("mlflow", True)),
         mlflow_experiment=str(experiment),
         mlflow_tracking_uri=uri,
+        stale_after_s=float(o.get("stale_after_s", 300)),
     )

@@ -1,16 +1,20 @@
 """The study's bookkeeping: which trials count, recovering trials a killed sweep left RUNNING, telling results.
 
-A trial left RUNNING by a sweep that died is marked FAIL with user attr `interrupted=True` (it then does not
+A trial left RUNNING by a sweep that died (its pid is gone on this host; no heartbeat for stale_after_s from
+another host) is marked FAIL with user attr `interrupted=True` (it then does not
 count toward n_trials) and its parameters are enqueued again (`retry_of=<its number>`), so no trial number is
 reused and none is counted twice. With the grid sampler the grid point is released instead of enqueued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 log = logging.getLogger(__name__)
 
 OWNER = "gru_mm.sweeper"  # user attr: host:pid of the sweeper that asked the trial
+HEARTBEAT = "gru_mm.heartbeat"  # user attr: unix time, refreshed by that sweeper while the trial runs
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
 ERROR = "error"
@@ -39,15 +44,9 @@ def n_finished(study: optuna.Study) -> int:
     return sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
 
 
-def _owner_alive(owner: str | None) -> bool:
-    """True when the trial's sweeper is another live process on this host (its trials are not ours to fail)."""
-    if not owner or ":" not in owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
+def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -55,13 +54,56 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, grid: bool) -> list[int]:
+def sweeper_alive(t: FrozenTrial, stale_after_s: float, now: float | None = None) -> bool:
+    """Whether the sweeper that asked this RUNNING trial still lives: its pid on this host, its heartbeat elsewhere."""
+    now = time.time() if now is None else now
+    owner = t.user_attrs.get(OWNER)
+    if owner == owner_id():
+        return True
+    if owner is None:  # between ask() and set_user_attr(OWNER) of a live sweeper, or asked by hand
+        started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+        return now - started < stale_after_s
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    return now - float(t.user_attrs.get(HEARTBEAT, 0.0)) < stale_after_s
+
+
+class Heartbeat:
+    """While a batch runs, stamp its trials every `interval_s` so sweepers on other hosts see them alive."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int], interval_s: float):
+        self.storage, self.trial_ids, self.interval_s = storage, trial_ids, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="optuna-sweeper-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        for trial_id in self.trial_ids:
+            with contextlib.suppress(Exception):  # a trial told meanwhile cannot take attrs any more
+                self.storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def recover_interrupted(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, grid: bool, stale_after_s: float
+) -> list[int]:
     """Fail and re-enqueue trials left RUNNING by a dead sweep; returns their numbers."""
     study_id = storage.get_study_id_from_name(study.study_name)
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _owner_alive(t.user_attrs.get(OWNER)):
-            log.warning(f"Trial {t.number} is running in live sweeper {t.user_attrs[OWNER]}: left alone.")
+        if sweeper_alive(t, stale_after_s):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, INTERRUPTED, True)

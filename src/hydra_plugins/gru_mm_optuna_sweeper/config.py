@@ -63,6 +63,9 @@ class OptunaSweeperConf:
     storage: str | None = None
     n_trials: int = 20  # finished trials wanted (complete, pruned or failed); a re-run resumes up to this
     n_jobs: int = 2  # trials launched at a time through hydra/launcher
+    # A RUNNING trial of a sweeper on another host counts as dead (failed, retried) after this long without its
+    # heartbeat; on this host the sweeper's pid decides.
+    stale_after_s: float = 300
     params: dict[str, Any] | None = None  # search space, {key: "interval(a, b)" | "choice(..)" | ...}
     metric: Any = None  # when the task returns a dict: the key (or list of keys) that is the objective
     pruner: Any = field(default_factory=_median_pruner)  # used by the OptunaPruning callback in each trial
