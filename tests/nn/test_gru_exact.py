@@ -11,7 +11,7 @@ from gru_mm.nn import GRU
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
-PATHS = ["auto", "padded_gather", "segments", "packed"]
+PATHS = ["auto", "padded_gather", "segments", "packed", "scan"]
 RTOL = 1e-5
 
 

@@ -8,7 +8,10 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
 - ``"segments"``: the batch sorted longest first, time cut into a few spans, each one padded call
   over the sequences still alive (see ``gru_plan``): skips most of the padding's work.
 - ``"packed"``: torch's packed kernel (the reference semantics); never faster in our measurements.
-- ``"auto"`` (default): padded_gather or segments, whichever the cost model expects to be faster.
+- ``"scan"``: the same equations in a hand-written packed loop and backward (``gru_scan``); on the
+  CPU it beats ATen's GRU, whose per-step autograd overhead dominates there.
+- ``"auto"`` (default): "scan" on the CPU; on a GPU padded_gather or segments, whichever the cost
+  model expects to be faster (cuDNN's padded kernel is the fastest per step there).
 
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``); it always runs its own packed loop.
 """
@@ -27,10 +30,11 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from gru_mm.nn.cho2014 import cho2014_packed
 from gru_mm.nn.gru_layout import Layout, check_lengths
 from gru_mm.nn.gru_plan import plan_cost, plan_segments, step_cost
+from gru_mm.nn.gru_scan import torch_scan_packed
 from gru_mm.nn.init import INITS, init_gru_, l2_penalty
 
 CELLS = ("torch", "cho2014")
-PATHS = ("auto", "padded_gather", "segments", "packed")
+PATHS = ("auto", "padded_gather", "segments", "packed", "scan")
 PRECISIONS = ("float32", "autocast")
 # A multi-layer packed call cannot use per-(layer, direction) weight buffers; cuDNN then copies the
 # weights (cheap next to the recurrence) and warns on every call.
@@ -47,8 +51,8 @@ class GRU(nn.Module):
             so state dicts load both ways) or ``"cho2014"`` (textbook cell; per layer and direction
             ``weight_ih_l{k}`` [3H, F], ``weight_hh_l{k}`` [3H, H], ``bias_l{k}`` [3H], gate order
             z, r, candidate; ``_reverse`` suffix for the backward direction).
-        path: ``"auto"``, ``"padded_gather"``, ``"segments"`` or ``"packed"`` (cell "torch" only;
-            see the module docstring). cho2014 accepts only ``"auto"``.
+        path: ``"auto"``, ``"padded_gather"``, ``"segments"``, ``"packed"`` or ``"scan"`` (cell
+            "torch" only; see the module docstring). cho2014 accepts only ``"auto"``.
         return_sequences / return_state: when False, that slot of the result is None (Keras-style).
         init: ``"torch"`` (nn.GRU's uniform(+-1/sqrt(H))) or ``"keras"`` (input kernel
             glorot_uniform, recurrent kernel orthogonal, bias zeros).
@@ -57,7 +61,9 @@ class GRU(nn.Module):
         precision: ``"float32"`` (default): autocast is switched off inside the layer and it runs
             in its parameters' dtype, so under ``torch.autocast("cuda", dtype=torch.bfloat16)`` the
             GRU stays float32 (torch would otherwise run cuDNN's GRU in float16 without any gradient
-            scaling). ``"autocast"``: leave the dtype to autocast; use a GradScaler with it.
+            scaling). ``"autocast"``: leave the dtype to autocast on the cuDNN paths (padded_gather,
+            segments, packed); use a GradScaler with it. The hand-written loops (scan, cho2014)
+            always run in the parameters' dtype.
 
     ``forward(x, lengths, h0=None, return_gates=False) -> (outputs, h_n)``:
         x: [B, T, F] padded float (batch_first) or a PackedSequence (then lengths is omitted and
@@ -250,28 +256,31 @@ class GRU(nn.Module):
         return x.new_zeros(self.num_layers * self.num_directions, rows, self.hidden_size)
 
     def choose_path(self, lengths: Tensor, device_type: str = "cpu") -> str:
-        """The path this layer takes for these lengths (for logs and benchmarks)."""
-        if self.cell == "cho2014":
-            return "cho2014"
-        if self.path == "packed":
-            return "packed"
+        """The path this layer takes for these lengths on that device (for logs and benchmarks)."""
         lengths = torch.as_tensor(lengths)
         top = int(lengths.max()) if lengths.numel() else 0
         lay = Layout(check_lengths(lengths, lengths.numel(), top), top, torch.device("cpu"))
-        return "segments" if self._spans(lay, device_type) is not None else "padded_gather"
+        return self._resolve(lay, device_type)[0]
 
-    def _spans(self, lay: Layout, device_type: str):
-        """None for one padded call, else the segment plan."""
-        if self.path == "padded_gather" or (self.path == "auto" and (lay.uniform or lay.B < 2)):
-            return None
+    def _resolve(self, lay: Layout, device_type: str) -> tuple[str, list | None]:
+        """(path, segment plan or None)."""
+        if self.cell == "cho2014":
+            return "cho2014", None
+        path = self.path
+        if path == "auto" and device_type == "cpu":
+            return "scan", None
+        if path in ("packed", "scan", "padded_gather"):
+            return path, None
+        if path == "auto" and (lay.uniform or lay.B < 2):
+            return "padded_gather", None
         cost = step_cost(device_type, self.input_size, self.hidden_size)
         spans = plan_segments(lay.sorted_lens, cost)
-        if self.path == "segments":
-            return spans
+        if path == "segments":
+            return path, spans
         # sorting and the extra calls must pay for themselves with a margin
         if len(spans) <= 1 or plan_cost(spans, cost) > 0.85 * cost.span(lay.max_len, lay.B):
-            return None
-        return spans
+            return "padded_gather", None
+        return "segments", spans
 
     def _run(self, x: Tensor, lay: Layout, h0: Tensor | None, want_gates: bool):
         B, T, H, LD = lay.B, lay.T, self.hidden_size, self.num_layers * self.num_directions
@@ -284,15 +293,20 @@ class GRU(nn.Module):
             tie = 0.0 * sum(p.reshape(-1)[0] for p in self.parameters())
             out = x.new_zeros(B, T, self.num_directions * H) + tie
             return out, self._h0(h0, x, B) + tie, gates
-        if self.cell == "cho2014":
-            return self._run_cho(x, lay, h0, want_gates)
+        path, spans = self._resolve(lay, x.device.type)
+        if path in ("cho2014", "scan"):
+            # the hand-written loops run in the parameters' dtype whatever autocast says
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                dtype = self.weight_hh_l0.dtype
+                h0 = None if h0 is None else h0.to(dtype)
+                return self._run_scan(x.to(dtype), lay, h0, want_gates)
         quiet = warnings.catch_warnings() if x.is_cuda else contextlib.nullcontext()
         with quiet:
             if x.is_cuda:
                 warnings.filterwarnings("ignore", message=_NOT_FLAT)
-            if self.path == "packed":
+            if path == "packed":
                 return self._run_packed(x, lay, h0) + (None,)
-            return self._run_padded(x, lay, h0, self._spans(lay, x.device.type)) + (None,)
+            return self._run_padded(x, lay, h0, spans) + (None,)
 
     def _layer_groups(self) -> Iterator[tuple[int, int, int]]:
         for layer in range(self.num_layers):
@@ -373,7 +387,8 @@ class GRU(nn.Module):
             h = torch.cat([h, h0s[:, n:]], 1)
         return out, h.index_select(1, lay.inv_perm)
 
-    def _run_cho(self, x: Tensor, lay: Layout, h0: Tensor | None, want_gates: bool):
+    def _run_scan(self, x: Tensor, lay: Layout, h0: Tensor | None, want_gates: bool):
+        """Both hand-written loops share this: packed rows from start to end, no padded detour."""
         n, H, B, T = lay.n_alive, self.hidden_size, lay.B, lay.T
         data = x.reshape(B * T, -1).index_select(0, lay.pack_index)
         h0s = self._h0(h0, x, B).index_select(1, lay.perm)
@@ -383,9 +398,12 @@ class GRU(nn.Module):
             if d == 0:
                 outs = []
             ws = self._weights(g)
-            w_ih, w_hh, b = ws[0], ws[1], (ws[2] if self.bias else None)
             src = inp if d == 0 else inp.index_select(0, rev)
-            y, zr = cho2014_packed(src, h0s[g, :n], w_ih, w_hh, b, bs, prev)
+            if self.cell == "cho2014":
+                y, zr = cho2014_packed(src, h0s[g, :n], ws[0], ws[1], ws[2] if self.bias else None, bs, prev)
+            else:
+                b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
+                y, zr = torch_scan_packed(src, h0s[g, :n], ws[0], ws[1], b_ih, b_hh, bs, prev), None
             finals.append(y.index_select(0, lay.packed_end))
             if d == 1:
                 y = y.index_select(0, rev)

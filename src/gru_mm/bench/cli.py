@@ -1,0 +1,62 @@
+"""`gru-mm-bench`: benchmarks of this project's building blocks."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gru-mm-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    gru = sub.add_parser("gru", help="forward+backward time of GRU implementations on variable-length batches")
+    gru.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    gru.add_argument("--quick", action="store_true", help="a small grid (under a minute on 2 CPU cores)")
+    gru.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
+    gru.add_argument("--reps", type=int, help="timed rounds per case (default 3 on CPU, 5 on CUDA)")
+    gru.add_argument("--max-seconds", type=float, help="start no new case after this many seconds")
+    gru.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from gru_mm.bench.gru import run_grid
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gru-mm-bench: --device cuda given but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.reps is not None and args.reps < 1:
+        print("gru-mm-bench: --reps must be >= 1", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as in ../shared/perf/gru-anchors.md
+        torch.backends.cudnn.allow_tf32 = True
+    print(f"gru-mm-bench gru on {args.device}: {_machine(args.device)}")
+    run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds)
+    if args.out:
+        print(f"records written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Forward+backward timing of GRU implementations on variable-length batches.
+
+Each grid point ("case") is one batch: hidden size, batch size, length distribution and longest
+length. Implementations are timed round-robin (one run of each per round, median over rounds), so
+a noisy shared machine affects them alike. Exactness is checked, not assumed: four sequences of the
+batch (shortest, longest, two others) are also run alone, unpadded, through the same weights, and
+an implementation is "exact" when its outputs and final states for them match to 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from gru_mm.nn.gru import GRU
+
+INPUT_SIZE = 128
+EXACT_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Case:
+    hidden: int
+    batch: int
+    dist: str  # "lognormal" (most of a padded batch is padding) or "uniform"
+    tmax: int
+
+    @property
+    def name(self) -> str:
+        return f"h{self.hidden}-b{self.batch}-{self.dist}-t{self.tmax}"
+
+    def lengths(self, seed: int = 0) -> Tensor:
+        rng = np.random.default_rng(seed)
+        if self.dist == "lognormal":
+            lens = np.exp(rng.normal(math.log(self.tmax / 6), 0.9, self.batch))
+        else:
+            lens = rng.uniform(1, self.tmax, self.batch)
+        lens = np.clip(np.round(lens), 1, self.tmax).astype(np.int64)
+        lens[rng.integers(self.batch)] = self.tmax  # the longest sets the padded length
+        return torch.from_numpy(lens)
+
+
+def grid(device: str, quick: bool) -> list[Case]:
+    dists = ("lognormal", "uniform")
+    if quick:
+        return [Case(h, 32, d, 100) for h in (64, 128) for d in dists]
+    hiddens, batches = (64, 128, 256, 512, 1024), (32, 128)
+    # 2 CPU cores cannot run 1500-step batches at hidden 1024 in reasonable time
+    tmaxes = (400, 1500) if device == "cuda" else (100,)
+    return [Case(h, b, d, t) for t in tmaxes for h in hiddens for b in batches for d in dists]
+
+
+IMPLS = (
+    "gru_mm",
+    "gru_mm:padded_gather",
+    "gru_mm:segments",
+    "gru_mm:packed",
+    "gru_mm:scan",
+    "torch_padded",
+    "torch_packed",
+    "cho2014",
+)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _models(case: Case, device: str) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    ref = nn.GRU(INPUT_SIZE, case.hidden, batch_first=True).to(device)
+    out: dict[str, nn.Module] = {"torch_padded": ref, "torch_packed": ref}
+    for impl in IMPLS:
+        if impl.startswith("gru_mm"):
+            path = impl.split(":")[1] if ":" in impl else "auto"
+            m = GRU(INPUT_SIZE, case.hidden, path=path).to(device)
+            m.load_state_dict(ref.state_dict())
+            out[impl] = m
+    out["cho2014"] = GRU(INPUT_SIZE, case.hidden, cell="cho2014").to(device)
+    return out
+
+
+def _step(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    if impl == "torch_padded":
+        return model(x)
+    if impl == "torch_packed":
+        p = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        o, h = model(p)
+        return pad_packed_sequence(o, batch_first=True, total_length=x.shape[1])[0], h
+    return model(x, lengths)
+
+
+def _is_exact(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> bool:
+    """Compare with each of four sequences run alone (no padding, so no packing question)."""
+    lens = lengths.tolist()
+    order = np.argsort(lens, kind="stable")
+    picks = sorted({int(order[0]), int(order[-1]), int(order[len(order) // 3]), int(order[2 * len(order) // 3])})
+    with torch.no_grad():
+        out, h = _step(impl, model, x, lengths)
+        for i in picks:
+            n = lens[i]
+            xi = x[i : i + 1, :n]
+            if impl == "cho2014":
+                oi, hi = model(xi, torch.tensor([n]))
+            else:
+                ref = model if isinstance(model, nn.GRU) else None
+                if ref is None:
+                    ref = nn.GRU(INPUT_SIZE, model.hidden_size, batch_first=True).to(x.device)
+                    ref.load_state_dict(model.state_dict())
+                oi, hi = ref(xi)
+            scale = max(1.0, float(oi.abs().max()))
+            if float((out[i, :n] - oi[0]).abs().max()) > EXACT_TOL * scale:
+                return False
+            if float((h[-1, i] - hi[-1, 0]).abs().max()) > EXACT_TOL * scale:
+                return False
+    return True
+
+
+def time_case(case: Case, device: str, reps: int, warmup: int, impls=IMPLS) -> list[dict]:
+    lengths = case.lengths()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(case.batch, case.tmax, INPUT_SIZE, generator=gen)
+    mask = (torch.arange(case.tmax)[None, :] < lengths[:, None]).unsqueeze(-1)
+    x = (x * mask).to(device).requires_grad_()
+    models = _models(case, device)
+    runs: dict[str, Callable[[], None]] = {}
+    for impl in impls:
+        model = models[impl]
+
+        def run(impl=impl, model=model):
+            out, h = _step(impl, model, x, lengths)
+            (out.sum() + h.sum()).backward()
+
+        runs[impl] = run
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for i in range(warmup + reps):
+        for impl, run in runs.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            if i >= warmup:
+                times[impl].append((time.perf_counter() - t0) * 1e3)
+    real = int(lengths.sum())
+    records = []
+    for impl in impls:
+        ms = statistics.median(times[impl])
+        rec = {
+            "case": case.name,
+            "impl": impl,
+            "device": device,
+            "ms_median": round(ms, 3),
+            "real_tokens_per_s": round(real / (ms / 1e3), 1),
+            "exact": _is_exact(impl, models[impl], x.detach(), lengths),
+            "hidden": case.hidden,
+            "batch": case.batch,
+            "dist": case.dist,
+            "tmax": case.tmax,
+            "padded_over_real": round(case.batch * case.tmax / real, 2),
+        }
+        if impl == "gru_mm":
+            rec["path"] = models[impl].choose_path(lengths, device)
+        records.append(rec)
+    return records
+
+
+def summarize(records: list[dict]) -> list[str]:
+    """One line per case: the layer's speed relative to the faster nn.GRU, and the checks."""
+    lines = []
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_case.setdefault(r["case"], {})[r["impl"]] = r
+    header = (
+        f"{'case':28} {'pad/real':>8} {'gru_mm':>9} {'path':>13} {'padded':>9} {'packed':>9} "
+        f"{'cho2014':>9} {'vs best':>7} {'vs pkd':>6}  exact(gru_mm, padded)"
+    )
+    lines.append(header)
+    worst = math.inf
+    for name, recs in by_case.items():
+        g, p, k = recs.get("gru_mm"), recs.get("torch_padded"), recs.get("torch_packed")
+        c = recs.get("cho2014")
+        if not (g and p and k):
+            continue
+        best = min(p["ms_median"], k["ms_median"])
+        ratio = best / g["ms_median"]
+        worst = min(worst, ratio)
+        lines.append(
+            f"{name:28} {g['padded_over_real']:>8} {g['ms_median']:>9.1f} {g.get('path', ''):>13} "
+            f"{p['ms_median']:>9.1f} {k['ms_median']:>9.1f} {c['ms_median'] if c else float('nan'):>9.1f} "
+            f"{ratio:>6.2f}x {k['ms_median'] / g['ms_median']:>5.2f}x  {g['exact']}, {p['exact']}"
+        )
+    if worst < math.inf:
+        lines.append(f"slowest case: gru_mm at {worst:.2f}x the faster of padded/packed nn.GRU (target >= 0.95x)")
+    return lines
+
+
+def run_grid(
+    device: str, quick: bool, out: Path | None, reps: int | None = None, max_seconds: float | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> list[dict]:
+    cases = grid(device, quick)
+    reps = reps or (3 if quick or device == "cpu" else 5)
+    warmup = 1 if device == "cpu" else 2
+    records: list[dict] = []
+    start = time.perf_counter()
+    for i, case in enumerate(cases):
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            print_fn(f"time box of {max_seconds:.0f}s reached: {len(cases) - i} cases not run")
+            break
+        recs = time_case(case, device, reps, warmup)
+        records.extend(recs)
+        cells = "  ".join(f"{r['impl']}={r['ms_median']:.1f}ms{'' if r['exact'] else '(inexact)'}" for r in recs)
+        print_fn(f"[{i + 1}/{len(cases)}] {case.name}: {cells}")
+        if out is not None:  # written after every case so a time-out still leaves results
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(records, indent=1))
+    for line in summarize(records):
+        print_fn(line)
+    return records
