@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     try:
         metrics = evaluate(cfg)
-    except (ConfigError, checkpoints.CheckpointError) as err:
+    except (ConfigError, checkpoints.CheckpointError, ConnectionError) as err:
         raise SystemExit(f"gru-mm-eval: {err}") from None
     log.info("test metrics: %s", metrics)
 

@@ -15,7 +15,7 @@ from gru_mm import checkpoints
 from gru_mm.config import ConfigError, check_config, register_resolvers
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.run import log_checkpoint, log_run_start, run_tags
+from gru_mm.tracking.run import log_checkpoint, log_resume, log_run_start, run_tags
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
@@ -51,8 +51,6 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.num_classes)
     tags = run_tags(_hydra_overrides())
-    if resume:
-        tags["gru_mm.resumed_from"] = str(resume)
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
@@ -64,8 +62,11 @@ def train(cfg: DictConfig) -> float | None:
         "experiment_name": cfg.experiment_name,
         "mlflow_run_id": mlflow.run_id if mlflow else None,
     }
-    if mlflow and trainer.is_global_zero and not resume:
-        log_run_start(mlflow, cfg, tags)
+    if mlflow and trainer.is_global_zero:
+        if resume:  # the run already holds params and config; record how it was continued
+            log_resume(mlflow, resume, tags)
+        else:
+            log_run_start(mlflow, cfg, tags)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     ckpt_cb = trainer.checkpoint_callback
@@ -84,7 +85,7 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         value = train(cfg)
-    except (ConfigError, checkpoints.CheckpointError) as err:
+    except (ConfigError, checkpoints.CheckpointError, ConnectionError) as err:
         raise SystemExit(f"gru-mm-train: {err}") from None
     if value is not None and not math.isfinite(value):
         log.warning("%s is %s", cfg.optimized_metric, value)

@@ -62,6 +62,11 @@ class Seq:
             None if self.times is None else self.times.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> Seq:
+        # DataLoader(pin_memory=True) calls this on custom batch types.
+        return Seq(self.data.pin_memory(), self.lengths, self.present.pin_memory(),
+                   None if self.times is None else self.times.pin_memory())
+
     def with_data(self, data: Tensor, lengths: Tensor | None = None) -> Seq:
         """Same batch, new per-step data (an encoder's output); lengths may change (strided conv)."""
         return Seq(data, self.lengths if lengths is None else lengths, self.present, self.times)
@@ -82,6 +87,9 @@ class Batch:
             self.target.to(device, non_blocking=non_blocking),
             {m: s.to(device, non_blocking=non_blocking) for m, s in self.inputs.items()},
         )
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.ids, self.target.pin_memory(), {m: s.pin_memory() for m, s in self.inputs.items()})
 
     def padding_stats(self) -> tuple[int, int]:
         """(padded steps, real steps) summed over modalities."""

@@ -57,9 +57,18 @@ class SequenceClassifier(pl.LightningModule):
             return batch.to(device, non_blocking=True)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    def _regularization(self) -> torch.Tensor | None:
+        """Weight penalties that layers declare (the GRU's optional per-group L2), summed."""
+        terms = [m.regularization_loss() for m in self.net.modules()
+                 if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())]
+        return torch.stack(terms).sum() if terms else None
+
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         logits = self(batch)
         loss = self.loss_fn(logits, batch.target)
+        if stage == "train" and (penalty := self._regularization()) is not None:
+            self.log("train/l2_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(batch))
+            loss = loss + penalty
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{stage} loss is {loss.item()} at batch with ids {batch.ids[:3]}...: check the data and learning rate"

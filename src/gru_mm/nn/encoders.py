@@ -32,6 +32,8 @@ class AudioConvEncoder(nn.Module):
         return torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[1] == 0:  # the whole batch lacks audio: nothing to convolve
+            return x.new_zeros(x.shape[0], 0, self.out_features), lengths
         mask = _step_mask(lengths, x.shape[1], x.device)
         h = self.norm(x) * mask
         h = self.act(self.conv1(h.transpose(1, 2))).transpose(1, 2)

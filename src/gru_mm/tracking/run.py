@@ -66,6 +66,12 @@ def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
 
 
+def log_resume(logger: MLFlowLogger, checkpoint: str | Path, tags: dict[str, str]) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    client.set_tag(run_id, "gru_mm.resumed_from", str(checkpoint))
+    client.set_tag(run_id, "gru_mm.resume_command", tags["gru_mm.command"])
+
+
 def log_checkpoint(logger: MLFlowLogger, path: str | Path, artifact_dir: str = "checkpoints") -> None:
     if path and Path(path).is_file():
         logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)
