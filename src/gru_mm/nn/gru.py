@@ -41,6 +41,13 @@ PRECISIONS = ("float32", "autocast")
 _NOT_FLAT = "RNN module weights are not part of single contiguous chunk"
 
 
+def _no_autocast(x: Tensor):
+    # entering an autocast context costs ~10 us, so only switch it off when it is on
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class GRU(nn.Module):
     """GRU over padded variable-length batches; results equal packed ``nn.GRU``.
 
@@ -162,6 +169,7 @@ class GRU(nn.Module):
 
         A no-op off CUDA or for cho2014; on any failure the weights stay as they are (still exact).
         """
+        self._flat = False
         if self.cell != "torch" or not torch.backends.cudnn.is_available():
             return
         for g in range(len(self._groups)):
@@ -169,7 +177,7 @@ class GRU(nn.Module):
             if not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
                 return
             if len({w.data_ptr() for w in ws}) != len(ws):
-                continue
+                return
             try:
                 from torch.backends.cudnn import rnn as cudnn_rnn
 
@@ -181,6 +189,7 @@ class GRU(nn.Module):
                         )
             except Exception:  # private API: fall back to cuDNN's copying path
                 return
+        self._flat = True
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
@@ -245,9 +254,7 @@ class GRU(nn.Module):
         return (out, h_n, gates) if return_gates else (out, h_n)
 
     def _precision(self, x: Tensor):
-        if self.precision == "autocast":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=x.device.type, enabled=False)
+        return _no_autocast(x) if self.precision == "float32" else contextlib.nullcontext()
 
     # ---- execution ----
     def _h0(self, h0: Tensor | None, x: Tensor, rows: int) -> Tensor:
@@ -277,8 +284,8 @@ class GRU(nn.Module):
         spans = plan_segments(lay.sorted_lens, cost)
         if path == "segments":
             return path, spans
-        # sorting and the extra calls must pay for themselves with a margin
-        if len(spans) <= 1 or plan_cost(spans, cost) > 0.85 * cost.span(lay.max_len, lay.B):
+        # sorting, gathers and extra calls must pay for themselves: ask for a clear predicted win
+        if len(spans) <= 1 or plan_cost(spans, cost) > 0.8 * cost.span(lay.max_len, lay.B):
             return "padded_gather", None
         return "segments", spans
 
@@ -289,20 +296,23 @@ class GRU(nn.Module):
             if want_gates:
                 z = x.new_zeros(LD, B, T, H)
                 gates = {"z": z, "r": z.clone()}
-            # tie to the weights with zero gradient, so DDP and loss.backward() see them used
+            # tie to the weights and the input with zero gradient, so DDP and loss.backward() see
+            # them (and an encoder before this layer) used; where() keeps NaN padding out of it
             tie = 0.0 * sum(p.reshape(-1)[0] for p in self.parameters())
+            if x.numel():
+                tie = tie + torch.where(torch.zeros(1, dtype=torch.bool, device=x.device), x.reshape(-1)[:1], 0).sum()
             out = x.new_zeros(B, T, self.num_directions * H) + tie
             return out, self._h0(h0, x, B) + tie, gates
         path, spans = self._resolve(lay, x.device.type)
         if path in ("cho2014", "scan"):
             # the hand-written loops run in the parameters' dtype whatever autocast says
-            with torch.autocast(device_type=x.device.type, enabled=False):
+            with _no_autocast(x):
                 dtype = self.weight_hh_l0.dtype
                 h0 = None if h0 is None else h0.to(dtype)
                 return self._run_scan(x.to(dtype), lay, h0, want_gates)
-        quiet = warnings.catch_warnings() if x.is_cuda else contextlib.nullcontext()
-        with quiet:
-            if x.is_cuda:
+        quiet = x.is_cuda and (path == "packed" or not self._flat)
+        with warnings.catch_warnings() if quiet else contextlib.nullcontext():
+            if quiet:
                 warnings.filterwarnings("ignore", message=_NOT_FLAT)
             if path == "packed":
                 return self._run_packed(x, lay, h0) + (None,)

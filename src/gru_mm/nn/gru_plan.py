@@ -33,11 +33,12 @@ class StepCost:
 def step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
     # forward + backward FLOPs per row and step, recurrent and input projection together
     flops = 18.0 * hidden_size * (hidden_size + input_size)
-    if device_type == "cuda":
-        # cuDNN: ~5 us/step (fwd+bwd) with the small-hidden persistent kernel, ~20 us otherwise;
-        # about 10 TFLOP/s reached on an H100 at hidden 512 (../shared/perf/gru-anchors.md).
-        per_step = 5.0 if hidden_size <= 128 else 20.0
-        return StepCost(per_step, flops / 1e7, 150.0)
+    if device_type != "cpu":
+        # Fitted to the H100 numbers in ../shared/perf/gru-anchors.md (TF32, fwd+bwd): ~4 us/step
+        # with cuDNN's small-hidden persistent kernel (H <= 128), else 15 us + 0.025 us * H; the
+        # FLOPs of the rows then run at ~30 TFLOP/s. Re-fit from `gru-mm-bench gru --device cuda`.
+        per_step = 4.0 if hidden_size <= 128 else 15.0 + 0.025 * hidden_size
+        return StepCost(per_step, flops / 3e7, 100.0)
     # 2-core CPU fit: ATen's per-step op dispatch and autograd nodes, then ~40 GFLOP/s
     return StepCost(40.0, flops / 4e4, 400.0)
 
