@@ -1,0 +1,50 @@
+"""gru-mm-bench gru: record format, exactness flags, CLI."""
+
+import json
+
+import pytest
+
+from gru_mm.bench import gru as bench
+from gru_mm.bench.cli import main
+
+KEYS = {"case", "impl", "device", "ms_median", "real_tokens_per_s", "exact"}
+
+
+def test_time_case_records_and_exactness():
+    recs = bench.time_case(bench.Case(16, 6, "lognormal", 12), "cpu", reps=1, warmup=0)
+    assert {r["impl"] for r in recs} == set(bench.IMPLS)
+    for r in recs:
+        assert KEYS <= r.keys() and r["ms_median"] > 0 and r["real_tokens_per_s"] > 0
+        assert r["case"] == "h16-b6-lognormal-t12" and r["device"] == "cpu"
+    exact = {r["impl"]: r["exact"] for r in recs}
+    assert exact.pop("torch_padded") is False  # its final states sit at T, not at the true ends
+    assert all(exact.values()), exact
+    assert next(r for r in recs if r["impl"] == "gru_mm")["path"] == "scan"
+
+
+def test_cli_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "grid", lambda device, quick: [bench.Case(8, 4, "uniform", 6)])
+    out = tmp_path / "b.json"
+    assert main(["gru", "--quick", "--reps", "1", "--out", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    assert len(recs) == len(bench.IMPLS) and all(KEYS <= r.keys() for r in recs)
+    text = capsys.readouterr().out
+    assert "slowest case" in text and "h8-b4-uniform-t6" in text
+
+
+def test_grids():
+    quick = bench.grid("cpu", quick=True)
+    assert len(quick) == 4 and all(c.tmax <= 100 for c in quick)
+    full = bench.grid("cuda", quick=False)
+    assert {c.hidden for c in full} == {64, 128, 256, 512, 1024} and max(c.tmax for c in full) == 1500
+    lens = bench.Case(64, 32, "lognormal", 400).lengths()
+    assert int(lens.max()) == 400 and int(lens.min()) >= 1
+
+
+def test_cli_refuses_missing_cuda(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gru", "--device", "cuda"]) == 2
+    with pytest.raises(SystemExit):
+        main(["gru", "--device", "tpu"])
