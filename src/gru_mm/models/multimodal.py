@@ -1,19 +1,61 @@
-"""A multimodal GRU model assembled from parts: encoder per modality -> GRU per modality -> fusion -> head."""
+"""A multimodal GRU model assembled from parts: encoder per modality -> (GRU per modality) -> fusion -> head."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from gru_mm.data.batch import Seq
+from gru_mm.nn.fusion import STATES, STEPS, FusionInput
+from gru_mm.nn.fusion_steps import final_state, gru_state_size
+
+
+def fusion_consumes(factory: Callable[..., nn.Module]) -> str:
+    """What a fusion class (or a `_partial_` of one) consumes: "states" or "steps"."""
+    target = factory
+    while isinstance(target, functools.partial):
+        target = target.func
+    consumes = getattr(target, "consumes", STATES)
+    if consumes not in (STATES, STEPS):
+        raise ValueError(f"{getattr(target, '__name__', target)}.consumes must be {STATES!r} or {STEPS!r}")
+    return consumes
+
+
+def set_absent(seq: Seq, absent: Tensor) -> Seq:
+    """The same batch with the samples where `absent` ([B] bool, CPU) is True lacking this modality."""
+    keep = ~absent
+    data = seq.data * keep.to(seq.data.device).view(-1, *([1] * (seq.data.dim() - 1))).to(seq.data.dtype)
+    times = None if seq.times is None else seq.times * keep.to(seq.times.device)[:, None].to(seq.times.dtype)
+    return Seq(data, seq.lengths * keep, seq.present & keep.to(seq.present.device), times)
+
+
+def modality_dropout_mask(present: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """[B, M] bool: which present modalities to drop, each with probability p, never all of a sample's.
+
+    Where the draw would drop every present modality of a sample, one of them (chosen at random) is kept.
+    """
+    drop = (torch.rand(present.shape, generator=generator) < p) & present
+    all_gone = present.any(dim=1) & ~(present & ~drop).any(dim=1)
+    if all_gone.any():
+        # keep the present modality with the highest random score
+        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, -1.0)
+        keep = torch.zeros_like(drop).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+        drop &= ~(keep & all_gone[:, None])
+    return drop
 
 
 class MultimodalGRU(nn.Module):
-    """encoders[m](Seq) -> gru[m] -> fusion({m: final state}) -> head.
+    """encoders[m](Seq) -> [grus[m]] -> fusion({m: FusionInput}) -> head.
 
-    gru, fusion and head are factories (Hydra `_partial_` configs) because their sizes follow
-    from the encoders': gru(input_size=...), fusion(input_dims={m: dim}), head(in_features, out_features).
+    gru, fusion and head are factories (Hydra `_partial_` configs) because their sizes follow from
+    the encoders'. A fusion that consumes "states" gets each modality's GRU outputs and final state;
+    one that consumes "steps" gets the encoder outputs and builds its own GRU from the same `gru`
+    factory. Either way, a sample lacking a modality gets that modality's learned stand-in
+    (`absent[m]`), and in training each present modality is dropped with probability
+    `modality_dropout` (never all of a sample's), so the model learns to cope without it.
     """
 
     def __init__(
@@ -24,6 +66,7 @@ class MultimodalGRU(nn.Module):
         head: Callable[..., nn.Module],
         num_classes: int,
         modalities: list[str] | None = None,
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
         if not encoders:
@@ -31,35 +74,62 @@ class MultimodalGRU(nn.Module):
         unknown = sorted(set(modalities or []) - set(encoders))
         if unknown:
             raise ValueError(f"model.modalities names {unknown}, which have no encoder in model.encoders")
+        if not 0.0 <= float(modality_dropout) < 1.0:
+            raise ValueError(f"model.modality_dropout must lie in [0, 1), got {modality_dropout!r}")
         # `modalities` picks a subset of the configured encoders (single-modality baselines, ablations).
         self.modalities = sorted(modalities or encoders)
+        self.modality_dropout = float(modality_dropout)
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
-        self.grus = nn.ModuleDict({m: gru(input_size=self.encoders[m].out_features) for m in self.modalities})
-        dims = {m: self._state_dim(self.grus[m]) for m in self.modalities}
-        self.fusion = fusion(input_dims=dims)
+        self.consumes = fusion_consumes(fusion)
+        if self.consumes == STATES:
+            self.grus = nn.ModuleDict({m: gru(input_size=self.encoders[m].out_features) for m in self.modalities})
+            dims = {m: gru_state_size(self.grus[m]) for m in self.modalities}
+            self.fusion = fusion(input_dims=dims)
+        else:
+            self.grus = nn.ModuleDict()
+            dims = {m: self.encoders[m].out_features for m in self.modalities}
+            self.fusion = fusion(input_dims=dims, gru=gru)
+        # The learned stand-in for a modality a sample lacks, in the space the fusion consumes.
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.randn(d) * 0.1) for m, d in dims.items()})
         self.head = head(in_features=self.fusion.out_features, out_features=num_classes)
 
-    @staticmethod
-    def _state_dim(gru: nn.Module) -> int:
-        return gru.hidden_size * (2 if gru.bidirectional else 1)
+    def drop_modalities(self, inputs: Mapping[str, Seq]) -> dict[str, Seq]:
+        """Modality dropout: each present modality of each sample set absent with probability p."""
+        present = torch.stack([inputs[m].lengths > 0 for m in self.modalities], dim=1)  # CPU
+        drop = modality_dropout_mask(present, self.modality_dropout)
+        return {m: set_absent(inputs[m], drop[:, i]) for i, m in enumerate(self.modalities)}
 
-    def encode(self, inputs: Mapping[str, Seq]) -> tuple[dict, dict, dict, dict]:
-        """Per modality: final states [B, D*H], outputs [B, T, D*H], lengths, presence."""
+    def fusion_inputs(self, inputs: Mapping[str, Seq]) -> dict[str, FusionInput]:
         missing = [m for m in self.modalities if m not in inputs]
         if missing:
             raise ValueError(f"batch lacks modalities {missing}; the model expects {self.modalities}")
-        states, outputs, lengths, present = {}, {}, {}, {}
+        if self.training and self.modality_dropout > 0:
+            inputs = self.drop_modalities(inputs)
+        out = {}
         for m in self.modalities:
             seq = inputs[m]
-            x, lens = self.encoders[m](seq.data, seq.lengths)
-            out, h_n = self.grus[m](x, lens)
-            gru = self.grus[m]
-            d = 2 if gru.bidirectional else 1
-            # last layer's state(s): [D, B, H] -> [B, D*H]
-            states[m] = h_n[-d:].transpose(0, 1).reshape(x.shape[0], -1)
-            outputs[m], lengths[m], present[m] = out, lens, seq.present
-        return states, outputs, lengths, present
+            x, lengths = self.encoders[m](seq.data, seq.lengths)
+            present = seq.present & (lengths > 0).to(seq.present.device)
+            times = self._encoded_times(m, seq, x.shape[1])
+            if self.consumes == STEPS:
+                out[m] = FusionInput(x, lengths, present, self.absent[m], times=times)
+                continue
+            steps, h_n = self.grus[m](x, lengths)
+            state = final_state(self.grus[m], h_n)
+            state = torch.where(present[:, None], state, self.absent[m].to(state.dtype))
+            out[m] = FusionInput(steps, lengths, present, self.absent[m], state=state, times=times)
+        return out
+
+    def _encoded_times(self, m: str, seq: Seq, steps: int) -> Tensor | None:
+        """The data's step times, following the encoder when it shortens the sequence by a stride."""
+        if seq.times is None:
+            return None
+        if seq.times.shape[1] == steps:
+            return seq.times
+        stride = getattr(self.encoders[m], "stride", None)
+        if isinstance(stride, int) and seq.times[:, ::stride].shape[1] == steps:
+            return seq.times[:, ::stride]  # encoded step i starts at input step i * stride
+        return None  # unknown mapping: the fusion falls back to its configured step durations
 
     def forward(self, inputs: Mapping[str, Seq]) -> Tensor:
-        fused = self.fusion(*self.encode(inputs))
-        return self.head(fused)
+        return self.head(self.fusion(self.fusion_inputs(inputs)))
