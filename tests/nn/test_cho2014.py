@@ -13,6 +13,15 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exactness is about the algorithm: on CUDA compare in true float32 (cuDNN allows TF32)."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
 
@@ -98,8 +107,11 @@ def test_forward_matches_numpy(case, device):
 
 
 def test_float64_matches_numpy_tightly():
-    run_case({"T": 9, "lengths": [9, 1, 0, 5, 9], "F": 3, "H": 4, "L": 2, "D": 2, "seed": 5, "init": "torch"},
-             "cpu", torch.float64)
+    run_case(
+        {"T": 9, "lengths": [9, 1, 0, 5, 9], "F": 3, "H": 4, "L": 2, "D": 2, "seed": 5, "init": "torch"},
+        "cpu",
+        torch.float64,
+    )
 
 
 def naive_torch_cho2014(m: GRU, x, lengths, h0):

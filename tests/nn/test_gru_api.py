@@ -12,7 +12,18 @@ from gru_mm.nn.init import l2_penalty, weight_group
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
-CONFIGS = [("torch", p) for p in ("auto", "padded_gather", "segments", "packed", "scan")] + [("cho2014", "auto")]
+CONFIGS = [("torch", p) for p in ("auto", "padded_gather", "segments", "packed", "scan")] + [
+    ("cho2014", "auto")
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exactness is about the algorithm: on CUDA compare in true float32 (cuDNN allows TF32)."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @pytest.mark.parametrize(
@@ -97,7 +108,9 @@ def test_return_sequences_and_state_flags():
 def test_state_dict_loads_both_ways_with_nn_gru():
     ours = GRU(3, 4, num_layers=2, bidirectional=True)
     ref = nn.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True)
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
     ours.load_state_dict(ref.state_dict())
     ref.load_state_dict(GRU(3, 4, num_layers=2, bidirectional=True).state_dict())
 
@@ -150,7 +163,16 @@ def test_eval_under_no_grad_and_double():
 @pytest.mark.parametrize("cell", ["torch", "cho2014"])
 def test_keras_init_and_l2(cell):
     torch.manual_seed(0)
-    m = GRU(5, 6, num_layers=2, cell=cell, init="keras", l2_input_kernel=0.1, l2_recurrent_kernel=0.01, l2_bias=1.0)
+    m = GRU(
+        5,
+        6,
+        num_layers=2,
+        cell=cell,
+        init="keras",
+        l2_input_kernel=0.1,
+        l2_recurrent_kernel=0.01,
+        l2_bias=1.0,
+    )
     for name, p in m.named_parameters():
         group = weight_group(name)
         if group == "bias":

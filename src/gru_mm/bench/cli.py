@@ -27,7 +27,9 @@ def _machine(device: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gru-mm-bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
-    gru = sub.add_parser("gru", help="forward+backward time of GRU implementations on variable-length batches")
+    gru = sub.add_parser(
+        "gru", help="forward+backward time of GRU implementations on variable-length batches"
+    )
     gru.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     gru.add_argument("--quick", action="store_true", help="a small grid (under a minute on 2 CPU cores)")
     gru.add_argument("--out", type=Path, help="write the records as a JSON list to this file")

@@ -103,9 +103,20 @@ def _step(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tens
 
 def _is_exact(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> bool:
     """Compare with each of four sequences run alone (no padding, so no packing question)."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare in fp32
+    try:
+        return _matches_alone(impl, model, x, lengths)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _matches_alone(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> bool:
     lens = lengths.tolist()
     order = np.argsort(lens, kind="stable")
-    picks = sorted({int(order[0]), int(order[-1]), int(order[len(order) // 3]), int(order[2 * len(order) // 3])})
+    picks = sorted(
+        {int(order[0]), int(order[-1]), int(order[len(order) // 3]), int(order[2 * len(order) // 3])}
+    )
     with torch.no_grad():
         out, h = _step(impl, model, x, lengths)
         for i in picks:
@@ -201,12 +212,18 @@ def summarize(records: list[dict]) -> list[str]:
             f"{ratio:>6.2f}x {k['ms_median'] / g['ms_median']:>5.2f}x  {g['exact']}, {p['exact']}"
         )
     if worst < math.inf:
-        lines.append(f"slowest case: gru_mm at {worst:.2f}x the faster of padded/packed nn.GRU (target >= 0.95x)")
+        lines.append(
+            f"slowest case: gru_mm at {worst:.2f}x the faster of padded/packed nn.GRU (target >= 0.95x)"
+        )
     return lines
 
 
 def run_grid(
-    device: str, quick: bool, out: Path | None, reps: int | None = None, max_seconds: float | None = None,
+    device: str,
+    quick: bool,
+    out: Path | None,
+    reps: int | None = None,
+    max_seconds: float | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> list[dict]:
     cases = grid(device, quick)
@@ -220,7 +237,9 @@ def run_grid(
             break
         recs = time_case(case, device, reps, warmup)
         records.extend(recs)
-        cells = "  ".join(f"{r['impl']}={r['ms_median']:.1f}ms{'' if r['exact'] else '(inexact)'}" for r in recs)
+        cells = "  ".join(
+            f"{r['impl']}={r['ms_median']:.1f}ms{'' if r['exact'] else '(inexact)'}" for r in recs
+        )
         print_fn(f"[{i + 1}/{len(cases)}] {case.name}: {cells}")
         if out is not None:  # written after every case so a time-out still leaves results
             out.parent.mkdir(parents=True, exist_ok=True)

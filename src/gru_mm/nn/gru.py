@@ -104,7 +104,11 @@ class GRU(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GRU {name} must be an integer >= 1, got {value!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -142,7 +146,10 @@ class GRU(nn.Module):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
             for d in range(self.num_directions):
                 sfx = f"l{layer}" + ("_reverse" if d else "")
-                shapes = {f"weight_ih_{sfx}": (gate_rows, layer_in), f"weight_hh_{sfx}": (gate_rows, hidden_size)}
+                shapes = {
+                    f"weight_ih_{sfx}": (gate_rows, layer_in),
+                    f"weight_hh_{sfx}": (gate_rows, hidden_size),
+                }
                 if bias and cell == "torch":
                     shapes |= {f"bias_ih_{sfx}": (gate_rows,), f"bias_hh_{sfx}": (gate_rows,)}
                 elif bias:
@@ -174,7 +181,9 @@ class GRU(nn.Module):
             return
         for g in range(len(self._groups)):
             ws = self._weights(g)
-            if not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
+            if not all(
+                w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws
+            ):
                 return
             if len({w.data_ptr() for w in ws}) != len(ws):
                 return
@@ -184,8 +193,15 @@ class GRU(nn.Module):
                 with torch.cuda.device_of(ws[0]), torch.no_grad():
                     if torch._use_cudnn_rnn_flatten_weight():
                         torch._cudnn_rnn_flatten_weight(
-                            ws, len(ws), ws[0].shape[1], cudnn_rnn.get_cudnn_mode("GRU"),
-                            self.hidden_size, 0, 1, True, False,
+                            ws,
+                            len(ws),
+                            ws[0].shape[1],
+                            cudnn_rnn.get_cudnn_mode("GRU"),
+                            self.hidden_size,
+                            0,
+                            1,
+                            True,
+                            False,
                         )
             except Exception:  # private API: fall back to cuDNN's copying path
                 return
@@ -204,7 +220,9 @@ class GRU(nn.Module):
         )
 
     # ---- API ----
-    def gates(self, x: Tensor | PackedSequence, lengths: Tensor | None = None, h0: Tensor | None = None) -> dict:
+    def gates(
+        self, x: Tensor | PackedSequence, lengths: Tensor | None = None, h0: Tensor | None = None
+    ) -> dict:
         """cho2014 only: per-step gate activations {"z", "r"}, each [num_layers*D, B, T, H]."""
         return self.forward(x, lengths, h0, return_gates=True)[2]
 
@@ -300,7 +318,12 @@ class GRU(nn.Module):
             # them (and an encoder before this layer) used; where() keeps NaN padding out of it
             tie = 0.0 * sum(p.reshape(-1)[0] for p in self.parameters())
             if x.numel():
-                tie = tie + torch.where(torch.zeros(1, dtype=torch.bool, device=x.device), x.reshape(-1)[:1], 0).sum()
+                tie = (
+                    tie
+                    + torch.where(
+                        torch.zeros(1, dtype=torch.bool, device=x.device), x.reshape(-1)[:1], 0
+                    ).sum()
+                )
             out = x.new_zeros(B, T, self.num_directions * H) + tie
             return out, self._h0(h0, x, B) + tie, gates
         path, spans = self._resolve(lay, x.device.type)
@@ -390,8 +413,17 @@ class GRU(nn.Module):
         batch_sizes = torch.tensor(lay.batch_sizes, dtype=torch.int64)
         drop = self.dropout if self.training else 0.0
         train = self.training or torch.is_grad_enabled()
-        y, h = torch.gru(data, batch_sizes, h0s[:, :n].contiguous(), weights, self.bias,
-                         self.num_layers, drop, train, self.bidirectional)
+        y, h = torch.gru(
+            data,
+            batch_sizes,
+            h0s[:, :n].contiguous(),
+            weights,
+            self.bias,
+            self.num_layers,
+            drop,
+            train,
+            self.bidirectional,
+        )
         out = y.new_zeros(lay.B * lay.T, D * H).index_copy(0, lay.pack_index, y).view(lay.B, lay.T, D * H)
         if n < lay.B:
             h = torch.cat([h, h0s[:, n:]], 1)

@@ -25,7 +25,9 @@ class TorchScan(torch.autograd.Function):
     u: [3H, H] recurrent kernel; b_hh: [3H]. Returns y [N, H]."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, h0: Tensor, u: Tensor, b_hh: Tensor, batch_sizes: list[int], prev_index: Tensor):
+    def forward(
+        ctx, pre: Tensor, h0: Tensor, u: Tensor, b_hh: Tensor, batch_sizes: list[int], prev_index: Tensor
+    ):
         n_rows, three_h = pre.shape
         hid = three_h // 3
         u_t = u.t()
