@@ -1,4 +1,5 @@
-"""`gru-mm-eval ckpt_path=...`: test a checkpoint with the config it was trained with; log to MLflow."""
+"""`gru-mm-eval ckpt_path=...`: test a checkpoint with the config it was trained with, ablate each
+modality in turn, log both to MLflow."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, register_resolvers
+from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.run import run_tags
@@ -40,7 +42,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
-    return dict(results[0]) if results else {}
+    metrics = dict(results[0]) if results else {}
+    if cfg.get("ablation", True) and trainer.is_global_zero:
+        mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
+        table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device)
+        metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
+    return metrics
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

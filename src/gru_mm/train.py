@@ -13,7 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, check_config, register_resolvers
-from gru_mm.models.build import build_datamodule, build_module
+from gru_mm.models.ablation import run_ablation
+from gru_mm.data.sources.base import DataError
+from gru_mm.data.validation import log_report
+from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.run import log_checkpoint, log_resume, log_run_start, run_tags
 
@@ -49,7 +52,9 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)
+    report = datamodule.validate()  # reads every sample (or its cache); bad data fails here, listed
+    module = build_module(cfg, datamodule=datamodule)
+    check_monitors(cfg, datamodule.task)
     tags = run_tags(_hydra_overrides())
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
@@ -67,12 +72,15 @@ def train(cfg: DictConfig) -> float | None:
             log_resume(mlflow, resume, tags)
         else:
             log_run_start(mlflow, cfg, tags)
+        log_report(mlflow, report)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        if trainer.is_global_zero:  # per-modality ablation of the tested weights (models/ablation.py)
+            run_ablation(module, datamodule, mlflow, trainer.strategy.root_device)
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)
@@ -85,7 +93,7 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         value = train(cfg)
-    except (ConfigError, checkpoints.CheckpointError, ConnectionError) as err:
+    except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError) as err:
         raise SystemExit(f"gru-mm-train: {err}") from None
     if value is not None and not math.isfinite(value):
         log.warning("%s is %s", cfg.optimized_metric, value)

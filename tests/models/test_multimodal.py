@@ -1,4 +1,4 @@
-"""Padding never changes a prediction; absent modalities neither crash nor produce NaN."""
+"""Padding never changes a prediction, for every fusion type; absent modalities neither crash nor produce NaN."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from gru_mm.paths import CONF_DIR
 
 register_resolvers()
 SHAPES = {"audio": (40,), "video": (1, 8, 8)}
+FUSIONS = ["late", "attention", "tensor", "lmf", "early", "event"]
 
 
 def _model(*overrides: str):
@@ -35,12 +36,8 @@ def _sample(rng, i, n_audio, n_video):
     )
 
 
-@pytest.mark.parametrize("gru", ["torch", "cho2014"])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_padding_never_changes_a_prediction(gru, bidirectional):
-    model = _model(f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}")
-    rng = np.random.default_rng(1)
-    lengths = [(1, 1), (7, 3), (60, 40), (13, 2), (100, 25)]
+def _assert_padding_invariant(model, lengths, seed=1):
+    rng = np.random.default_rng(seed)
     samples = [_sample(rng, i, a, v) for i, (a, v) in enumerate(lengths)]
     collate = Collate(SHAPES)
     with torch.no_grad():
@@ -48,6 +45,21 @@ def test_padding_never_changes_a_prediction(gru, bidirectional):
         for i, s in enumerate(samples):
             alone = model(collate([s]).inputs)
             torch.testing.assert_close(together[i], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("gru", ["torch", "cho2014"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_prediction(gru, bidirectional):
+    model = _model(f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}")
+    _assert_padding_invariant(model, [(1, 1), (7, 3), (60, 40), (13, 2), (100, 25)])
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize(("gru", "bidirectional"), [("torch", True), ("cho2014", False)])
+def test_padding_never_changes_a_prediction_for_any_fusion(fusion, gru, bidirectional):
+    """Including absent modalities (length 0) and a sample that lacks both."""
+    model = _model(f"model/fusion={fusion}", f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}")
+    _assert_padding_invariant(model, [(1, 1), (7, 3), (60, 40), (13, 0), (0, 25), (100, 25), (0, 0)])
 
 
 def test_absent_modality_is_finite_and_independent_of_the_other_samples():

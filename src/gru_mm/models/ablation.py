@@ -1,0 +1,111 @@
+"""Per-modality ablation: the test metrics with each modality removed in turn (absent for every sample).
+
+The removed modality takes its learned "absent" stand-in everywhere, exactly as for a sample that
+lacks it, so the table says how much the trained model leans on each modality.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from gru_mm.data.batch import Batch
+from gru_mm.models.multimodal import set_absent
+
+log = logging.getLogger("gru_mm.ablation")
+NONE = "none"  # the row with every modality kept
+
+
+def fresh_test_metrics(module: nn.Module):
+    """A fresh copy of the LightningModule's test metrics (so the ablation reports the same metrics)."""
+    metrics = module.metrics["test_metrics"]
+    fresh = metrics.clone()
+    fresh.reset()
+    return fresh
+
+
+@torch.no_grad()
+def ablation_table(module: nn.Module, batches: Iterable[Batch], device: torch.device | str | None = None
+                   ) -> list[dict[str, float | str]]:
+    """Rows {"removed": "none" | modality, metric: value, ...}: every modality kept, then each removed in turn.
+
+    `module` is the trained LightningModule (its `net` is a MultimodalGRU); `batches` the test batches.
+    One pass over the data evaluates all rows.
+    """
+    net = module.net
+    if device is not None:
+        module.to(device)  # Lightning leaves a tested module on the CPU
+    device = next(module.parameters()).device
+    rows = [NONE, *net.modalities]
+    metrics = {r: fresh_test_metrics(module).to(device) for r in rows}
+    was_training = module.training
+    module.eval()
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            for removed in rows:
+                inputs = batch.inputs
+                if removed != NONE:
+                    seq = inputs[removed]
+                    inputs = {**inputs, removed: set_absent(seq, torch.ones(seq.batch_size, dtype=torch.bool))}
+                logits = module(Batch(batch.ids, batch.target, inputs))
+                metrics[removed].update(logits, batch.target)
+    finally:
+        module.train(was_training)
+    table = []
+    for removed in rows:
+        values = {k.split("/", 1)[-1]: float(v) for k, v in metrics[removed].compute().items()}
+        table.append({"removed": removed, **values})
+    return table
+
+
+def table_csv(table: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    return out.getvalue()
+
+
+def table_markdown(table: list[dict]) -> str:
+    keys = list(table[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in table:
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def log_ablation(client, run_id: str, table: list[dict], prefix: str = "test_ablation",
+                 artifact_dir: str = "ablation") -> None:
+    """Metrics `<prefix>/<removed>/<metric>` and the table as `<artifact_dir>/ablation.{csv,md}`."""
+    for row in table:
+        for key, value in row.items():
+            if key != "removed":
+                client.log_metric(run_id, f"{prefix}/{row['removed']}/{key}", value)
+    client.log_text(run_id, table_csv(table), f"{artifact_dir}/ablation.csv")
+    client.log_text(run_id, table_markdown(table), f"{artifact_dir}/ablation.md")
+
+
+def full_test_loader(datamodule):
+    """The whole test split in one process (the datamodule shards by the attached trainer's world size)."""
+    trainer = getattr(datamodule, "trainer", None)
+    datamodule.trainer = None
+    try:
+        return datamodule.test_dataloader()
+    finally:
+        datamodule.trainer = trainer
+
+
+def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None
+                 ) -> list[dict]:
+    """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given."""
+    table = ablation_table(module, full_test_loader(datamodule), device)
+    log.info("modality ablation on the test split:\n%s", table_markdown(table))
+    if mlflow_logger is not None:
+        log_ablation(mlflow_logger.experiment, mlflow_logger.run_id, table)
+    return table
