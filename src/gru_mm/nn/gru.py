@@ -392,12 +392,14 @@ class GRU(nn.Module):
 
     def _torch_direction(self, x: Tensor, h: Tensor, weights: list[Tensor], spans, train: bool) -> Tensor:
         """One layer, one direction over left-aligned rows; steps past a row's end hold garbage."""
+        # cuDNN refuses a non-contiguous hx ("rnn: hx is not contiguous"); the CPU kernel does not care
         if spans is None:
-            return torch.gru(x, h.unsqueeze(0), weights, self.bias, 1, 0.0, train, False, True)[0]
+            return torch.gru(x, h.unsqueeze(0).contiguous(), weights, self.bias, 1, 0.0, train, False, True)[0]
         B, T = x.shape[0], x.shape[1]
         pieces = []
         for t0, t1, n in spans:
-            y = torch.gru(x[:n, t0:t1], h[:n].unsqueeze(0), weights, self.bias, 1, 0.0, train, False, True)[0]
+            hx = h[:n].unsqueeze(0).contiguous()
+            y = torch.gru(x[:n, t0:t1], hx, weights, self.bias, 1, 0.0, train, False, True)[0]
             h = y[:, -1]  # the rows alive in the next span are a prefix of these
             pieces.append(F.pad(y, (0, 0, 0, 0, 0, B - n)) if n < B else y)
         if spans[-1][1] < T:
