@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -31,3 +32,44 @@ def cached(path: Path, build: Callable[[], Any]) -> Any:
     torch.save(value, tmp)
     os.replace(tmp, path)
     return value
+
+
+class FeatureCache:
+    """Per-sample decoded arrays on disk, one `.npz` per (file, transform settings).
+
+    The key hashes the transform's settings and the source file's path, size and modification time,
+    so editing a file or changing a setting decodes again, and nothing else does. `hits`/`misses`
+    count lookups (tests use them to prove a second load decodes nothing).
+    """
+
+    def __init__(self, root: str | Path | None):
+        self.root = None if root is None else Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, settings: dict[str, Any], files: list[Path]) -> str:
+        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return fingerprint({"settings": settings, "files": stats})
+
+    def get(self, kind: str, key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """{name: array} from the cache, else from `build()` (saved atomically unless caching is off)."""
+        if self.root is None:
+            self.misses += 1
+            return build()
+        path = self.root / kind / key[:2] / f"{key}.npz"
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    value = {k: f[k] for k in f.files}
+                self.hits += 1
+                return value
+            except (OSError, ValueError, EOFError):  # a corrupt entry is rebuilt, not trusted
+                path.unlink(missing_ok=True)
+        self.misses += 1
+        value = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **value)
+        os.replace(tmp, path)
+        return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from gru_mm.data.batch import Batch, Sample, pad_sequences
@@ -13,7 +14,9 @@ class Collate:
     """Pads each modality to the batch's longest sequence; absent modalities get length 0.
 
     feature_shapes names every modality the model expects, so a batch where all samples
-    lack one still has a (zero-length) entry for it.
+    lack one still has a (zero-length) entry for it. Step times (`Sample.timestamps`) become
+    `Seq.times` when any sample of the batch has them; a present sample without them gets its
+    step indices, padding gets zeros.
     """
 
     def __init__(self, feature_shapes: Mapping[str, Sequence[int]], target_dtype: torch.dtype = torch.int64):
@@ -21,8 +24,17 @@ class Collate:
         self.target_dtype = target_dtype
 
     def __call__(self, samples: list[Sample]) -> Batch:
-        inputs = {
-            m: pad_sequences([s.modalities.get(m) for s in samples], shape) for m, shape in self.feature_shapes.items()
-        }
-        target = torch.as_tensor([s.target for s in samples], dtype=self.target_dtype)
+        inputs = {}
+        for m, shape in self.feature_shapes.items():
+            arrays = [s.modalities.get(m) for s in samples]
+            seq = pad_sequences(arrays, shape)
+            if any(m in s.timestamps for s in samples):
+                times = torch.zeros(seq.data.shape[:2], dtype=torch.float32)
+                for i, (s, a) in enumerate(zip(samples, arrays, strict=True)):
+                    if a is not None and len(a):
+                        t = s.timestamps.get(m)
+                        times[i, : len(a)] = torch.as_tensor(np.arange(len(a)) if t is None else t[: len(a)])
+                seq.times = times
+            inputs[m] = seq
+        target = torch.as_tensor(np.asarray([s.target for s in samples]), dtype=self.target_dtype)
         return Batch([s.id for s in samples], target, inputs)

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from gru_mm.data.collate import Collate
 from gru_mm.data.sampler import LengthBucketBatchSampler
+from gru_mm.data.sources.base import DataError, DataProblems, Problem
+
+log = logging.getLogger("gru_mm.data")
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass
+class DataReport:
+    """What validation found: the problems and the ids of samples left out because of them."""
+
+    problems: list[Problem] = field(default_factory=list)
+    skipped_ids: list[str] = field(default_factory=list)
+
+    def tsv(self) -> str:
+        return "".join(p.line() + "\n" for p in self.problems)
 
 
 def sample_length(sample, mean_lengths: dict[str, float]) -> float:
@@ -30,8 +49,18 @@ class SequenceDataModule(pl.LightningDataModule):
         bucket: bool = True,
         pool_batches: int = 50,
         seed: int = 0,
+        on_error: str = "fail",
+        path: str | None = None,
+        trust_pickle: bool = False,
     ):
+        # `path` and `trust_pickle` are read by the sources (their configs interpolate ${..path}); they
+        # live at this level so that `data.path=FILE` is the one key a user sets.
         super().__init__()
+        if on_error not in ON_ERROR:
+            raise DataError(f"data.on_error={on_error!r} must be one of {', '.join(ON_ERROR)}")
+        self.on_error = on_error
+        self.path = path
+        self.trust_pickle = trust_pickle
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -41,11 +70,50 @@ class SequenceDataModule(pl.LightningDataModule):
         self.bucket = bucket
         self.pool_batches = pool_batches
         self.seed = seed
-        self.collate = Collate(source.feature_shapes)
+        self.report: DataReport | None = None
+        self._collate: Collate | None = None
+
+    @property
+    def task(self) -> str:
+        return getattr(self.source, "task", "multiclass")
 
     @property
     def num_classes(self) -> int:
+        """Outputs the model needs: classes (multiclass, multilabel) or 1 (binary, regression)."""
         return self.source.num_classes
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        """{modality: vocabulary size} for token modalities (text), which their embeddings need."""
+        return dict(getattr(self.source, "vocab_sizes", {}))
+
+    @property
+    def collate(self) -> Collate:
+        # Built on first use: the shapes of a user's data are known only once its source has read it.
+        if self._collate is None:
+            dtype = torch.int64 if self.task == "multiclass" else torch.float32
+            self._collate = Collate(self.source.feature_shapes, target_dtype=dtype)
+        return self._collate
+
+    def validate(self) -> DataReport:
+        """Read every sample (through the decode cache) and collect the problems.
+
+        With on_error=fail any problem raises `DataProblems` listing them; with skip the bad samples
+        are already out of the splits and only problems that no skipping fixes (an empty split) raise.
+        """
+        if self.report is None:
+            self.source.load()
+            problems = list(getattr(self.source, "problems", []))
+            fatal = [p for p in problems if p.fatal]
+            where = f"data.path={self.path}" if self.path else "the data"
+            if fatal or (problems and self.on_error == "fail"):
+                raise DataProblems(fatal if self.on_error == "skip" else problems, where)
+            skipped = sorted({p.id for p in problems})
+            if skipped:
+                log.warning("data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s", len(skipped),
+                            len(problems), ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
+            self.report = DataReport(problems, skipped)
+        return self.report
 
     @property
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -53,7 +121,7 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process per node: generate or decode into the cache once.
-        self.source.load()
+        self.validate()
 
     def _replicas(self) -> tuple[int, int]:
         trainer = self.trainer

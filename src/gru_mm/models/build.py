@@ -2,18 +2,76 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import copy
 
-from gru_mm.models.module import SequenceClassifier
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gru_mm.config import ConfigError
+from gru_mm.data.sources.base import DataError
+from gru_mm.models.module import DEFAULT_MONITOR, SequenceClassifier, metric_names
 
 
 def build_datamodule(cfg: DictConfig):
-    """Instantiating reads no data: sources load lazily in prepare_data/setup."""
-    return hydra.utils.instantiate(cfg.data, _recursive_=True)
+    """Instantiating reads no data: sources load lazily in validate/prepare_data/setup."""
+    try:
+        return hydra.utils.instantiate(cfg.data, _recursive_=True)
+    except InstantiationException as err:
+        # a source's own config check (a bad key, a pickle without trust): its sentence, not Hydra's wrapper
+        if isinstance(err.__cause__, DataError | ConfigError):
+            raise err.__cause__ from None
+        raise
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> SequenceClassifier:
+def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int]) -> DictConfig:
+    """A copy of cfg whose model uses the data's modalities, with sizes only the data knows filled in.
+
+    Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video);
+    `null` sizes (vocab_size, in_features, in_channels) take the data's; a size that contradicts the
+    data is a config error naming the key.
+    """
+    cfg = copy.deepcopy(cfg)
+    model = cfg.model
+    encoders = model.get("encoders") or {}
+    chosen = list(model.get("modalities") or [])
+    for m in chosen:
+        if m not in shapes:
+            raise ConfigError(f"model.modalities names {m!r}, which the data lacks (it has {sorted(shapes)})")
+    wanted = chosen or sorted(shapes)
+    missing = [m for m in wanted if m not in encoders]
+    if missing:
+        hint = " ".join(f"+model/encoder@model.encoders.{m}={'text_embedding' if m in vocab_sizes else 'series_linear'}"
+                        for m in missing)
+        raise ConfigError(f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}")
+    with open_dict(model):
+        for m in [m for m in encoders if m not in wanted]:
+            del model.encoders[m]
+        for m in wanted:
+            enc, shape = model.encoders[m], shapes[m]
+            key = f"model.encoders.{m}"
+            if m in vocab_sizes and "vocab_size" not in enc:
+                raise ConfigError(f"{key} does not take token ids, but {m} is text: use "
+                                  f"model/encoder@model.encoders.{m}=text_embedding (with a leading + if it is new)")
+            sizes = {"vocab_size": vocab_sizes.get(m), "in_features": shape[-1] if len(shape) == 1 else None,
+                     "in_channels": shape[0] if len(shape) == 3 else None}
+            for name, size in sizes.items():
+                if name not in enc or size is None:
+                    continue
+                given = OmegaConf.select(enc, name, default=None, throw_on_missing=False)
+                if given is None or OmegaConf.is_missing(enc, name):
+                    enc[name] = size
+                elif given != size:
+                    raise ConfigError(f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)")
+    return cfg
+
+
+def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=None) -> SequenceClassifier:
+    """The LightningModule. With `datamodule`, the task, outputs, modalities and sizes come from the data."""
+    task = "multiclass"
+    if datamodule is not None:
+        num_classes, task = datamodule.num_classes, datamodule.task
+        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes)
     net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -23,4 +81,19 @@ def build_module(cfg: DictConfig, num_classes: int) -> SequenceClassifier:
         optimizer=optimizer,
         scheduler=scheduler,
         scheduler_interval=cfg.get("scheduler_interval", "epoch"),
+        task=task,
     )
+
+
+def check_monitors(cfg: DictConfig, task: str) -> None:
+    """optimized_metric and the checkpoint monitor must be metrics this task logs (else Lightning fails late)."""
+    names = metric_names(task)
+    metric, mode = DEFAULT_MONITOR[task]
+    for key in ("optimized_metric", "callbacks.model_checkpoint.monitor"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value and value not in names:
+            raise ConfigError(
+                f"{key}={value} is not logged for the {task} task (it logs {', '.join(sorted(n for n in names if n.startswith('val/')))}); "
+                f"e.g. optimized_metric={metric} callbacks.model_checkpoint.monitor={metric} "
+                f"callbacks.model_checkpoint.mode={mode}"
+            )

@@ -12,9 +12,83 @@ from torch import nn
 
 from gru_mm.data.batch import Batch
 
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+# What a checkpoint monitor / sweeper should watch per task, and which way is better.
+DEFAULT_MONITOR = {"multiclass": ("val/acc", "max"), "binary": ("val/acc", "max"),
+                   "multilabel": ("val/f1", "max"), "regression": ("val/mae", "min")}
+
+
+class SignAccuracy(torchmetrics.Metric):
+    """Binary accuracy of the sign of a regression output, as the CMU-MOSI/MOSEI literature reports it.
+
+    exclude_zero=False: non-negative vs negative over all samples ("Acc-2", "Has0");
+    exclude_zero=True: positive vs negative over samples whose target is not 0 ("Non0").
+    """
+
+    full_state_update = False
+
+    def __init__(self, exclude_zero: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.exclude_zero = exclude_zero
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if self.exclude_zero:
+            keep = target != 0
+            preds, target = preds[keep], target[keep]
+            hit = (preds > 0) == (target > 0)
+        else:
+            hit = (preds >= 0) == (target >= 0)
+        self.correct += hit.sum()
+        self.total += hit.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)
+
+
+def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
+    """Metric name (logged as `<stage>/<name>`) -> metric, per task."""
+    if task == "multiclass":
+        return {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro")}
+    if task == "binary":
+        return {"acc": torchmetrics.Accuracy(task="binary"), "f1": torchmetrics.F1Score(task="binary"),
+                "auroc": torchmetrics.AUROC(task="binary")}
+    if task == "multilabel":
+        return {"acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
+                "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro")}
+    if task == "regression":
+        return {"mae": torchmetrics.MeanAbsoluteError(), "corr": torchmetrics.PearsonCorrCoef(),
+                "acc2": SignAccuracy(), "acc2_nonzero": SignAccuracy(exclude_zero=True)}
+    raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def task_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
+    """Cross-entropy for one class per sample, a sigmoid per output for binary/multilabel, L1 for regression
+    (the MOSI literature's loss, and the MAE it reports)."""
+    if task == "multiclass":
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if task in ("binary", "multilabel"):
+        return nn.BCEWithLogitsLoss()
+    return nn.L1Loss()
+
+
+def metric_names(task: str, num_classes: int = 2) -> set[str]:
+    """Every metric name the module logs for a task (to check monitors before training)."""
+    names = {"train/loss_step", "train/loss_epoch", "train/grad_norm", "train/padding_ratio", "train/l2_penalty"}
+    for stage in ("train", "val", "test"):
+        names |= {f"{stage}/loss"} | {f"{stage}/{m}" for m in task_metrics(task, max(num_classes, 2))}
+    return names
+
 
 class SequenceClassifier(pl.LightningModule):
-    """Multiclass classification with cross-entropy; logs `{train,val,test}/{loss,acc,f1}`."""
+    """Any of the four tasks over a plain nn.Module; logs `{train,val,test}/{loss, <task metrics>}`.
+
+    multiclass: acc, f1 (macro).  binary: acc, f1, auroc.  multilabel: acc, f1 (macro over labels).
+    regression: mae, corr (Pearson), acc2 and acc2_nonzero (sign accuracy, see `SignAccuracy`).
+    The net's output has `num_classes` values per sample (1 for binary and regression).
+    """
 
     def __init__(
         self,
@@ -24,19 +98,16 @@ class SequenceClassifier(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
+        task: str = "multiclass",
     ):
         super().__init__()
         self.net = net
+        self.task = task
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        metrics = torchmetrics.MetricCollection(
-            {
-                "acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-                "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
-            }
-        )
+        self.loss_fn = task_loss(task, label_smoothing)
+        metrics = torchmetrics.MetricCollection(task_metrics(task, num_classes))
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self._padded_steps = 0
@@ -63,8 +134,19 @@ class SequenceClassifier(pl.LightningModule):
                  if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())]
         return torch.stack(terms).sum() if terms else None
 
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        out = self(batch)
+        # one output per sample for binary and regression: [B, 1] -> [B], the target's shape
+        return out.squeeze(-1) if self.task in ("binary", "regression") else out
+
+    def metric_inputs(self, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (not logits, which torchmetrics would only guess at) and integer targets."""
+        if self.task in ("binary", "multilabel"):
+            return out.sigmoid(), target.long()
+        return out, target
+
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
-        logits = self(batch)
+        logits = self.outputs(batch)
         loss = self.loss_fn(logits, batch.target)
         if stage == "train" and (penalty := self._regularization()) is not None:
             self.log("train/l2_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(batch))
@@ -74,7 +156,7 @@ class SequenceClassifier(pl.LightningModule):
                 f"{stage} loss is {loss.item()} at batch with ids {batch.ids[:3]}...: check the data and learning rate"
             )
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.detach(), batch.target)
+        metrics.update(*self.metric_inputs(logits.detach(), batch.target))
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
                  sync_dist=stage != "train")
@@ -100,7 +182,10 @@ class SequenceClassifier(pl.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        probs = self(batch).softmax(-1)
+        out = self.outputs(batch)
+        if self.task == "regression":
+            return {"ids": batch.ids, "preds": out.cpu()}
+        probs = out.softmax(-1) if self.task == "multiclass" else out.sigmoid()
         return {"ids": batch.ids, "probs": probs.cpu()}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

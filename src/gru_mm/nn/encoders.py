@@ -81,3 +81,22 @@ class LinearEncoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         return self.proj(x) * _step_mask(lengths, x.shape[1], x.device), lengths
+
+
+class TokenEmbeddingEncoder(nn.Module):
+    """Token ids [B, T] -> embeddings [B, T, D]; id 0 is padding (a zero vector, never trained).
+
+    `vocab_size` comes from the data's vocabulary (built from the training split or read from a file).
+    """
+
+    def __init__(self, vocab_size: int, out_features: int = 64, dropout: float = 0.0):
+        super().__init__()
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2 (<pad> and <unk>), got {vocab_size}")
+        self.embed = nn.Embedding(vocab_size, out_features, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        self.out_features = out_features
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        ids = x.long().reshape(x.shape[0], x.shape[1])  # a batch without text arrives as float [B, 0]
+        return self.dropout(self.embed(ids)) * _step_mask(lengths, ids.shape[1], ids.device), lengths

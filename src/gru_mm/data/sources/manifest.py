@@ -1,0 +1,352 @@
+"""`manifest`: the user's own recordings, listed one sample per row in a CSV, JSONL or Parquet file.
+
+Columns: `id`, `label`, optional `split`, and one column per modality. Columns named audio, frames,
+text and series are those kinds; other modality columns are declared in `columns` (name -> kind).
+Every value is read through the same decoders whether training or validating, so a file that
+validates is a file that trains. Decoded arrays are cached on disk per file and transform setting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gru_mm.data.batch import Sample
+from gru_mm.data.cache import FeatureCache
+from gru_mm.data.sources.base import SPLITS, DataError, Problem, SampleError, check_fractions, seeded_split
+from gru_mm.data.targets import LabelCoder, is_empty
+from gru_mm.data.transforms import AudioTransform, FrameTransform, SeriesTransform, Vocabulary
+
+log = logging.getLogger("gru_mm.data")
+KINDS = ("audio", "frames", "text", "series")
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+
+
+def _settings(cls, values: Mapping | None, key: str):
+    try:
+        return cls(**dict(values or {}))
+    except TypeError as err:
+        raise DataError(f"data.source.{key} has an unknown setting ({err})") from None
+
+
+class Manifest:
+    name = "manifest"
+
+    def __init__(
+        self,
+        path: str | Path,
+        cache_dir: str | Path | None = None,
+        task: str = "multiclass",
+        classes: list[str] | None = None,
+        num_classes: int | None = None,
+        label_separator: str = ";",
+        columns: Mapping[str, str] | None = None,
+        required: list[str] | None = None,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        audio: Mapping | None = None,
+        frames: Mapping | None = None,
+        text: Mapping | None = None,
+        series: Mapping | None = None,
+        n_mels: int | None = None,
+    ):
+        # Everything here checks config only: no file is opened until a property or load() needs it.
+        if path in (None, "", "???"):
+            raise DataError("data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv")
+        self.path = Path(path).expanduser()
+        if self.path.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataError(f"data.path={path}: a manifest must be {', '.join(TABLE_SUFFIXES)}")
+        self.labels = LabelCoder(task, classes, num_classes, label_separator)
+        self.task = task
+        self.declared = dict(columns or {})
+        for column, kind in self.declared.items():
+            if kind not in KINDS:
+                raise DataError(f"data.source.columns.{column}={kind!r} is not one of {', '.join(KINDS)}")
+        self.required = list(required or [])
+        self.fractions = check_fractions(split_fractions)
+        self.split_seed = split_seed
+        self.text_settings = dict(text or {})
+        unknown = set(self.text_settings) - {"vocab_file", "min_freq", "max_size"}
+        if unknown:
+            raise DataError(f"data.source.text has unknown settings {sorted(unknown)}")
+        audio = dict(audio or {})
+        if n_mels is not None and audio.setdefault("n_mels", n_mels) != n_mels:
+            raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
+        series = dict(series or {})
+        self.normalize_series = bool(series.pop("normalize", True))
+        self.transforms = {
+            "audio": _settings(AudioTransform, audio, "audio"),
+            "frames": _settings(FrameTransform, frames, "frames"),
+            "series": _settings(SeriesTransform, series, "series"),
+        }
+        self.cache = FeatureCache(None if cache_dir is None else Path(cache_dir))
+        self.root = self.path.parent.resolve()
+        self.problems: list[Problem] = []
+        self.kinds: dict[str, str] = {}
+        self.vocab: dict[str, Vocabulary] = {}
+        self._splits: dict[str, list[Sample]] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    # --- what the datamodule asks -------------------------------------------------------------
+    @property
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        self.load()
+        return dict(self._shapes)
+
+    @property
+    def num_classes(self) -> int:
+        self.load()
+        return self.labels.num_outputs
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        self.load()
+        return {m: len(v) for m, v in self.vocab.items()}
+
+    def split(self, name: str) -> list[Sample]:
+        return self.load()[name]
+
+    # --- reading -------------------------------------------------------------------------------
+    def _read_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """(where, row) pairs; `where` names the row for problems before its id is known."""
+        if not self.path.is_file():
+            raise DataError(f"data.path={self.path}: no such manifest file")
+        suffix = self.path.suffix.lower()
+        try:
+            if suffix == ".csv":
+                import pandas as pd
+
+                table = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+                return [(f"(row {i + 2})", r) for i, r in enumerate(table.to_dict("records"))]
+            if suffix == ".parquet":
+                import pandas as pd
+
+                table = pd.read_parquet(self.path)
+                rows = [{k: _plain(v) for k, v in r.items()} for r in table.to_dict("records")]
+                return [(f"(row {i + 1})", r) for i, r in enumerate(rows)]
+            rows = []
+            for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    row = SampleError("bad row", f"line {i} is not JSON ({err.msg})")
+                if not isinstance(row, dict | SampleError):
+                    row = SampleError("bad row", f"line {i} is not a JSON object")
+                rows.append((f"(line {i})", row))
+            return rows
+        except (OSError, ValueError, ImportError) as err:
+            raise DataError(f"data.path={self.path} cannot be read as a {suffix} table: {err}") from None
+
+    def _modality_columns(self, columns: set[str]) -> dict[str, str]:
+        missing = [c for c in self.declared if c not in columns]
+        if missing:
+            raise DataError(f"data.source.columns names {missing}, which {self.path.name} does not have")
+        kinds = {c: c for c in KINDS if c in columns} | self.declared
+        if not kinds:
+            raise DataError(f"{self.path.name} has no modality column: name one {', '.join(KINDS)} "
+                            "or declare yours in data.source.columns")
+        return kinds
+
+    def load(self) -> dict[str, list[Sample]]:
+        if self._splits is not None:
+            return self._splits
+        rows = self._read_rows()
+        problems: list[Problem] = []
+        columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict))) if rows else set()
+        for column in ("id", "label"):
+            if column not in columns:
+                raise DataError(f"{self.path} has no {column!r} column")
+        self.kinds = self._modality_columns(columns)
+        for column in self.required:
+            if column not in self.kinds:
+                raise DataError(f"data.source.required names {column!r}, which is not a modality column")
+
+        # 1. ids, labels present, splits
+        good: list[dict[str, Any]] = []
+        seen: dict[str, str] = {}
+        for where, row in rows:
+            if isinstance(row, SampleError):
+                problems.append(Problem(where, "-", row.kind, row.detail))
+                continue
+            rid = "" if is_empty(row.get("id")) else str(row["id"]).strip()
+            if not rid:
+                problems.append(Problem(where, "id", "empty required column", "the row has no id"))
+                continue
+            if rid in seen:
+                problems.append(Problem(rid, "id", "duplicate id", f"{where} repeats the id of {seen[rid]}"))
+                continue
+            seen[rid] = where
+            split = "" if is_empty(row.get("split")) else str(row["split"]).strip().lower()
+            if split and split not in SPLITS:
+                problems.append(Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)"))
+                continue
+            if is_empty(row.get("label")) and not isinstance(row.get("label"), list):
+                problems.append(Problem(rid, "label", "empty required column", "the row has no label"))
+                continue
+            good.append({**row, "id": rid, "split": split})
+        unassigned = [r["id"] for r in good if not r["split"]]
+        if unassigned:
+            assigned = seeded_split(unassigned, self.fractions, self.split_seed)
+            for r in good:
+                r["split"] = r["split"] or assigned[r["id"]]
+
+        # 2. what the training split teaches: classes and vocabularies
+        train_rows = [r for r in good if r["split"] == "train"]
+        self.labels.fit([r["label"] for r in train_rows])
+        for column, kind in self.kinds.items():
+            if kind == "text":
+                self.vocab[column] = self._vocabulary(column, train_rows)
+
+        # 3. every value through the decoders
+        samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+        decoded: list[tuple[dict[str, Any], Sample]] = []
+        for r in good:
+            sample, row_problems = self._sample(r)
+            problems += row_problems
+            if not row_problems:
+                decoded.append((r, sample))
+        problems += self._check_feature_sizes(decoded)
+        bad = {p.id for p in problems}
+        for r, sample in decoded:
+            if sample.id not in bad:
+                samples[r["split"]].append(sample)
+        if self.normalize_series:
+            self._normalize(samples)
+        for split in SPLITS:
+            if not samples[split]:
+                problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
+        log.info("manifest %s: %d samples, %d decoded, %d from cache, %d problems", self.path.name,
+                 sum(len(v) for v in samples.values()), self.cache.misses, self.cache.hits, len(problems))
+        self.problems = problems
+        self._splits = samples
+        return samples
+
+    def _vocabulary(self, column: str, train_rows: list[dict[str, Any]]) -> Vocabulary:
+        file = self.text_settings.get("vocab_file")
+        if file:
+            path = Path(file).expanduser()
+            if not path.is_file():
+                raise DataError(f"data.source.text.vocab_file={file}: no such file")
+            return Vocabulary.read(path)
+        texts = [str(r[column]) for r in train_rows if not is_empty(r.get(column))]
+        return Vocabulary.build(texts, int(self.text_settings.get("min_freq", 1)),
+                                self.text_settings.get("max_size"))
+
+    def _resolve(self, value: str) -> Path:
+        path = (self.root / value.strip()).resolve()
+        if not path.is_relative_to(self.root):
+            raise SampleError("path leaves the manifest folder", f"{value} is outside {self.root}")
+        if not path.exists():
+            raise SampleError("missing file", str(value).strip())
+        return path
+
+    def _decode(self, kind: str, value: Any) -> dict[str, np.ndarray]:
+        if kind == "frames":
+            items = value if isinstance(value, list) else str(value).split(";")
+            items = [str(v) for v in items if str(v).strip()]
+            target: Any = [self._resolve(v) for v in items]
+            if len(target) == 1 and target[0].is_dir():
+                target = target[0]
+        else:
+            target = self._resolve(str(value))
+            if target.is_dir():
+                raise SampleError("unsupported file type", f"{value} is a folder")
+        transform = self.transforms[kind]
+        files = transform.files(target)
+        return self.cache.get(kind, self.cache.key(transform.settings(), files), lambda: transform(target))
+
+    def _sample(self, row: dict[str, Any]) -> tuple[Sample, list[Problem]]:
+        rid, problems = row["id"], []
+        modalities: dict[str, np.ndarray | None] = {}
+        times: dict[str, np.ndarray] = {}
+        try:
+            target = self.labels.encode(row["label"])
+        except SampleError as err:
+            problems.append(Problem(rid, "label", err.kind, err.detail))
+            target = None
+        for column, kind in self.kinds.items():
+            value = row.get(column)
+            if is_empty(value) or (isinstance(value, list) and not value):
+                if column in self.required:
+                    problems.append(Problem(rid, column, "empty required column", f"{column} is listed in data.source.required"))
+                modalities[column] = None  # absent: a length-0 sequence
+                continue
+            try:
+                if kind == "text":
+                    ids = self.vocab[column].encode(str(value))
+                    if len(ids) == 0:
+                        raise SampleError("no words", f"{str(value)[:40]!r} has no words to tokenise")
+                    modalities[column] = ids
+                    continue
+                out = self._decode(kind, value)
+            except SampleError as err:
+                problems.append(Problem(rid, column, err.kind, err.detail))
+                continue
+            except OSError as err:  # permissions, a file vanishing mid-run
+                problems.append(Problem(rid, column, "unreadable file", str(err)))
+                continue
+            modalities[column] = out["data"]
+            if "times" in out:
+                times[column] = out["times"]
+        return Sample(rid, target, modalities, times), problems
+
+    def _check_feature_sizes(self, decoded: list[tuple[dict[str, Any], Sample]]) -> list[Problem]:
+        """Every sample's per-step shape must match the most common one (a series with 3 columns among 4s)."""
+        problems = []
+        for column, kind in self.kinds.items():
+            if kind == "text":
+                self._shapes[column] = ()
+                continue
+            shapes = Counter(s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None)
+            if not shapes:
+                self._shapes[column] = self._default_shape(kind)
+                continue
+            common = shapes.most_common(1)[0][0]
+            self._shapes[column] = tuple(common)
+            for _, s in decoded:
+                a = s.modalities.get(column)
+                if a is not None and a.shape[1:] != common:
+                    problems.append(Problem(s.id, column, "wrong feature size",
+                                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}"))
+        return problems
+
+    def _default_shape(self, kind: str) -> tuple[int, ...]:
+        if kind == "audio":
+            return (self.transforms["audio"].n_mels,)
+        if kind == "frames":
+            t = self.transforms["frames"]
+            return (t.channels, t.height, t.width)
+        return (1,)
+
+    def _normalize(self, samples: dict[str, list[Sample]]) -> None:
+        """Standardise each series feature with the training split's mean and std (raw units vary wildly)."""
+        for column, kind in self.kinds.items():
+            if kind != "series":
+                continue
+            train = [s.modalities[column] for s in samples["train"] if s.modalities.get(column) is not None]
+            if not train:
+                continue
+            steps = np.concatenate(train)
+            mean, std = steps.mean(0), steps.std(0)
+            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+            for split in SPLITS:
+                for s in samples[split]:
+                    if s.modalities.get(column) is not None:
+                        s.modalities[column] = (s.modalities[column] - mean) / std
+
+
+def _plain(value: Any) -> Any:
+    """Parquet cells -> plain Python: arrays to lists, NaN/None to None."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
