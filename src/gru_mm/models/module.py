@@ -64,6 +64,23 @@ def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
+class TaskMetrics(torchmetrics.MetricCollection):
+    """A task's metrics that take the net's raw output: they squeeze a single output and apply the sigmoid
+    themselves, so any caller (the module, a per-modality ablation) updates them with logits and targets."""
+
+    def __init__(self, task: str, num_classes: int, prefix: str | None = None):
+        super().__init__(task_metrics(task, num_classes), prefix=prefix)
+        self.task = task
+
+    def update(self, out: torch.Tensor, target: torch.Tensor) -> None:
+        if self.task in ("binary", "regression") and out.ndim == target.ndim + 1:
+            out = out.squeeze(-1)
+        if self.task in ("binary", "multilabel"):
+            # probabilities, not logits, which torchmetrics would only guess at; integer targets
+            out, target = out.sigmoid(), target.long()
+        super().update(out, target)
+
+
 def task_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
     """Cross-entropy for one class per sample, a sigmoid per output for binary/multilabel, L1 for regression
     (the MOSI literature's loss, and the MAE it reports)."""
@@ -107,7 +124,7 @@ class SequenceClassifier(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.loss_fn = task_loss(task, label_smoothing)
-        metrics = torchmetrics.MetricCollection(task_metrics(task, num_classes))
+        metrics = TaskMetrics(task, num_classes)
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self._padded_steps = 0
@@ -139,12 +156,6 @@ class SequenceClassifier(pl.LightningModule):
         # one output per sample for binary and regression: [B, 1] -> [B], the target's shape
         return out.squeeze(-1) if self.task in ("binary", "regression") else out
 
-    def metric_inputs(self, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities (not logits, which torchmetrics would only guess at) and integer targets."""
-        if self.task in ("binary", "multilabel"):
-            return out.sigmoid(), target.long()
-        return out, target
-
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         logits = self.outputs(batch)
         loss = self.loss_fn(logits, batch.target)
@@ -156,7 +167,7 @@ class SequenceClassifier(pl.LightningModule):
                 f"{stage} loss is {loss.item()} at batch with ids {batch.ids[:3]}...: check the data and learning rate"
             )
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(*self.metric_inputs(logits.detach(), batch.target))
+        metrics.update(logits.detach(), batch.target)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
                  sync_dist=stage != "train")

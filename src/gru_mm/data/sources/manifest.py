@@ -213,8 +213,9 @@ class Manifest:
             problems += row_problems
             if not row_problems:
                 decoded.append((r, sample))
-        problems += self._check_feature_sizes(decoded)
-        bad = {p.id for p in problems}
+        size_problems = self._check_feature_sizes(decoded)
+        problems += size_problems
+        bad = {p.id for p in size_problems}  # ids are unique among decoded rows: duplicates were dropped above
         for r, sample in decoded:
             if sample.id not in bad:
                 samples[r["split"]].append(sample)

@@ -1,0 +1,169 @@
+"""The manifest adapter: formats, decoding (audio, frames, text, series), the disk cache, splits, collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from byod_files import make_corpus, write_manifest, write_png, write_wav
+
+from gru_mm.data.collate import Collate
+from gru_mm.data.datamodule import SequenceDataModule
+from gru_mm.data.sources.base import SPLITS, Source
+from gru_mm.data.sources.manifest import Manifest
+from gru_mm.data.transforms import UNK, SeriesTransform, Vocabulary, tokenize
+
+SMALL = {"audio": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128}, "frames": {"height": 8, "width": 8}}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("manifest")
+    path, rows = make_corpus(root, n=12)
+    return root, path, rows
+
+
+def _by_id(source):
+    return {s.id: s for split in SPLITS for s in source.split(split)}
+
+
+def test_every_format_reads_the_same_samples(corpus, tmp_path):
+    root, csv_path, rows = corpus
+    reference = _by_id(Manifest(csv_path, cache_dir=tmp_path / "cache", **SMALL))
+    for suffix in ("jsonl", "parquet"):
+        path = write_manifest(root / f"manifest.{suffix}", rows)
+        source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+        assert isinstance(source, Source)
+        samples = _by_id(source)
+        assert source.problems == [] and samples.keys() == reference.keys()
+        for sid, s in samples.items():
+            assert s.target == reference[sid].target
+            for m, a in s.modalities.items():
+                np.testing.assert_array_equal(a, reference[sid].modalities[m])
+
+
+def test_second_load_decodes_nothing(corpus, tmp_path, monkeypatch):
+    _, path, rows = corpus
+    first = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    first.load()
+    media = 3 * len(rows)  # audio, frames and series files per row (text is tokenised, never cached)
+    assert (first.cache.misses, first.cache.hits) == (media, 0)
+    # a second run: every decoder would fail if it were called
+    import soundfile
+    from PIL import Image
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(soundfile, "read", boom)
+    monkeypatch.setattr(Image, "open", boom)
+    monkeypatch.setattr(SeriesTransform, "__call__", boom)
+    second = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    second.load()
+    assert (second.cache.misses, second.cache.hits) == (0, media)
+    monkeypatch.undo()
+    # a different transform setting is a different cache entry: audio decodes again, the rest does not
+    third = Manifest(path, cache_dir=tmp_path / "cache", audio={**SMALL["audio"], "n_mels": 20}, frames=SMALL["frames"])
+    third.load()
+    assert third.cache.misses == len(rows)
+    assert third.feature_shapes["audio"] == (20,)
+
+
+def test_audio_is_mixed_down_and_resampled(tmp_path):
+    mono = write_wav(tmp_path / "mono.wav", 0.5, rate=8000, freq=500)
+    stereo = write_wav(tmp_path / "stereo.flac", 0.5, rate=22050, channels=2, freq=500)
+    ogg = write_wav(tmp_path / "clip.ogg", 0.5, rate=16000, freq=500, fmt="OGG")
+    rows = [{"id": p.stem, "label": "a", "audio": p.name, "split": s} for p, s in zip((mono, stereo, ogg), SPLITS, strict=True)]
+    source = Manifest(write_manifest(tmp_path / "m.csv", rows), **SMALL)
+    a, b, c = (_by_id(source)[k].modalities["audio"] for k in ("mono", "stereo", "clip"))
+    assert a.shape == b.shape == c.shape == (32, 40)  # 0.5 s at 8 kHz, hop 128, centred frames
+    # the same tone at any rate and channel count gives nearly the same spectrum
+    assert np.argmax(a.mean(0)) == np.argmax(b.mean(0)) == np.argmax(c.mean(0))
+
+
+def test_frames_from_a_folder_or_a_list(tmp_path):
+    for t in range(3):
+        write_png(tmp_path / "clip" / f"{t:02d}.png", size=20, value=t / 4)
+    write_png(tmp_path / "x.jpg", size=10, value=0.5)
+    rows = [{"id": "folder", "label": "a", "frames": "clip", "split": "train"},
+            {"id": "list", "label": "a", "frames": ["clip/02.png", "x.jpg"], "split": "val"},
+            {"id": "gray", "label": "a", "frames": "clip/01.png;clip/00.png", "split": "test"}]
+    source = Manifest(write_manifest(tmp_path / "m.jsonl", rows), frames={"height": 6, "width": 5, "channels": 1})
+    samples = _by_id(source)
+    folder = samples["folder"].modalities["frames"]
+    assert folder.shape == (3, 1, 6, 5) and folder.dtype == np.float32
+    np.testing.assert_allclose(folder[:, 0, 0, 0], [0, 0.25, 0.5], atol=0.01)  # sorted by name
+    assert samples["list"].modalities["frames"].shape == (2, 1, 6, 5)
+    np.testing.assert_allclose(samples["gray"].modalities["frames"][:, 0, 0, 0], [0.25, 0], atol=0.01)
+
+
+def test_text_vocabulary_from_training_split_or_file(tmp_path):
+    assert tokenize("It's LOUD, very loud!") == ["it's", "loud", "very", "loud"]
+    rows = [{"id": "1", "label": "a", "text": "red dog red", "split": "train"},
+            {"id": "2", "label": "b", "text": "blue cat", "split": "train"},
+            {"id": "3", "label": "a", "text": "red zebra", "split": "val"},
+            {"id": "4", "label": "b", "text": "", "split": "test"}]
+    source = Manifest(write_manifest(tmp_path / "m.csv", rows))
+    samples = _by_id(source)
+    vocab = source.vocab["text"]
+    assert vocab.tokens[:3] == ["<pad>", UNK, "red"] and "zebra" not in vocab.index  # only training words
+    assert samples["3"].modalities["text"].tolist() == [vocab.index["red"], 1]
+    assert samples["4"].modalities["text"] is None  # an empty cell: text absent
+    assert source.vocab_sizes == {"text": 6}
+    (tmp_path / "vocab.txt").write_text("zebra\nred\n")
+    source = Manifest(tmp_path / "m.csv", text={"vocab_file": str(tmp_path / "vocab.txt")})
+    assert _by_id(source)["3"].modalities["text"].tolist() == [3, 2]
+    assert Vocabulary.build(["a a b", "b c"], min_freq=2).tokens == ["<pad>", UNK, "a", "b"]
+
+
+def test_seeded_split_ignores_row_order(tmp_path):
+    _, rows = make_corpus(tmp_path, n=40, splits=False, modalities=("text",))
+    a = Manifest(write_manifest(tmp_path / "a.csv", rows))
+    b = Manifest(write_manifest(tmp_path / "b.csv", rows[::-1]))
+    for split in SPLITS:
+        assert sorted(s.id for s in a.split(split)) == sorted(s.id for s in b.split(split))
+    assert [len(a.split(s)) for s in SPLITS] == [32, 4, 4]
+    c = Manifest(tmp_path / "a.csv", split_seed=1)
+    assert {s.id for s in c.split("val")} != {s.id for s in a.split("val")}
+
+
+def test_declared_columns_and_label_kinds(tmp_path):
+    _, rows = make_corpus(tmp_path, n=9, task="multilabel", modalities=("series",))
+    for r in rows:
+        r["ecg"] = r.pop("series")
+    source = Manifest(write_manifest(tmp_path / "m.csv", rows), task="multilabel", columns={"ecg": "series"})
+    sample = source.split("train")[2]
+    assert source.num_classes == 3 and sample.target.tolist() == [1.0, 1.0, 1.0]
+    assert source.feature_shapes == {"ecg": (3,)}
+    # series are standardised with the training split's statistics
+    steps = np.concatenate([s.modalities["ecg"] for s in source.split("train")])
+    np.testing.assert_allclose(steps.mean(0), 0, atol=1e-5)
+
+
+def test_collate_puts_times_in_seq_and_task_targets(corpus, tmp_path):
+    _, path, _ = corpus
+    source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    samples = source.split("train")[:4]  # s000 (npy, no times) ... s001 (csv with a time column)
+    batch = Collate(source.feature_shapes)(samples)
+    series = batch.inputs["series"]
+    assert series.times is not None and series.times.shape == series.data.shape[:2]
+    for i, s in enumerate(samples):
+        n = len(s.modalities["series"])
+        expected = s.timestamps.get("series", np.arange(n))
+        torch.testing.assert_close(series.times[i, :n], torch.as_tensor(expected, dtype=torch.float32))
+        assert (series.times[i, n:] == 0).all()
+    assert batch.inputs["audio"].times is not None  # audio frames carry their centre times
+    assert batch.inputs["text"].data.dtype == torch.int64 and batch.inputs["frames"].times is None
+    regression = Collate(source.feature_shapes, target_dtype=torch.float32)(samples)
+    assert regression.target.dtype == torch.float32
+
+
+def test_datamodule_reads_nothing_until_asked(corpus, tmp_path):
+    _, path, _ = corpus
+    source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    dm = SequenceDataModule(source, batch_size=4)
+    assert source._splits is None and not (tmp_path / "cache").exists()
+    assert dm.validate().problems == []
+    assert dm.task == "multiclass" and dm.num_classes == 3 and dm.vocab_sizes == {"text": source.vocab_sizes["text"]}
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch.inputs) == {"audio", "frames", "text", "series"} and batch.target.dtype == torch.int64
