@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gru_mm.nn.cho2014 import cho2014_packed
+from gru_mm.nn import cho2014_triton
+from gru_mm.nn.cho2014 import cho2014_packed, to_internal
 from gru_mm.nn.gru_layout import Layout, check_lengths
 from gru_mm.nn.gru_plan import plan_cost, plan_segments, step_cost
 from gru_mm.nn.gru_scan import torch_scan_packed
@@ -46,6 +47,10 @@ def _no_autocast(x: Tensor):
     if torch.is_autocast_enabled(x.device.type):
         return torch.autocast(device_type=x.device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _use_triton(x: Tensor, batch: int, steps: int, hidden: int) -> bool:
+    return x.is_cuda and cho2014_triton.usable(x, batch, steps, hidden)
 
 
 class GRU(nn.Module):
@@ -332,7 +337,10 @@ class GRU(nn.Module):
             with _no_autocast(x):
                 dtype = self.weight_hh_l0.dtype
                 h0 = None if h0 is None else h0.to(dtype)
-                return self._run_scan(x.to(dtype), lay, h0, want_gates)
+                x = x.to(dtype)
+                if path == "cho2014" and _use_triton(x, lay.B, lay.max_len, self.hidden_size):
+                    return self._run_cho_triton(x, lay, h0, want_gates)
+                return self._run_scan(x, lay, h0, want_gates)
         quiet = x.is_cuda and (path == "packed" or not self._flat)
         with warnings.catch_warnings() if quiet else contextlib.nullcontext():
             if quiet:
@@ -468,4 +476,47 @@ class GRU(nn.Module):
             pad = zr_all.new_zeros(B * T, zr_all.shape[1]).index_copy(0, lay.pack_index, zr_all)
             pad = pad.view(B, T, len(zs), 2, H).permute(3, 2, 0, 1, 4)
             gates = {"z": pad[0].contiguous(), "r": pad[1].contiguous()}
+        return out, h_n, gates
+
+    def _run_cho_triton(self, x: Tensor, lay: Layout, h0: Tensor | None, want_gates: bool):
+        """cho2014 on CUDA: the fused kernel over the batch sorted longest first (padded layout)."""
+        B, Tm, H = lay.B, lay.max_len, self.hidden_size
+        xs = torch.where(lay.mask, x[:, :Tm], 0).index_select(0, lay.perm)
+        h0s = self._h0(h0, x, B).index_select(1, lay.perm)
+        lens = lay.sorted_lens
+        rows, ends = lay.end_index(lens)
+        empty = None
+        if lay.n_alive < B:
+            empty = torch.from_numpy(lens == 0).to(x.device, non_blocking=True).unsqueeze(1)
+        rev = lay.reverse_index(lens, Tm) if self.bidirectional else None
+        inp, finals, zs = xs, [], []
+        for layer, d, g in self._layer_groups():
+            if d == 0:
+                outs = []
+            ws = self._weights(g)
+            src = inp if d == 0 else inp.reshape(B * Tm, -1).index_select(0, rev).view(B, Tm, -1)
+            b = to_internal(ws[2], H) if self.bias else None
+            pre = F.linear(src.transpose(0, 1), to_internal(ws[0], H), b)  # [Tm, B, 3H]
+            y, zr = cho2014_triton.ChoTriton.apply(pre, h0s[g], to_internal(ws[1], H), lay.sorted_lens_i32)
+            y, zr = y.transpose(0, 1), zr.transpose(0, 1)
+            last = y[rows, ends]
+            finals.append(last if empty is None else torch.where(empty, h0s[g], last))
+            if d == 1:
+                y = y.reshape(B * Tm, H).index_select(0, rev).view(B, Tm, H)
+                if want_gates:
+                    zr = zr.reshape(B * Tm, 2 * H).index_select(0, rev).view(B, Tm, 2 * H)
+            outs.append(y)
+            if want_gates:
+                zs.append(zr)
+            if d == self.num_directions - 1:
+                inp = self._between_layers(outs[0] if d == 0 else torch.cat(outs, -1), layer)
+        out = torch.where(lay.mask, inp.index_select(0, lay.inv_perm), 0)
+        if Tm < lay.T:
+            out = F.pad(out, (0, 0, 0, lay.T - Tm))
+        h_n = torch.stack(finals).index_select(1, lay.inv_perm)
+        gates = None
+        if want_gates:
+            zr = torch.where(lay.mask, torch.stack(zs, 2).index_select(0, lay.inv_perm).flatten(2), 0)
+            zr = F.pad(zr, (0, 0, 0, lay.T - Tm)).view(B, lay.T, len(zs), 2, H).permute(3, 2, 0, 1, 4)
+            gates = {"z": zr[0].contiguous(), "r": zr[1].contiguous()}
         return out, h_n, gates

@@ -71,6 +71,10 @@ class Layout:
         return self.lens[self.perm_np]
 
     @cached_property
+    def sorted_lens_i32(self) -> Tensor:
+        return torch.from_numpy(self.sorted_lens.astype(np.int32)).to(self.device, non_blocking=True)
+
+    @cached_property
     def perm(self) -> Tensor:
         return self._dev(self.perm_np)
 

@@ -1,0 +1,67 @@
+"""The cho2014 Triton kernel, run by Triton's CPU interpreter (in a subprocess: TRITON_INTERPRET
+must be set before triton is imported), against the step loop; and on CUDA when there is one."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import torch
+    import triton.runtime.interpreter as interp
+
+    # triton 3.6's interpreter calls int() on 1-element arrays, which numpy >= 2.3 refuses
+    orig = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+
+    from gru_mm.nn import GRU
+    from gru_mm.nn import gru as gru_module
+
+    torch.manual_seed(0)
+    B, T, F, H = 19, 6, 5, 20  # B > one block, H not a multiple of the tile, empty rows
+    lengths = torch.tensor([6, 0, 3, 1, 6, 2, 5, 0, 4, 4, 1, 6, 3, 2, 2, 5, 1, 6, 3])
+    m = GRU(F, H, num_layers=2, bidirectional=True, cell="cho2014")
+    x = torch.randn(B, T, F)
+    h0 = torch.randn(4, B, H)
+    go, gh = torch.randn(B, T, 2 * H), torch.randn(4, B, H)
+    results = []
+    for use in (False, True):
+        gru_module._use_triton = lambda *a, use=use: use
+        xi, hi = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        out, h_n, gates = m(xi, lengths, hi, return_gates=True)
+        loss = (out * go).sum() + (h_n * gh).sum()
+        grads = torch.autograd.grad(loss, [xi, hi, *m.parameters()])
+        results.append([out, h_n, gates["z"], gates["r"], *grads])
+    err = max(float((a - b).abs().max()) for a, b in zip(*results))
+    print("max error", err)
+    assert err < 1e-5, err
+    """
+)
+
+
+def test_kernel_in_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", GRU_MM_NO_TRITON="")
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kernel_passes_its_self_check_on_cuda():
+    from gru_mm.nn import cho2014_triton
+
+    assert cho2014_triton.available(torch.device("cuda")), "self-check failed: see the warning"
