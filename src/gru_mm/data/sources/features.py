@@ -66,7 +66,7 @@ class Features:
         self.nan_to_num = nan_to_num
         self.fractions = check_fractions(split_fractions)
         self.split_seed = split_seed
-        self.problems: list[Problem] = []
+        self._problems: list[Problem] = []
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
 
@@ -79,6 +79,12 @@ class Features:
     def num_classes(self) -> int:
         self.load()
         return self.labels.num_outputs
+
+    @property
+    def problems(self) -> list[Problem]:
+        """What load() found; the samples they concern are left out of the splits."""
+        self.load()
+        return list(self._problems)
 
     def split(self, name: str) -> list[Sample]:
         return self.load()[name]
@@ -174,7 +180,7 @@ class Features:
                 problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
         log.info("features %s: %d samples, modalities %s, %d problems", self.path.name,
                  sum(len(v) for v in samples.values()), modalities, len(problems))
-        self.problems = problems
+        self._problems = problems
         self._splits = samples
         return samples
 

@@ -87,7 +87,7 @@ class Manifest:
         }
         self.cache = FeatureCache(None if cache_dir is None else Path(cache_dir))
         self.root = self.path.parent.resolve()
-        self.problems: list[Problem] = []
+        self._problems: list[Problem] = []
         self.kinds: dict[str, str] = {}
         self.vocab: dict[str, Vocabulary] = {}
         self._splits: dict[str, list[Sample]] | None = None
@@ -108,6 +108,12 @@ class Manifest:
     def vocab_sizes(self) -> dict[str, int]:
         self.load()
         return {m: len(v) for m, v in self.vocab.items()}
+
+    @property
+    def problems(self) -> list[Problem]:
+        """What load() found; the samples they concern are left out of the splits."""
+        self.load()
+        return list(self._problems)
 
     def split(self, name: str) -> list[Sample]:
         return self.load()[name]
@@ -226,7 +232,7 @@ class Manifest:
                 problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
         log.info("manifest %s: %d samples, %d decoded, %d from cache, %d problems", self.path.name,
                  sum(len(v) for v in samples.values()), self.cache.misses, self.cache.hits, len(problems))
-        self.problems = problems
+        self._problems = problems
         self._splits = samples
         return samples
 

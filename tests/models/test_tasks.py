@@ -1,0 +1,102 @@
+"""Each task gets its loss, metrics and outputs; sizes reach the model from the data; monitors are checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from data.byod_files import make_corpus  # tests/data's file writers (tests/ is on sys.path)
+from gru_mm.config import ConfigError, register_resolvers
+from gru_mm.models.build import build_datamodule, build_module, check_monitors
+from gru_mm.models.module import SignAccuracy, TaskMetrics
+from gru_mm.paths import CONF_DIR
+
+register_resolvers()
+SERIES = "+model/encoder@model.encoders.series=series_linear"
+TEXT = "+model/encoder@model.encoders.text=text_embedding"
+
+
+def _setup(tmp_path, task, *overrides, modalities=("series", "text")):
+    path, _ = make_corpus(tmp_path, n=12, task=task, modalities=modalities)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"paths.root={tmp_path}", "data=manifest",
+                                          f"data.path={path}", f"data.source.task={task}", "model.gru.hidden_size=8",
+                                          *overrides])
+    dm = build_datamodule(cfg)
+    dm.validate()
+    return cfg, dm
+
+
+EXPECTED = {
+    "multiclass": ({"acc", "f1"}, 3),
+    "binary": ({"acc", "f1", "auroc"}, 1),
+    "multilabel": ({"acc", "f1"}, 3),
+    "regression": ({"mae", "corr", "acc2", "acc2_nonzero"}, 1),
+}
+
+
+@pytest.mark.parametrize("task", list(EXPECTED))
+def test_each_task_trains_a_step_and_logs_its_metrics(tmp_path, task):
+    cfg, dm = _setup(tmp_path, task, SERIES, TEXT)
+    module = build_module(cfg, datamodule=dm)
+    names, outputs = EXPECTED[task]
+    assert module.task == task and module.net.head[-1].out_features == outputs
+    logged = {}
+    module.log = lambda name, value, **k: logged.__setitem__(name, value)
+    module.log_dict = lambda d, **k: logged.update(d)
+    batch = next(iter(dm.train_dataloader()))
+    loss = module._step(batch, "train")
+    loss.backward()
+    assert torch.isfinite(loss) and "train/loss" in logged
+    metrics = {k: float(v) for k, v in module.metrics["train_metrics"].compute().items()}
+    assert set(metrics) == {f"train/{n}" for n in names}
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    pred = module.predict_step(batch, 0)
+    key = "preds" if task == "regression" else "probs"
+    expected_shape = (len(batch),) if outputs == 1 else (len(batch), outputs)
+    assert tuple(pred[key].shape) == expected_shape
+
+
+def test_sign_accuracy_as_mosi_reports_it():
+    preds = torch.tensor([0.5, -1.0, 0.2, -0.1, 0.0])
+    target = torch.tensor([1.0, -2.0, 0.0, 0.5, -0.3])
+    has0, non0 = SignAccuracy(), SignAccuracy(exclude_zero=True)
+    has0.update(preds, target)
+    non0.update(preds, target)
+    # non-negative vs negative: hits at 0, 1, 2 -> 3/5; positive vs negative without target 0: 0, 1, 4 of 4
+    assert float(has0.compute()) == pytest.approx(0.6)
+    assert float(non0.compute()) == pytest.approx(0.75)
+
+
+def test_task_metrics_take_raw_logits():
+    metrics = TaskMetrics("binary", 2)
+    metrics.update(torch.tensor([[3.0], [-3.0], [0.4]]), torch.tensor([1.0, 0.0, 0.0]))
+    assert float(metrics.compute()["acc"]) == pytest.approx(2 / 3)
+
+
+def test_monitors_must_exist_for_the_task(tmp_path):
+    cfg, dm = _setup(tmp_path, "regression", SERIES, TEXT)
+    with pytest.raises(ConfigError, match=r"optimized_metric=val/acc is not logged for the regression task.*"
+                                          r"callbacks\.model_checkpoint\.mode=min"):
+        check_monitors(cfg, "regression")
+    cfg.optimized_metric = cfg.callbacks.model_checkpoint.monitor = "val/mae"
+    check_monitors(cfg, "regression")
+
+
+def test_model_config_follows_the_data(tmp_path):
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, modalities=("series", "text"))
+    with pytest.raises(ConfigError, match=r"modalities \['text'\] with no encoder.*\+model/encoder@model\.encoders\.text=text_embedding"):
+        build_module(cfg, datamodule=dm)
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.encoders.series.in_features=5", modalities=("series",))
+    with pytest.raises(ConfigError, match=r"model\.encoders\.series\.in_features=5, but the data has 3"):
+        build_module(cfg, datamodule=dm)
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.modalities=[video]", modalities=("series",))
+    with pytest.raises(ConfigError, match=r"model\.modalities names 'video', which the data lacks"):
+        build_module(cfg, datamodule=dm)
+    # the avdigits encoders the data does not use are dropped; the sizes it knows are filled in
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, TEXT, modalities=("series", "text"))
+    net = build_module(cfg, datamodule=dm).net
+    assert net.modalities == ["series", "text"]
+    assert net.encoders["text"].embed.num_embeddings == dm.vocab_sizes["text"]
+    assert net.encoders["series"].proj[0].in_features == 3
