@@ -32,7 +32,7 @@ def app_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_app(tmp_path: Path, *overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_app(tmp_path: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         app_command(tmp_path / "sweep", *overrides),
         env=app_env(tmp_path),

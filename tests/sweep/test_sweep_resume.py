@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -22,16 +23,24 @@ COMMAND = (
 )
 
 
-def _wait_for_second_batch(storage: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def _trial_states(db: Path) -> list[str]:
+    """Trial states read straight from the sqlite file, read-only: opening it with Optuna while the sweeper is
+    still creating its tables would race with that creation."""
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c,
+    ):
+        return [row[0] for row in c.execute("SELECT state FROM trials")]
+    return []
+
+
+def _wait_for_second_batch(db: Path, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Return once 2 trials are complete and the next batch is running (the moment to kill the sweep)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        states = []
-        if Path(storage.removeprefix("sqlite:///")).exists():  # opening it earlier would create it
-            with contextlib.suppress(Exception):  # the sweeper may still be creating the study
-                states = [t.state for t in load_study(storage).get_trials(deepcopy=False)]
-        if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+        assert proc.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-5000:]}"
+        states = _trial_states(db)
+        if states.count("COMPLETE") >= 2 and "RUNNING" in states:
             return
         time.sleep(0.2)
     raise AssertionError("the second batch of trials did not start in time")
@@ -40,19 +49,22 @@ def _wait_for_second_batch(storage: str, proc: subprocess.Popen, timeout: float 
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path):
     storage = sqlite_storage(tmp_path)
-    proc = subprocess.Popen(
-        app_command(tmp_path / "sweep", *COMMAND),
-        env=app_env(tmp_path),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the submitit jobs too, like Ctrl-C/scancel
-    )
+    log = tmp_path / "first_run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            app_command(tmp_path / "sweep", *COMMAND),
+            env=app_env(tmp_path),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: the kill takes the submitit jobs too, like Ctrl-C
+        )
     try:
-        _wait_for_second_batch(storage, proc)
+        _wait_for_second_batch(Path(storage.removeprefix("sqlite:///")), proc, log)
         time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     interrupted = [t.number for t in load_study(storage).trials if t.state == TrialState.RUNNING]
     assert interrupted, "the kill should leave running trials behind"

@@ -158,6 +158,6 @@ def test_heartbeat_stamps_running_trials(tmp_path: Path):
         storage.get_study_id_from_name("s"), trial.number
     )
     with _study.Heartbeat(storage, [trial_id], interval_s=0.05):
+        started = time.time()
         time.sleep(0.2)
-    stamp = study.trials[0].user_attrs[_study.HEARTBEAT]
-    assert time.time() - stamp < 1.0
+    assert study.trials[0].user_attrs[_study.HEARTBEAT] > started  # stamped again after the first beat
