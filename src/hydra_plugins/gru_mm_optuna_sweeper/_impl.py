@@ -107,7 +107,7 @@ def _make_sampler(s: Settings, extra: dict[str, Any], n_existing: int) -> optuna
 
 
 def _parent_run(s: Settings, url: str):
-    from gru_mm.tracking.store import resolve_tracking_uri
+    from gru_mm.tracking.store import check_reachable, resolve_tracking_uri
 
     from ._mlflow import ParentRun
 
@@ -116,7 +116,12 @@ def _parent_run(s: Settings, url: str):
         "optuna.sampler": s.sampler["_target_"],
         "optuna.directions": ",".join(s.directions),
     }
-    return ParentRun(resolve_tracking_uri(s.mlflow_tracking_uri), s.mlflow_experiment, s.study_name, tags)
+    uri = resolve_tracking_uri(s.mlflow_tracking_uri)
+    try:
+        check_reachable(uri)  # seconds, not MLflow's minutes of retries, when a server is down
+    except ConnectionError as err:
+        raise ConnectionError(f"{err} (a sweep without MLflow: hydra.sweeper.mlflow=false)") from None
+    return ParentRun(uri, s.mlflow_experiment, s.study_name, tags)
 
 
 def _plain_summary(summary: dict[str, Any]) -> Any:
