@@ -1,0 +1,103 @@
+"""Bring your own data, end to end through the console scripts: validate, fail or skip, train each adapter and task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from data.byod_files import make_corpus, write_manifest, write_mosi_pickle, write_npz
+
+pytestmark = pytest.mark.slow
+TINY = ["trainer.max_epochs=1", "model.gru.hidden_size=8", "model.head.hidden=8", "data.batch_size=8",
+        "trainer.enable_progress_bar=false"]
+MANIFEST_SMALL = ["data.source.audio.sample_rate=8000", "data.source.audio.n_fft=256", "data.source.audio.hop_length=128",
+                  "data.source.frames.height=8", "data.source.frames.width=8"]
+ENCODERS = ["+model/encoder@model.encoders.frames=frame_cnn_rgb", "+model/encoder@model.encoders.text=text_embedding",
+            "+model/encoder@model.encoders.series=series_linear"]
+
+
+def _validate(*args: str):
+    return run_cli("python", "-m", "gru_mm.validate_data", *args)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A clean manifest and one whose s013 (train) names a missing audio file."""
+    root = tmp_path_factory.mktemp("byod")
+    clean, rows = make_corpus(root / "media", n=18)
+    rows[13]["audio"] = "audio/gone.wav"
+    bad = write_manifest(root / "media" / "with-problem.csv", rows)
+    return root, clean, bad
+
+
+def test_validate_data_lists_problems_and_exits_1(corpus):
+    root, clean, bad = corpus
+    result = _validate(f"data.path={bad}", f"paths.root={root}", *MANIFEST_SMALL)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "s013\taudio\tmissing file: audio/gone.wav"
+    assert lines[1] == "17 usable sample(s), 1 problem(s) in 1 sample(s): 1 missing file"
+    result = _validate(f"data.path={clean}", f"paths.root={root}", *MANIFEST_SMALL)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert result.stdout.strip() == "18 usable sample(s), 0 problem(s) in 0 sample(s)"
+    result = _validate(f"data.path={root / 'nope.csv'}", f"paths.root={root}")
+    assert result.returncode == 1 and "no such manifest file" in result.stderr
+
+
+def test_training_refuses_bad_data_listing_it(corpus):
+    root, _, bad = corpus
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={bad}", f"paths.root={root / 'fail'}",
+                     "logger=csv", *TINY, *MANIFEST_SMALL, *ENCODERS)
+    assert result.returncode != 0
+    assert f"gru-mm-train: data.path={bad} has 1 data problem(s)" in result.stderr
+    assert "s013\taudio\tmissing file: audio/gone.wav" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manifest_multiclass_skips_bad_samples_and_logs_them(corpus):
+    root, _, bad = corpus
+    project = root / "skip"
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={bad}", "data.on_error=skip",
+                     f"paths.root={project}", "experiment_name=byod", *TINY, *MANIFEST_SMALL, *ENCODERS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("byod").experiment_id])
+    assert run.data.metrics["data/skipped_samples"] == 1
+    assert 0 <= run.data.metrics["test/acc"] <= 1
+    local = client.download_artifacts(run.info.run_id, "data/problems.tsv", str(project))
+    assert Path(local).read_text() == "id\tcolumn\tproblem\ns013\taudio\tmissing file: audio/gone.wav\n"
+
+
+def test_manifest_jsonl_multilabel(tmp_path):
+    path, _ = make_corpus(tmp_path / "media", n=15, task="multilabel", fmt="jsonl", modalities=("text", "series"))
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={path}", "data.source.task=multilabel",
+                     f"paths.root={tmp_path}", "logger=csv", "optimized_metric=val/f1",
+                     "callbacks.model_checkpoint.monitor=val/f1", *TINY, *ENCODERS[1:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/f1" in result.stdout
+
+
+def test_features_pickle_regression(tmp_path):
+    path = write_mosi_pickle(tmp_path / "mosi.pkl")
+    common = ["data=features", f"data.path={path}", f"paths.root={tmp_path}", "logger=csv"]
+    refused = run_cli("gru-mm-train", *common, *TINY)
+    assert refused.returncode != 0 and "set data.trust_pickle=true only if you trust" in refused.stderr
+    result = run_cli("gru-mm-train", *common, "data.trust_pickle=true", "optimized_metric=val/mae",
+                     "callbacks.model_checkpoint.monitor=val/mae", "callbacks.model_checkpoint.mode=min",
+                     "model/encoder@model.encoders.audio=features_linear",
+                     "+model/encoder@model.encoders.text=features_linear",
+                     "+model/encoder@model.encoders.vision=features_linear", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("test/mae", "test/corr", "test/acc2", "test/acc2_nonzero"):
+        assert name in result.stdout
+
+
+def test_features_npz_binary(tmp_path):
+    path = write_npz(tmp_path / "feats.npz")
+    result = run_cli("gru-mm-train", "data=features", f"data.path={path}", "data.source.task=binary",
+                     f"paths.root={tmp_path}", "logger=csv", "+model/encoder@model.encoders.series=series_linear", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/auroc" in result.stdout
