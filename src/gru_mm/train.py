@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, check_config, register_resolvers
-from gru_mm.models.ablation import run_ablation
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.validation import log_report
+from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.run import log_checkpoint, log_resume, log_run_start, run_tags
@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> float | None:
     report = datamodule.validate()  # reads every sample (or its cache); bad data fails here, listed
     module = build_module(cfg, datamodule=datamodule)
     check_monitors(cfg, datamodule.task)
-    tags = run_tags(_hydra_overrides())
+    tags = run_tags(_hydra_overrides()) | trial_tags(cfg.get("trial"))
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     ckpt_cb = trainer.checkpoint_callback
+    # Read the objective now: testing replaces callback_metrics with the test metrics.
+    objective = _fit_objective(cfg.optimized_metric, trainer)
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
@@ -85,8 +87,27 @@ def train(cfg: DictConfig) -> float | None:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)
 
-    value = trainer.callback_metrics.get(cfg.optimized_metric)
-    return None if value is None else float(value)
+    if objective is None:  # e.g. optimized_metric=test/acc
+        objective = trainer.callback_metrics.get(cfg.optimized_metric)
+    return None if objective is None else float(objective)
+
+
+def _fit_objective(metric: str, trainer: pl.Trainer):
+    """The best value of the checkpoint monitor when that is the metric, else its last value."""
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and ckpt_cb.monitor == metric and ckpt_cb.best_model_score is not None:
+        return ckpt_cb.best_model_score
+    return trainer.callback_metrics.get(metric)
+
+
+def trial_tags(trial: DictConfig | None) -> dict[str, str]:
+    """Tags that make a sweep trial's run a child of the sweep's MLflow run."""
+    if not trial or trial.get("number") is None:
+        return {}
+    tags = {"optuna.study_name": str(trial.study_name), "optuna.trial_number": str(trial.number)}
+    if trial.get("mlflow_parent_run_id"):
+        tags["mlflow.parentRunId"] = str(trial.mlflow_parent_run_id)
+    return tags
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
