@@ -167,3 +167,14 @@ def test_datamodule_reads_nothing_until_asked(corpus, tmp_path):
     assert dm.task == "multiclass" and dm.num_classes == 3 and dm.vocab_sizes == {"text": source.vocab_sizes["text"]}
     batch = next(iter(dm.train_dataloader()))
     assert set(batch.inputs) == {"audio", "frames", "text", "series"} and batch.target.dtype == torch.int64
+
+
+def test_every_source_meets_the_protocol(tmp_path):
+    from gru_mm.data.sources.avdigits import AVDigits
+    from gru_mm.data.sources.features import Features
+
+    for source in (AVDigits(cache_dir=tmp_path), Manifest(tmp_path / "m.csv"), Features(tmp_path / "f.npz")):
+        # checked on the class: on Python 3.11 isinstance() would evaluate the lazy properties
+        assert all(hasattr(type(source), name) for name in ("feature_shapes", "num_classes", "load", "split"))
+        assert source.task in ("multiclass", "binary", "multilabel", "regression")
+    assert not any(tmp_path.iterdir())  # constructing a source reads and writes nothing
