@@ -100,3 +100,18 @@ def test_model_config_follows_the_data(tmp_path):
     assert net.modalities == ["series", "text"]
     assert net.encoders["text"].embed.num_embeddings == dm.vocab_sizes["text"]
     assert net.encoders["series"].proj[0].in_features == 3
+
+
+def test_checkpoint_keeps_classes_and_vocabulary_and_checks_them(tmp_path):
+    from gru_mm.checkpoints import CheckpointError
+
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, TEXT)
+    module = build_module(cfg, datamodule=dm)
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    saved = checkpoint["gru_mm_data"]
+    assert saved["classes"] == ["high", "low", "mid"] and saved["vocab"]["text"][:2] == ["<pad>", "<unk>"]
+    module.on_load_checkpoint(checkpoint)  # the same data: fine
+    module.data_meta = {**saved, "classes": ["high", "low", "mid", "new"]}
+    with pytest.raises(CheckpointError, match="trained with other classes than the data gives now"):
+        module.on_load_checkpoint(checkpoint)

@@ -87,6 +87,14 @@ class SequenceDataModule(pl.LightningDataModule):
         """{modality: vocabulary size} for token modalities (text), which their embeddings need."""
         return dict(getattr(self.source, "vocab_sizes", {}))
 
+    def meta(self) -> dict:
+        """What a trained model's outputs and inputs mean: task, class names, vocabularies (saved in checkpoints)."""
+        labels = getattr(self.source, "labels", None)
+        vocab = getattr(self.source, "vocab", {})
+        return {"task": self.task, "num_classes": self.num_classes,
+                "classes": list(labels.classes) if labels is not None and labels.classes else None,
+                "vocab": {m: list(v.tokens) for m, v in vocab.items()}}
+
     @property
     def collate(self) -> Collate:
         # Built on first use: the shapes of a user's data are known only once its source has read it.

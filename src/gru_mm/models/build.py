@@ -75,7 +75,7 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
     net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return SequenceClassifier(
+    module = SequenceClassifier(
         net,
         num_classes=num_classes,
         optimizer=optimizer,
@@ -83,6 +83,9 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         scheduler_interval=cfg.get("scheduler_interval", "epoch"),
         task=task,
     )
+    if datamodule is not None:
+        module.data_meta = datamodule.meta()
+    return module
 
 
 def check_monitors(cfg: DictConfig, task: str) -> None:

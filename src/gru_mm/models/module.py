@@ -10,6 +10,7 @@ import torch
 import torchmetrics
 from torch import nn
 
+from gru_mm.checkpoints import CheckpointError
 from gru_mm.data.batch import Batch
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -132,9 +133,24 @@ class SequenceClassifier(pl.LightningModule):
         # Saved into every checkpoint: the resolved config, experiment name and MLflow run id,
         # so `ckpt_path=last` resumes the same run and gru-mm-eval rebuilds the same model.
         self.run_meta: dict[str, Any] = {}
+        # The data's meaning (task, class names, vocabularies), saved with the weights and checked on load.
+        self.data_meta: dict[str, Any] = {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gru_mm"] = self.run_meta
+        if self.data_meta:
+            checkpoint["gru_mm_data"] = self.data_meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Class k or token id i must mean what it meant in training: a manifest that gained a class name or
+        # changed its training texts would otherwise give silently wrong predictions.
+        saved = checkpoint.get("gru_mm_data")
+        if not saved or not self.data_meta:
+            return
+        for key in ("task", "classes", "vocab"):
+            if saved.get(key) != self.data_meta.get(key):
+                raise CheckpointError(f"the checkpoint was trained with other {key} than the data gives now "
+                                 f"(e.g. a changed manifest); evaluate it on the data it was trained with")
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(batch.inputs)
