@@ -150,7 +150,7 @@ class SequenceClassifier(pl.LightningModule):
         for key in ("task", "classes", "vocab"):
             if saved.get(key) != self.data_meta.get(key):
                 raise CheckpointError(f"the checkpoint was trained with other {key} than the data gives now "
-                                 f"(e.g. a changed manifest); evaluate it on the data it was trained with")
+                                      "(e.g. a changed manifest); evaluate it on the data it was trained with")
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(batch.inputs)
