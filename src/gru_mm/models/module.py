@@ -185,8 +185,9 @@ class SequenceClassifier(pl.LightningModule):
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), batch.target)
         on_step = stage == "train"
+        # sync_dist: under DDP the logged loss is the mean over all processes' samples, not rank 0's alone
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
-                 sync_dist=stage != "train")
+                 sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
         return loss
 
