@@ -25,8 +25,13 @@ def test_default_config_is_valid_and_commented():
     assert cfg.model.gru.hidden_size > 0
     # every field in every config file has a one-line comment
     for path in CONF_DIR.rglob("*.yaml"):
+        block_indent = None  # inside a YAML block scalar (|-): its text lines are not fields
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if block_indent is not None and (not stripped or indent > block_indent):
+                continue
+            block_indent = indent if line.split("#")[0].rstrip().endswith(("|", "|-")) else None
             # Hydra's own directives (_target_, _partial_) and section headers explain themselves
             if not stripped or stripped.startswith(("#", "- ", "_")) or stripped.endswith(":"):
                 continue

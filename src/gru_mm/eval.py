@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, register_resolvers
+from gru_mm.data.sources.base import DataError
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
@@ -31,7 +32,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
 
     datamodule = build_datamodule(train_cfg)
-    module = build_module(train_cfg, datamodule.num_classes)
+    datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
+    module = build_module(train_cfg, datamodule=datamodule)
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
     tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
     if meta.get("mlflow_run_id"):
@@ -54,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     try:
         metrics = evaluate(cfg)
-    except (ConfigError, checkpoints.CheckpointError, ConnectionError) as err:
+    except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError) as err:
         raise SystemExit(f"gru-mm-eval: {err}") from None
     log.info("test metrics: %s", metrics)
 
