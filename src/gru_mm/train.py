@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, check_config, register_resolvers
@@ -47,7 +50,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path | None) -> list[pl.Callback]
 def train(cfg: DictConfig) -> float | None:
     """Fit and test; returns the value of `cfg.optimized_metric` (what a sweeper optimises)."""
     check_config(cfg)
-    resume = checkpoints.resolve(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.experiment_name)
+    ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
+    resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
     meta = checkpoints.read_meta(resume) if resume else {}
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -60,6 +64,7 @@ def train(cfg: DictConfig) -> float | None:
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    check_process_launch(trainer)
 
     mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
     module.run_meta = {
@@ -98,6 +103,39 @@ def _fit_objective(metric: str, trainer: pl.Trainer):
     if ckpt_cb is not None and ckpt_cb.monitor == metric and ckpt_cb.best_model_score is not None:
         return ckpt_cb.best_model_score
     return trainer.callback_metrics.get(metric)
+
+
+def check_process_launch(trainer: pl.Trainer) -> None:
+    """Refuse multi-process training that would re-run a whole multirun (-m) once per extra process.
+
+    Lightning's `ddp` (start_method popen) starts ranks 1.. by re-running the command line, which under -m is
+    the sweep itself (Lightning #11300); SLURM or torchrun starting the processes, or `spawn`, are safe.
+    """
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    strategy = trainer.strategy
+    relaunches = isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
+    if relaunches and not strategy.cluster_environment.creates_processes_externally:
+        raise ConfigError(
+            f"trainer.strategy: ddp with {trainer.world_size} processes under multirun (-m) would re-run the "
+            "whole sweep in every extra process; use hydra/launcher=submitit_slurm with "
+            "hydra.launcher.tasks_per_node=trainer.devices (SLURM starts the processes) or "
+            "trainer.strategy.start_method=spawn (see docs/cluster.md)."
+        )
+
+
+def requeued_checkpoint(cfg: DictConfig) -> str | None:
+    """This run's own last.ckpt when SLURM runs the job again (requeued after preemption, a time limit or
+    `scontrol requeue`): the job restarts in the same folder, and continues where it stopped."""
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return None
+    ckpt_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    last = Path(ckpt_dir) / "last.ckpt" if ckpt_dir else None
+    if last is None or not last.is_file():
+        log.warning("SLURM requeue %s: no %s yet, starting over", os.environ["SLURM_RESTART_COUNT"], last)
+        return None
+    log.info("SLURM requeue %s: resuming from %s", os.environ["SLURM_RESTART_COUNT"], last)
+    return str(last)
 
 
 def trial_tags(trial: DictConfig | None) -> dict[str, str]:
