@@ -11,7 +11,7 @@
 #  3. gru-mm-bench gru --device cuda: the full grid, time-boxed to 200 s of cases (~3.5 min)
 # Every step is time-limited and the script goes on after a failure; the exit status is the number
 # of failed steps. Files in $OUT: gpu_info.txt, gru_check_cuda.txt, pytest_cuda.txt,
-# bench_gru_cuda.txt, bench_gru_cuda.json.
+# bench_gru_cuda.txt, bench_gru_cuda.json, bench_gru_cuda.md (the table for docs/benchmarks.md).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
@@ -47,6 +47,7 @@ step "3. benchmark on CUDA"
 timeout 300 "$PY" -m gru_mm.bench.cli gru --device cuda --max-seconds 200 --out "$OUT/bench_gru_cuda.json" 2>&1 \
     | tee "$OUT/bench_gru_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
+[ -s "$OUT/bench_gru_cuda.json" ] && "$PY" -m gru_mm.bench.gru "$OUT/bench_gru_cuda.json" > "$OUT/bench_gru_cuda.md"
 
 step "done: $fails failed step(s); results in $OUT"
 exit "$fails"

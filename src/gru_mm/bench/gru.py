@@ -247,3 +247,29 @@ def run_grid(
     for line in summarize(records):
         print_fn(line)
     return records
+
+
+def markdown(records: list[dict]) -> str:
+    """A Markdown table (ms, forward+backward) of a run, one row per case, for docs/benchmarks.md."""
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_case.setdefault(r["case"], {})[r["impl"]] = r
+    cols = ["gru_mm", "torch_padded", "torch_packed", *[i for i in IMPLS if i.startswith("gru_mm:")], "cho2014"]
+    head = ["case", "padded/real", *cols, "gru_mm path", "gru_mm vs faster nn.GRU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, recs in by_case.items():
+        cells = [name, str(next(iter(recs.values()))["padded_over_real"])]
+        for c in cols:
+            r = recs.get(c)
+            cells.append("" if r is None else f"{r['ms_median']:.1f}" + ("" if r["exact"] else " (inexact)"))
+        g, p, k = recs.get("gru_mm"), recs.get("torch_padded"), recs.get("torch_packed")
+        ratio = f"{min(p['ms_median'], k['ms_median']) / g['ms_median']:.2f}x" if g and p and k else ""
+        cells += [g.get("path", "") if g else "", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m gru_mm.bench.gru RESULTS.json  ->  Markdown table
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
