@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from gru_mm.nn import cho2014_triton
 from gru_mm.nn.gru import GRU
 
 INPUT_SIZE = 128
@@ -70,6 +71,13 @@ IMPLS = (
     "torch_packed",
     "cho2014",
 )
+# On CUDA cho2014 runs the Triton kernel; "cho2014:loop" times the step loop it replaces (short
+# cases only: the loop is launch-bound and would eat the time box).
+CUDA_EXTRA = ("cho2014:loop",)
+
+
+def impls_for(case: Case, device: str) -> tuple[str, ...]:
+    return IMPLS + (CUDA_EXTRA if device == "cuda" and case.tmax <= 400 else ())
 
 
 def _sync(device: str) -> None:
@@ -88,6 +96,7 @@ def _models(case: Case, device: str) -> dict[str, nn.Module]:
             m.load_state_dict(ref.state_dict())
             out[impl] = m
     out["cho2014"] = GRU(INPUT_SIZE, case.hidden, cell="cho2014").to(device)
+    out["cho2014:loop"] = out["cho2014"]
     return out
 
 
@@ -98,6 +107,12 @@ def _step(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tens
         p = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         o, h = model(p)
         return pad_packed_sequence(o, batch_first=True, total_length=x.shape[1])[0], h
+    if impl == "cho2014:loop":
+        cho2014_triton.ENABLED = False
+        try:
+            return model(x, lengths)
+        finally:
+            cho2014_triton.ENABLED = True
     return model(x, lengths)
 
 
@@ -122,8 +137,8 @@ def _matches_alone(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> b
         for i in picks:
             n = lens[i]
             xi = x[i : i + 1, :n]
-            if impl == "cho2014":
-                oi, hi = model(xi, torch.tensor([n]))
+            if impl.startswith("cho2014"):
+                oi, hi = _step(impl, model, xi, torch.tensor([n]))
             else:
                 ref = model if isinstance(model, nn.GRU) else None
                 if ref is None:
@@ -138,7 +153,10 @@ def _matches_alone(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> b
     return True
 
 
-def time_case(case: Case, device: str, reps: int, warmup: int, impls=IMPLS) -> list[dict]:
+def time_case(
+    case: Case, device: str, reps: int, warmup: int, impls: tuple[str, ...] | None = None
+) -> list[dict]:
+    impls = impls or impls_for(case, device)
     lengths = case.lengths()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(case.batch, case.tmax, INPUT_SIZE, generator=gen)
@@ -228,7 +246,7 @@ def run_grid(
 ) -> list[dict]:
     cases = grid(device, quick)
     reps = reps or (3 if quick or device == "cpu" else 5)
-    warmup = 1 if device == "cpu" else 2
+    warmup = 1  # the first call pays cuDNN's setup and Triton's compilation
     records: list[dict] = []
     start = time.perf_counter()
     for i, case in enumerate(cases):
@@ -254,7 +272,9 @@ def markdown(records: list[dict]) -> str:
     by_case: dict[str, dict[str, dict]] = {}
     for r in records:
         by_case.setdefault(r["case"], {})[r["impl"]] = r
-    cols = ["gru_mm", "torch_padded", "torch_packed", *[i for i in IMPLS if i.startswith("gru_mm:")], "cho2014"]
+    present = {r["impl"] for r in records}
+    cols = ["gru_mm", "torch_padded", "torch_packed", *[i for i in IMPLS if i.startswith("gru_mm:")]]
+    cols += [i for i in ("cho2014", *CUDA_EXTRA) if i in present]
     head = ["case", "padded/real", *cols, "gru_mm path", "gru_mm vs faster nn.GRU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, recs in by_case.items():

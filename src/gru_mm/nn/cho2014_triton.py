@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover
     triton = None
 
 BLOCK_B = 16  # rows per program: tl.dot needs at least 16
+ENABLED = True  # the benchmark switches it off to time the step loop on CUDA
 _STATE: dict[str, bool] = {}
 
 if triton is not None:
@@ -65,8 +66,16 @@ if triton is not None:
                     for k0 in range(0, H, BK):
                         ks = k0 + tl.arange(0, BK)
                         kmask = ks < H
-                        a = tl.load(hp_ptr + rows[:, None] * H + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-                        w = tl.load(UZRT + ks[:, None] * H2 + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+                        a = tl.load(
+                            hp_ptr + rows[:, None] * H + ks[None, :],
+                            mask=rmask[:, None] & kmask[None, :],
+                            other=0.0,
+                        )
+                        w = tl.load(
+                            UZRT + ks[:, None] * H2 + cols[None, :],
+                            mask=kmask[:, None] & cmask[None, :],
+                            other=0.0,
+                        )
                         acc += tl.dot(a, w, input_precision=PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     p = tl.load(PRE + t * B * H3 + rows[:, None] * H3 + H + cols[None, :], mask=m2, other=0.0)
@@ -88,8 +97,16 @@ if triton is not None:
                     for k0 in range(0, H, BK):
                         ks = k0 + tl.arange(0, BK)
                         kmask = ks < H
-                        a = tl.load(Q + t * B * H + rows[:, None] * H + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-                        w = tl.load(UCT + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+                        a = tl.load(
+                            Q + t * B * H + rows[:, None] * H + ks[None, :],
+                            mask=rmask[:, None] & kmask[None, :],
+                            other=0.0,
+                        )
+                        w = tl.load(
+                            UCT + ks[:, None] * H + cols[None, :],
+                            mask=kmask[:, None] & cmask[None, :],
+                            other=0.0,
+                        )
                         acc += tl.dot(a, w, input_precision=PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     p = tl.load(PRE + t * B * H3 + rows[:, None] * H3 + cols[None, :], mask=m2, other=0.0)
@@ -97,7 +114,9 @@ if triton is not None:
                     tl.store(C + t * B * H + rows[:, None] * H + cols[None, :], c, mask=m2)
                     hp = tl.load(hp_ptr + rows[:, None] * H + cols[None, :], mask=m2, other=0.0)
                     z = tl.load(ZR + t * B * H2 + rows[:, None] * H2 + cols[None, :], mask=m2, other=0.0)
-                    tl.store(Y + (t + 1) * B * H + rows[:, None] * H + cols[None, :], hp + z * (c - hp), mask=m2)
+                    tl.store(
+                        Y + (t + 1) * B * H + rows[:, None] * H + cols[None, :], hp + z * (c - hp), mask=m2
+                    )
                 tl.debug_barrier()
 
     @triton.jit(do_not_specialize=["B", "T_MAX"])
@@ -120,7 +139,9 @@ if triton is not None:
                     ks = k0 + tl.arange(0, BK)
                     m2 = rmask[:, None] & (ks < H)[None, :]
                     at = rows[:, None] * H + ks[None, :]
-                    dh = tl.load(DY + t * B * H + at, mask=m2, other=0.0) + tl.load(CARRY + at, mask=m2, other=0.0)
+                    dh = tl.load(DY + t * B * H + at, mask=m2, other=0.0) + tl.load(
+                        CARRY + at, mask=m2, other=0.0
+                    )
                     tl.store(DH + at, dh, mask=m2)
                     z = tl.load(ZR + t * B * H2 + rows[:, None] * H2 + ks[None, :], mask=m2, other=0.0)
                     c = tl.load(C + t * B * H + at, mask=m2, other=0.0)
@@ -137,8 +158,16 @@ if triton is not None:
                     for k0 in range(0, H, BK):
                         ks = k0 + tl.arange(0, BK)
                         kmask = ks < H
-                        a = tl.load(DPRE + t * B * H3 + rows[:, None] * H3 + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-                        w = tl.load(UC + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+                        a = tl.load(
+                            DPRE + t * B * H3 + rows[:, None] * H3 + ks[None, :],
+                            mask=rmask[:, None] & kmask[None, :],
+                            other=0.0,
+                        )
+                        w = tl.load(
+                            UC + ks[:, None] * H + cols[None, :],
+                            mask=kmask[:, None] & cmask[None, :],
+                            other=0.0,
+                        )
                         acc += tl.dot(a, w, input_precision=PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     at = rows[:, None] * H + cols[None, :]
@@ -146,7 +175,11 @@ if triton is not None:
                     z = tl.load(ZR + t * B * H2 + rows[:, None] * H2 + cols[None, :], mask=m2, other=0.0)
                     r = tl.load(ZR + t * B * H2 + rows[:, None] * H2 + H + cols[None, :], mask=m2, other=0.0)
                     dh = tl.load(DH + at, mask=m2, other=0.0)
-                    tl.store(DPRE + t * B * H3 + rows[:, None] * H3 + H2 + cols[None, :], acc * hp * r * (1.0 - r), mask=m2)
+                    tl.store(
+                        DPRE + t * B * H3 + rows[:, None] * H3 + H2 + cols[None, :],
+                        acc * hp * r * (1.0 - r),
+                        mask=m2,
+                    )
                     tl.store(TMP + at, dh * (1.0 - z) + acc * r, mask=m2)
                 tl.debug_barrier()
                 # phase C: carry = direct part + dpre_zr U_zr
@@ -157,8 +190,16 @@ if triton is not None:
                     for k0 in range(0, H2, BK):
                         ks = k0 + tl.arange(0, BK)
                         kmask = ks < H2
-                        a = tl.load(DPRE + t * B * H3 + rows[:, None] * H3 + H + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-                        w = tl.load(UZR + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+                        a = tl.load(
+                            DPRE + t * B * H3 + rows[:, None] * H3 + H + ks[None, :],
+                            mask=rmask[:, None] & kmask[None, :],
+                            other=0.0,
+                        )
+                        w = tl.load(
+                            UZR + ks[:, None] * H + cols[None, :],
+                            mask=kmask[:, None] & cmask[None, :],
+                            other=0.0,
+                        )
                         acc += tl.dot(a, w, input_precision=PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     at = rows[:, None] * H + cols[None, :]
@@ -232,7 +273,7 @@ def usable(x: Tensor, batch: int, steps: int, hidden: int) -> bool:
 def available(device: torch.device) -> bool:
     """True when the kernel can be used on this device (GRU_MM_NO_TRITON=1 turns it off);
     the self-check runs once per process and device."""
-    if triton is None or device.type != "cuda" or os.environ.get("GRU_MM_NO_TRITON"):
+    if not ENABLED or triton is None or device.type != "cuda" or os.environ.get("GRU_MM_NO_TRITON"):
         return False
     key = str(device)
     if key not in _STATE:
@@ -277,5 +318,7 @@ def _self_check(device: torch.device) -> bool:
             raise AssertionError(f"max error {err:.3g}")
         return True
     except Exception as exc:  # any failure: fall back to the exact step loop
-        warnings.warn(f"cho2014 Triton kernel disabled, using the step loop: {type(exc).__name__}: {exc}", stacklevel=3)
+        warnings.warn(
+            f"cho2014 Triton kernel disabled, using the step loop: {type(exc).__name__}: {exc}", stacklevel=3
+        )
         return False
