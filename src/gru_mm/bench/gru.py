@@ -233,6 +233,23 @@ def summarize(records: list[dict]) -> list[str]:
         lines.append(
             f"slowest case: gru_mm at {worst:.2f}x the faster of padded/packed nn.GRU (target >= 0.95x)"
         )
+    small = [
+        r["torch_packed"]["ms_median"] / r["gru_mm"]["ms_median"]
+        for r in by_case.values()
+        if "gru_mm" in r and "torch_packed" in r and r["gru_mm"]["hidden"] <= 128
+    ]
+    if small:
+        lines.append(f"hidden <= 128: gru_mm at least {min(small):.2f}x packed nn.GRU (GPU target >= 3x)")
+    cho = [
+        r["cho2014"]["ms_median"] / min(r["torch_padded"]["ms_median"], r["torch_packed"]["ms_median"])
+        for r in by_case.values()
+        if {"cho2014", "torch_padded", "torch_packed"} <= r.keys() and 128 <= r["cho2014"]["hidden"] <= 512
+    ]
+    if cho:
+        lines.append(
+            f"hidden 128-512: cho2014 takes {min(cho):.2f}-{max(cho):.2f}x the time of the faster nn.GRU "
+            "(targets: <= 2x CPU, <= 3x GPU)"
+        )
     return lines
 
 
