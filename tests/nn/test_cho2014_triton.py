@@ -55,7 +55,9 @@ def test_kernel_in_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", GRU_MM_NO_TRITON="")
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
 
 
@@ -65,3 +67,30 @@ def test_kernel_passes_its_self_check_on_cuda():
     from gru_mm.nn import cho2014_triton
 
     assert cho2014_triton.available(torch.device("cuda")), "self-check failed: see the warning"
+
+
+@pytest.mark.parametrize("kernel", ["_fwd_kernel", "_bwd_kernel"])
+def test_kernels_compile_for_h100_without_a_gpu(kernel):
+    """Ahead-of-time compile to sm_90 (Triton ships ptxas): catches front-end and PTX errors here."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from gru_mm.nn import cho2014_triton as ct
+
+    fn = getattr(ct, kernel)
+    names = list(inspect.signature(fn.fn).parameters)
+    consts = {"BB": ct.BLOCK_B, "BK": 64, "BN": 64, "PREC": "ieee"}
+    sig = {}
+    for n in names:
+        if n in consts:
+            sig[n] = "constexpr"
+        elif n in ("B", "T_MAX", "H"):
+            sig[n] = "i32"
+        else:
+            sig[n] = "*i32" if n == "LENS" else "*fp32"
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32))
+    assert "ptx" in compiled.asm

@@ -43,11 +43,11 @@ if triton is not None:
         # tanh(x) = 2 sigmoid(2x) - 1; written out because tl has no portable tanh
         return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
-    # B and T_MAX change with every batch: do not compile a variant per divisibility class
-    @triton.jit(do_not_specialize=["B", "T_MAX"])
+    # sizes are runtime values: one compiled variant per tile size and precision, not per batch
+    @triton.jit(do_not_specialize=["B", "T_MAX", "H"])
     def _fwd_kernel(
         PRE, Y, ZR, C, Q, UZRT, UCT, LENS,
-        B, T_MAX, H: tl.constexpr, BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+        B, T_MAX, H, BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0)
         rows = pid * BB + tl.arange(0, BB)
@@ -119,10 +119,10 @@ if triton is not None:
                     )
                 tl.debug_barrier()
 
-    @triton.jit(do_not_specialize=["B", "T_MAX"])
+    @triton.jit(do_not_specialize=["B", "T_MAX", "H"])
     def _bwd_kernel(
         DY, Y, ZR, C, DPRE, CARRY, DH, TMP, UC, UZR, LENS,
-        B, T_MAX, H: tl.constexpr, BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+        B, T_MAX, H, BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0)
         rows = pid * BB + tl.arange(0, BB)
