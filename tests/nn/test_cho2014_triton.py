@@ -47,6 +47,11 @@ SCRIPT = textwrap.dedent(
     err = max(float((a - b).abs().max()) for a, b in zip(*results))
     print("max error", err)
     assert err < 1e-5, err
+
+    from gru_mm.nn import cho2014_triton
+
+    with torch.no_grad():  # the self-check must work from an eval loop too
+        assert cho2014_triton._self_check(torch.device("cpu"))
     """
 )
 

@@ -282,6 +282,12 @@ def available(device: torch.device) -> bool:
 
 
 def _self_check(device: torch.device) -> bool:
+    # the first call may come from an eval loop: the check needs autograd whatever the caller set
+    with torch.inference_mode(False), torch.enable_grad():
+        return _check(device)
+
+
+def _check(device: torch.device) -> bool:
     from gru_mm.nn.cho2014 import ChoScan
 
     try:
