@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,20 @@ def load_study(storage: str, name: str = "sweep_app") -> optuna.Study:
 
 def sqlite_storage(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
+
+
+def slurm_unavailable() -> str | None:
+    """Why SLURM cannot run jobs here, or None when a controller answers with a usable node."""
+    if shutil.which("sbatch") is None:
+        return "SLURM is not installed (no sbatch); scripts/cluster/start_slurm.sh sets up a local cluster"
+    if not os.environ.get("SLURM_CONF"):
+        return "SLURM_CONF is not set; export the path scripts/cluster/start_slurm.sh prints"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "the SLURM controller does not answer (sinfo timed out)"
+    if out.returncode != 0:
+        return f"the SLURM controller is not reachable: {out.stderr.strip()}"
+    if not {"idle", "mix", "alloc"} & set(out.stdout.split()):
+        return f"no SLURM node is up (sinfo: {out.stdout.split()})"
+    return None

@@ -3,32 +3,12 @@
 Start one with `scripts/cluster/start_slurm.sh` (root, Debian 12) and export the SLURM_CONF it prints.
 """
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sweep_testlib import app_env, load_study, run_app, sqlite_storage
-
-
-def slurm_unavailable() -> str | None:
-    """Why SLURM cannot run jobs here, or None when a controller answers with a usable node."""
-    if shutil.which("sbatch") is None:
-        return "SLURM is not installed (no sbatch); scripts/cluster/start_slurm.sh sets up a local cluster"
-    if not os.environ.get("SLURM_CONF"):
-        return "SLURM_CONF is not set; export the path scripts/cluster/start_slurm.sh prints"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return "the SLURM controller does not answer (sinfo timed out)"
-    if out.returncode != 0:
-        return f"the SLURM controller is not reachable: {out.stderr.strip()}"
-    if not {"idle", "mix", "alloc"} & set(out.stdout.split()):
-        return f"no SLURM node is up (sinfo: {out.stdout.split()})"
-    return None
+from sweep_testlib import app_env, load_study, run_app, slurm_unavailable, sqlite_storage
 
 
 @pytest.mark.slow

@@ -116,7 +116,7 @@ def _parent_run(s: Settings, url: str):
         "optuna.sampler": s.sampler["_target_"],
         "optuna.directions": ",".join(s.directions),
     }
-    uri = resolve_tracking_uri(s.mlflow_tracking_uri)
+    uri = resolve_tracking_uri(s.mlflow_tracking_uri, s.mlflow_root)
     try:
         check_reachable(uri)  # seconds, not MLflow's minutes of retries, when a server is down
     except ConnectionError as err:

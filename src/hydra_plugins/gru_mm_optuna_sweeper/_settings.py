@@ -26,12 +26,15 @@ class Settings:
     mlflow: bool
     mlflow_experiment: str
     mlflow_tracking_uri: str | None
+    mlflow_root: str | None
     stale_after_s: float
 
 
 # Where the task config may name its MLflow experiment and store; the trials' runs must land in the same one.
 EXPERIMENT_KEYS = ("logger.experiment_name", "logger.mlflow.experiment_name", "experiment_name")
 TRACKING_URI_KEYS = ("logger.tracking_uri", "logger.mlflow.tracking_uri")
+# Where a task without a URI keeps its default sqlite store (gru-mm: <paths.root>/mlflow.db).
+STORE_ROOT_KEYS = ("logger.mlflow.root", "logger.root", "paths.root")
 
 
 def _first(config: DictConfig, keys: tuple[str, ...]) -> Any:
@@ -97,5 +100,6 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         mlflow=bool(o.get("mlflow", True)),
         mlflow_experiment=str(experiment),
         mlflow_tracking_uri=uri,
+        mlflow_root=None if uri else _first(task, STORE_ROOT_KEYS),
         stale_after_s=float(o.get("stale_after_s", 300)),
     )
