@@ -389,7 +389,8 @@ class GRU(nn.Module):
             outs.append(y)
             if d == self.num_directions - 1:
                 inp = self._between_layers(outs[0] if d == 0 else torch.cat(outs, -1), layer)
-        h_n = torch.stack(finals)
+        # one layer and direction (the common case): a view, not a copy kernel
+        h_n = finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
         if spans is not None:
             inp = inp.index_select(0, lay.inv_perm)
             h_n = h_n.index_select(1, lay.inv_perm)
