@@ -13,7 +13,8 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
 - ``"auto"`` (default): "scan" on the CPU; on a GPU padded_gather or segments, whichever the cost
   model expects to be faster (cuDNN's padded kernel is the fastest per step there).
 
-``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``); it always runs its own packed loop.
+``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
+or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
 """
 
 from __future__ import annotations
