@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = dict(results[0]) if results else {}
     if cfg.get("ablation", True) and trainer.is_global_zero:
         mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
-        table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device)
+        table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
     return metrics
 

@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         if trainer.is_global_zero:  # per-modality ablation of the tested weights (models/ablation.py)
-            run_ablation(module, datamodule, mlflow, trainer.strategy.root_device)
+            run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)

@@ -101,9 +101,15 @@ def full_test_loader(datamodule):
         datamodule.trainer = trainer
 
 
-def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None
-                 ) -> list[dict]:
-    """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given."""
+def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None,
+                 ckpt_path: str | None = None) -> list[dict]:
+    """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given.
+
+    ckpt_path: the tested checkpoint, loaded first (a spawned-process strategy tests in its children,
+    leaving this process's module with other weights).
+    """
+    if ckpt_path:
+        module.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
     table = ablation_table(module, full_test_loader(datamodule), device)
     log.info("modality ablation on the test split:\n%s", table_markdown(table))
     if mlflow_logger is not None:
