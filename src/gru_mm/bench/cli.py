@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     gru.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     gru.add_argument("--reps", type=int, help="timed rounds per case (default 3 on CPU, 5 on CUDA)")
     gru.add_argument("--max-seconds", type=float, help="start no new case after this many seconds")
-    gru.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    gru.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice; 1 with --quick on the CPU, where OpenMP "
+        "threads contending with other jobs on a small machine made runs 5-10x slower)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -48,13 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is not None and args.reps < 1:
         print("gru-mm-bench: --reps must be >= 1", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as in ../shared/perf/gru-anchors.md
-        torch.backends.cudnn.allow_tf32 = True
-    print(f"gru-mm-bench gru on {args.device}: {_machine(args.device)}")
-    run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds)
+    saved = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    threads = args.threads or (1 if args.quick and args.device == "cpu" else None)
+    try:  # restore the process-wide settings afterwards (main() also runs inside tests)
+        if threads:
+            torch.set_num_threads(threads)
+        if args.device == "cuda":  # TF32 as in ../shared/perf/gru-anchors.md
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        print(f"gru-mm-bench gru on {args.device}: {_machine(args.device)}")
+        run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds)
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
     if args.out:
         print(f"records written to {args.out}")
     return 0
