@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks of the training pipeline: the default experiment with trainer=gpu in float32 and in
 # bf16-mixed, timed, on a machine with CUDA torch + Lightning but without hydra/omegaconf (carried
-# as wheels in .whl/). Results: $OUT/spine_gpu_{fp32,bf16}.log and spine_gpu.json.
+# as wheels in .whl/). Results: $OUT/spine_gpu.log.
 #
 #   bash scripts/gpu_spine_check.sh     # from the repository root
 set -u
@@ -20,7 +20,7 @@ for precision in 32-true bf16-mixed; do
     echo "== $(date +%T) default experiment, trainer=gpu, precision=$precision"
     SECONDS=0
     timeout 200 "$PY" -m gru_mm.train trainer=gpu trainer.precision="$precision" logger=csv \
-        paths.root="$root" run_name="$name" trainer.enable_progress_bar=false 2>&1 | tee "$OUT/spine_gpu_$name.log" \
+        paths.root="$root" run_name="$name" trainer.enable_progress_bar=false 2>&1 | tee -a "$OUT/spine_gpu.log" \
         | grep -E "epoch [0-9]|test/(acc|f1)|Error|error" | head -20
-    echo "$name wall_s=$SECONDS" | tee -a "$OUT/spine_gpu_times.txt"
+    echo "$name wall_s=$SECONDS" | tee -a "$OUT/spine_gpu.log"
 done
