@@ -112,6 +112,7 @@ def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
     text = log.read_text()
     assert _job_state(job) in ("COMPLETED", "GONE"), text[-4000:]
     assert f"SLURM requeue 1: resuming from {last}" in text, text[-4000:]
+    assert "DUE TO JOB REQUEUE" in text and text.count("`Trainer.fit` stopped") == 1, "the first attempt must be cut off"
 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 3, "the resumed run should finish all 4 epochs"
