@@ -121,3 +121,29 @@ def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
     assert len(runs) == 1, "the requeued job must continue the first attempt's MLflow run"
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["gru_mm.resumed_from"] == str(last)
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_sweep_trial_trains_with_ddp_processes_started_by_slurm(tmp_path: Path):
+    """The supported way to combine -m with DDP: SLURM starts tasks_per_node = devices processes per trial."""
+    _slurm_or_skip()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [str(BIN / "gru-mm-train"), "-m", "hparams_search=avdigits", "debug=smoke", "test=false",
+         "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=slurmddp", "hydra/launcher=submitit_slurm",
+         "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+         "trainer=ddp_cpu", f"paths.root={tmp_path}"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    sweep = tmp_path / "logs" / "sweeps" / "slurmddp"
+    (job,) = (p for p in (sweep / ".submitit").iterdir() if p.is_dir() and not p.is_symlink())
+    logs = "".join(p.read_text() for p in job.glob("*_log.*"))
+    assert "Starting with 2 processes" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
+    assert sorted(p.name for p in (sweep / "0" / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert len(list(sweep.rglob("*.ckpt"))) == 2, "one best and one last checkpoint, written once"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 2 and len(children) == 1 and children[0].info.status == "FINISHED"
