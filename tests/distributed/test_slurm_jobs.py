@@ -84,6 +84,16 @@ def _wait(predicate, timeout: float, what: str, log: Path) -> None:
         time.sleep(0.5)
 
 
+def _release(job: str) -> bool:
+    """True once the job has ended; while it is pending, lift the ~2 minutes' BeginTime SLURM gives a requeued
+    job (repeated: an update made while the requeue is still settling may not stick)."""
+    state = _job_state(job)
+    if state == "PENDING":
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30)
+        time.sleep(2)
+    return state in ("COMPLETED", "FAILED", "CANCELLED", "GONE")
+
+
 @pytest.mark.slow
 @pytest.mark.service
 def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
@@ -103,10 +113,7 @@ def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
         last = run_dir / "checkpoints" / "last.ckpt"
         _wait(last.is_file, 240, "the first epoch's last.ckpt", log)
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-        # A requeued job waits about 2 minutes (BeginTime) before it may start again: let it start now.
-        _wait(lambda: _job_state(job) == "PENDING", 60, "the requeued job to be pending", log)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
-        _wait(lambda: _job_state(job) in ("COMPLETED", "FAILED", "GONE"), 300, "the job to finish", log)
+        _wait(lambda: _release(job), 300, "the requeued job to finish", log)
     finally:
         subprocess.run(["scancel", job], timeout=30)
     text = log.read_text()
