@@ -71,7 +71,9 @@ class OptunaSweeperConf:
     pruner: Any = field(default_factory=_median_pruner)  # used by the OptunaPruning callback in each trial
     mlflow: bool = True  # one parent run per study, trials as its children
     mlflow_experiment: str | None = None  # null: the task's logger.experiment_name, else "sweeps"
-    mlflow_tracking_uri: str | None = None  # null: the task's logger.tracking_uri, else MLFLOW_TRACKING_URI
+    # null: the task's logger tracking_uri, else MLFLOW_TRACKING_URI, else the task's own default store
+    # (<logger.mlflow.root or paths.root>/mlflow.db): the parent run lands where the trials' runs do
+    mlflow_tracking_uri: str | None = None
 
 
 _store = ConfigStore.instance()
