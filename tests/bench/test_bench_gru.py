@@ -48,3 +48,15 @@ def test_cli_refuses_missing_cuda(monkeypatch, capsys):
     assert main(["gru", "--device", "cuda"]) == 2
     with pytest.raises(SystemExit):
         main(["gru", "--device", "tpu"])
+
+
+def test_gru_host_measures_a_version(monkeypatch):
+    from gru_mm.bench import gru_host
+    from gru_mm.nn import gru
+
+    monkeypatch.setattr(gru_host, "DECISION_CASES", (bench.Case(64, 8, "lognormal", 40),) * 3)
+    res = gru_host.measure(gru, reps=1)
+    assert all(us > 0 and path in ("padded_gather", "segments") for us, path in res["decision_us"].values())
+    for ms, ops, kernels in res["padded_gather"].values():
+        assert ms > 0 and ops > kernels > 0
+    assert len(gru_host.report({"this": res})) > 5

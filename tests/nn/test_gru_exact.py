@@ -12,7 +12,13 @@ from gru_mm.nn import GRU
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 PATHS = ["auto", "padded_gather", "segments", "packed", "scan"]
-RTOL = 1e-5
+# Relative tolerance per device. CPU: 1e-5, the bound (ATen's padded and packed GRU loops
+# do the same float32 operations per row). CUDA: 5e-5. cuDNN picks different algorithms (and so
+# summation orders) for a padded and a packed call, and the H200 run (docs/gpu-2026-11-26-h200)
+# measured 1.0e-5 to 1.4e-5 between them on multi-layer, bidirectional and tiny cases with TF32 off:
+# float32 rounding accumulated over the layers and the backward, not a logic error, which would
+# show up as O(1). 5e-5 leaves ~3.5x headroom over that and is still 1e4x below any real mistake.
+RTOL = {"cpu": 1e-5, "cuda": 5e-5}
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +52,10 @@ def gru_cases(draw):
 
 def close(actual, expected, what):
     actual, expected = actual.detach(), expected.detach()
+    rtol = RTOL[actual.device.type]
     scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
     err = float((actual - expected).abs().max()) if expected.numel() else 0.0
-    assert err <= RTOL * scale, f"{what}: max abs error {err:.3g} (scale {scale:.3g})"
+    assert err <= rtol * scale, f"{what}: max abs error {err:.3g} (scale {scale:.3g}, rtol {rtol:g})"
 
 
 def check_against_packed(case, path, device, dtype=torch.float32):

@@ -263,9 +263,17 @@ class ChoTriton(torch.autograd.Function):
         return dpre, carry, du, None
 
 
+# Above this hidden size the step loop is faster: on the H200 run (docs/gpu-2026-11-26-h200,
+# 400 steps) the kernel took 219-226 ms against the loop's 108-130 ms at H 512 and 762-796 ms
+# against 103-126 ms at H 1024 (each program streams the 3H x H recurrent weights every step);
+# at H 256 it was 1.2-1.7x faster than the loop, at H <= 128 3-10x.
+MAX_HIDDEN = 256
+
+
 def usable(x: Tensor, batch: int, steps: int, hidden: int) -> bool:
-    """Whether ChoTriton may run this call: CUDA, float32, int32 offsets, a passing self-check."""
-    if x.dtype != torch.float32 or (steps + 1) * batch * 3 * hidden >= 2**31:
+    """Whether ChoTriton may run this call: CUDA, float32, hidden <= MAX_HIDDEN, int32 offsets,
+    a passing self-check."""
+    if x.dtype != torch.float32 or hidden > MAX_HIDDEN or (steps + 1) * batch * 3 * hidden >= 2**31:
         return False
     return available(x.device)
 
@@ -317,7 +325,7 @@ def _check(device: torch.device) -> bool:
         ref_args = [a.detach().double().requires_grad_() for a in (pre, h0, u)]
         yr, _ = ChoScan.apply(ref_args[0][sel_t, sel_i], ref_args[1], ref_args[2], bs, prev)
         ref_grads = torch.autograd.grad((yr * dy[sel_t, sel_i]).sum(), ref_args)
-        err = float((y[sel_t, sel_i].double() - yr).abs().max())
+        err = float((y.detach()[sel_t, sel_i].double() - yr.detach()).abs().max())
         for g, r in zip(grads, ref_grads, strict=True):  # dense; zero at padding on both sides
             err = max(err, float((g.double() - r).abs().max()))
         if not err < 1e-4:

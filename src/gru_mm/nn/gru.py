@@ -11,7 +11,8 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
 - ``"scan"``: the same equations in a hand-written packed loop and backward (``gru_scan``); on the
   CPU it beats ATen's GRU, whose per-step autograd overhead dominates there.
 - ``"auto"`` (default): "scan" on the CPU; on a GPU padded_gather or segments, whichever the cost
-  model expects to be faster (cuDNN's padded kernel is the fastest per step there).
+  model expects to be faster (cuDNN's padded kernel is the fastest per step there). The decision
+  is O(1) unless segments can win at all (``gru_plan.segments_can_win``), and reads no device value.
 
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
 or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
@@ -31,7 +32,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from gru_mm.nn import cho2014_triton
 from gru_mm.nn.cho2014 import cho2014_packed, to_internal
 from gru_mm.nn.gru_layout import Layout, check_lengths
-from gru_mm.nn.gru_plan import plan_cost, plan_segments, step_cost
+from gru_mm.nn.gru_plan import WIN_MARGIN, cached_plan, plan_cost, segments_can_win, step_cost
 from gru_mm.nn.gru_scan import torch_scan_packed
 from gru_mm.nn.init import INITS, init_gru_, l2_penalty
 
@@ -294,7 +295,12 @@ class GRU(nn.Module):
         return self._resolve(lay, device_type)[0]
 
     def _resolve(self, lay: Layout, device_type: str) -> tuple[str, list | None]:
-        """(path, segment plan or None)."""
+        """(path, segment plan or None).
+
+        On a GPU "auto" decides in O(1) from (B, max_len, sum of lengths, sizes) whether sorted
+        segments could beat the padded call at all (``segments_can_win``, a lower bound on any
+        plan); only then is the planner run (cached per lengths). No device tensor is read.
+        """
         if self.cell == "cho2014":
             return "cho2014", None
         path = self.path
@@ -305,11 +311,13 @@ class GRU(nn.Module):
         if path == "auto" and (lay.uniform or lay.B < 2):
             return "padded_gather", None
         cost = step_cost(device_type, self.input_size, self.hidden_size)
-        spans = plan_segments(lay.sorted_lens, cost)
+        if path == "auto" and not segments_can_win(lay.B, lay.max_len, lay.total, cost):
+            return "padded_gather", None
+        spans = cached_plan(lay.sorted_lens, cost)
         if path == "segments":
             return path, spans
         # sorting, gathers and extra calls must pay for themselves: ask for a clear predicted win
-        if len(spans) <= 1 or plan_cost(spans, cost) > 0.8 * cost.span(lay.max_len, lay.B):
+        if len(spans) <= 1 or plan_cost(spans, cost) > WIN_MARGIN * cost.span(lay.max_len, lay.B):
             return "padded_gather", None
         return "segments", spans
 
@@ -361,60 +369,65 @@ class GRU(nn.Module):
         return inp
 
     def _run_padded(self, x: Tensor, lay: Layout, h0: Tensor | None, spans):
+        """padded_gather (spans None) and segments: time-major inside, one map copy, no sync.
+
+        Every map comes from one host-to-device copy (``Layout.padded_maps``); the kernels run
+        time-major ([T, B, *], cuDNN's own layout, so it copies nothing), final states are one
+        index_select at the true ends (its backward is one index_add), and the within-length
+        reversal of the backward direction is one index_select on contiguous rows.
+        """
         B, Tm, H = lay.B, lay.max_len, self.hidden_size
-        # Zero the padding: finite garbage there would be harmless, but inf/NaN would reach the
-        # gradients of real steps through the padded steps' (zero-weighted) backward.
-        xs = torch.where(lay.mask, x[:, :Tm], 0)
-        lens = lay.lens
+        maps = lay.padded_maps(sort=spans is not None, reverse=self.bidirectional)
+        xt = (x if Tm == lay.T else x[:, :Tm]).transpose(0, 1)
         if spans is not None:
-            xs = xs.index_select(0, lay.perm)
-            h0 = None if h0 is None else h0.index_select(1, lay.perm)
-            lens = lay.sorted_lens
-        rows, ends = lay.end_index(lens)
-        empty = None
-        if lay.n_alive < B:
-            empty = torch.from_numpy(lens == 0).to(x.device, non_blocking=True).unsqueeze(1)
-        rev = lay.reverse_index(lens, Tm) if self.bidirectional else None
+            xt = xt.index_select(1, maps.perm)
+            h0 = None if h0 is None else h0.index_select(1, maps.perm)
+        # Zero the padding: finite garbage there would be harmless, but inf/NaN would reach the
+        # gradients of real steps through the padded steps' (zero-weighted) backward. With the
+        # time-major mask first, where() writes time-major memory, so contiguous() is a no-op.
+        xs = torch.where(maps.mask_tm, xt, 0).contiguous()
         train = torch.is_grad_enabled()  # cuDNN keeps its backward workspace only in train mode
         inp, finals = xs, []
         for layer, d, g in self._layer_groups():
             if d == 0:
                 outs = []
-            h = h0[g] if h0 is not None else xs.new_zeros(B, H)
-            src = inp if d == 0 else inp.reshape(B * Tm, -1).index_select(0, rev).view(B, Tm, -1)
-            y = self._torch_direction(src, h, self._weights(g), spans, train)
-            last = y[rows, ends]
-            finals.append(last if empty is None else torch.where(empty, h, last))
+            hx = h0[g : g + 1] if h0 is not None else xs.new_zeros(1, B, H)  # [1, B, H]
+            src = inp if d == 0 else inp.reshape(Tm * B, -1).index_select(0, maps.rev).view(Tm, B, -1)
+            y = self._torch_direction(src, hx, self._weights(g), spans, train)  # [Tm, B, H]
+            last = y.reshape(Tm * B, H).index_select(0, maps.end)
+            finals.append(last if maps.empty is None else torch.where(maps.empty, hx[0], last))
             if d == 1:
-                y = y.reshape(B * Tm, H).index_select(0, rev).view(B, Tm, H)
+                y = y.reshape(Tm * B, H).index_select(0, maps.rev).view(Tm, B, H)
             outs.append(y)
             if d == self.num_directions - 1:
                 inp = self._between_layers(outs[0] if d == 0 else torch.cat(outs, -1), layer)
         # one layer and direction (the common case): a view, not a copy kernel
         h_n = finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
         if spans is not None:
-            inp = inp.index_select(0, lay.inv_perm)
-            h_n = h_n.index_select(1, lay.inv_perm)
-        out = torch.where(lay.mask, inp, 0)
+            inp = inp.index_select(1, maps.inv_perm)
+            h_n = h_n.index_select(1, maps.inv_perm)
+        # back to batch-major while zeroing the padding (mask first: its layout is the output's)
+        out = torch.where(maps.mask_bm, inp.transpose(0, 1), 0)
         if Tm < lay.T:
             out = F.pad(out, (0, 0, 0, lay.T - Tm))
         return out, h_n
 
-    def _torch_direction(self, x: Tensor, h: Tensor, weights: list[Tensor], spans, train: bool) -> Tensor:
-        """One layer, one direction over left-aligned rows; steps past a row's end hold garbage."""
+    def _torch_direction(self, x: Tensor, hx: Tensor, weights: list[Tensor], spans, train: bool) -> Tensor:
+        """One layer, one direction over time-major rows [T, B, *] from hx [1, B, H]; returns a
+        contiguous [T, B, H] whose steps past a row's end hold garbage."""
         # cuDNN refuses a non-contiguous hx ("rnn: hx is not contiguous"); the CPU kernel does not care
         if spans is None:
-            return torch.gru(x, h.unsqueeze(0).contiguous(), weights, self.bias, 1, 0.0, train, False, True)[0]
-        B, T = x.shape[0], x.shape[1]
+            return torch.gru(x, hx.contiguous(), weights, self.bias, 1, 0.0, train, False, False)[0]
+        T, B = x.shape[0], x.shape[1]
         pieces = []
         for t0, t1, n in spans:
-            hx = h[:n].unsqueeze(0).contiguous()
-            y = torch.gru(x[:n, t0:t1], hx, weights, self.bias, 1, 0.0, train, False, True)[0]
-            h = y[:, -1]  # the rows alive in the next span are a prefix of these
-            pieces.append(F.pad(y, (0, 0, 0, 0, 0, B - n)) if n < B else y)
+            h = hx[:, :n].contiguous()
+            y = torch.gru(x[t0:t1, :n], h, weights, self.bias, 1, 0.0, train, False, False)[0]
+            hx = y[-1:]  # the rows alive in the next span are a prefix of these
+            pieces.append(F.pad(y, (0, 0, 0, B - n)) if n < B else y)
         if spans[-1][1] < T:
-            pieces.append(x.new_zeros(B, T - spans[-1][1], self.hidden_size))
-        return torch.cat(pieces, 1)
+            pieces.append(x.new_zeros(T - spans[-1][1], B, self.hidden_size))
+        return torch.cat(pieces, 0)
 
     def _run_packed(self, x: Tensor, lay: Layout, h0: Tensor | None):
         """torch's packed kernel on the non-empty rows (pack_padded_sequence rejects length 0)."""

@@ -6,18 +6,29 @@ This is packing at the granularity of a few kernel calls instead of one step, so
 padded kernel (and cuDNN's fast small-hidden one) while skipping most of the padding's work.
 
 The cut points minimise a simple cost model, cost(span) = steps * (a + c * rows) + s:
-a = fixed cost of a time step, c = cost per row and step (FLOP-bound), s = fixed cost per call.
+a = fixed cost of a time step, c = cost per row and step, s = fixed cost per call.
 Constants are rough per-device fits (see docs/benchmarks.md); a plan with one span is the plain
 padded call, which "auto" then runs without sorting.
+
+The decision is made in O(1) first (`segments_can_win`): any plan covers every step once and
+every real step at least once, so it costs at least a * max_len + c * sum(lengths) + 2 s; when
+even that bound is no clear win over the padded call, the planner is not run at all. Plans that
+are run are cached per (lengths, cost model), so a repeated batch shape costs a dict look-up.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-MAX_CANDIDATES = 24  # cut points considered (distinct lengths, subsampled): keeps planning < 1 ms
+MAX_CANDIDATES = 12  # cut points considered (distinct lengths, subsampled): ~80 DP updates, tens of us
+# "auto" takes segments only for a predicted cost below this share of the padded call's: sorting,
+# gathers and the extra calls must pay for themselves
+WIN_MARGIN = 0.8
+_PLAN_CACHE: OrderedDict[tuple, list[tuple[int, int, int]]] = OrderedDict()
+_PLAN_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -30,17 +41,40 @@ class StepCost:
         return steps * (self.per_step_us + self.per_row_step_us * rows) + self.per_call_us
 
 
+_COSTS: dict[tuple[str, int, int], StepCost] = {}
+
+
 def step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
-    # forward + backward FLOPs per row and step, recurrent and input projection together
-    flops = 18.0 * hidden_size * (hidden_size + input_size)
+    key = (device_type, input_size, hidden_size)
+    cost = _COSTS.get(key)
+    if cost is None:
+        cost = _COSTS[key] = _step_cost(device_type, input_size, hidden_size)
+    return cost
+
+
+def _step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
     if device_type != "cpu":
-        # Fitted to the H100 numbers in ../shared/perf/gru-anchors.md (TF32, fwd+bwd): ~4 us/step
-        # with cuDNN's small-hidden persistent kernel (H <= 128), else 15 us + 0.025 us * H; the
-        # FLOPs of the rows then run at ~30 TFLOP/s. Re-fit from `gru-mm-bench gru --device cuda`.
-        per_step = 4.0 if hidden_size <= 128 else 15.0 + 0.025 * hidden_size
-        return StepCost(per_step, flops / 3e7, 100.0)
+        # Fitted to the padded_gather column of the H200 run (docs/gpu-2026-11-26-h200, TF32,
+        # fwd+bwd, batch 32 vs 128 and 400 vs 1500 steps). cuDNN there is latency-bound per step:
+        # ~1.5 us/step at H <= 128 (its small-hidden persistent kernel), ~40 us/step at H >= 256,
+        # plus ~0.05 us per row and step (0.1 at H >= 512) whatever the FLOPs. So cutting rows
+        # pays only at small hidden sizes; at H >= 256 the fixed per-step cost dominates and
+        # forced segments lost to padded_gather at every measured grid point but two (<= 5%).
+        # The per-span cost s covers the extra calls, pads and concatenations, forward + backward.
+        per_step = 1.5 if hidden_size <= 128 else 40.0
+        per_row = 0.05 if hidden_size <= 256 else 0.1
+        return StepCost(per_step, per_row, 150.0)
     # 2-core CPU fit: ATen's per-step op dispatch and autograd nodes, then ~40 GFLOP/s
+    flops = 18.0 * hidden_size * (hidden_size + input_size)  # fwd + bwd per row and step
     return StepCost(40.0, flops / 4e4, 400.0)
+
+
+def segments_can_win(batch: int, max_len: int, total_len: int, cost: StepCost) -> bool:
+    """O(1): can any plan of >= 2 spans beat WIN_MARGIN x the padded call? (A lower bound.)"""
+    if batch < 2 or max_len < 2 or total_len >= batch * max_len:
+        return False
+    bound = cost.per_step_us * max_len + cost.per_row_step_us * total_len + 2 * cost.per_call_us
+    return bound <= WIN_MARGIN * cost.span(max_len, batch)
 
 
 def plan_segments(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, int, int]]:
@@ -52,15 +86,17 @@ def plan_segments(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, in
     if ends.size > MAX_CANDIDATES:
         pick = np.linspace(0, ends.size - 1, MAX_CANDIDATES).round().astype(int)
         ends = ends[np.unique(pick)]
-    points = [0, *[int(e) for e in ends]]
-    rows_after = [int((lens > p).sum()) for p in points]  # sequences alive at the start of a span
-    best = [0.0] + [float("inf")] * (len(points) - 1)
-    back = [0] * len(points)
+    points = [0, *ends.tolist()]
+    # sequences alive at the start of a span (lens is sorted descending)
+    rows_after = np.searchsorted(-lens, -np.asarray(points), side="left").tolist()
+    # plain Python: ~300 scalar updates beat ~24 rounds of small NumPy calls
+    rate = [cost.per_step_us + cost.per_row_step_us * r for r in rows_after]  # per step of a span from i
+    best, back = [0.0], [0]
     for j in range(1, len(points)):
-        for i in range(j):
-            c = best[i] + cost.span(points[j] - points[i], rows_after[i])
-            if c < best[j]:
-                best[j], back[j] = c, i
+        pj = points[j]
+        c, i = min((best[i] + (pj - points[i]) * rate[i], i) for i in range(j))  # first minimum on ties
+        best.append(c + cost.per_call_us)
+        back.append(i)
     spans = []
     j = len(points) - 1
     while j > 0:
@@ -68,6 +104,19 @@ def plan_segments(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, in
         spans.append((points[i], points[j], rows_after[i]))
         j = i
     return spans[::-1]
+
+
+def cached_plan(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, int, int]]:
+    """plan_segments, memoised per (lengths, cost) in a small LRU; returns a shared list (read-only)."""
+    key = (sorted_lens.tobytes(), cost)
+    spans = _PLAN_CACHE.get(key)
+    if spans is None:
+        spans = _PLAN_CACHE[key] = plan_segments(sorted_lens, cost)
+        if len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.popitem(last=False)
+    else:
+        _PLAN_CACHE.move_to_end(key)
+    return spans
 
 
 def plan_cost(spans: list[tuple[int, int, int]], cost: StepCost) -> float:
