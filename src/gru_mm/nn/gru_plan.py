@@ -18,6 +18,7 @@ are run are cached per (lengths, cost model), so a repeated batch shape costs a 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ MAX_CANDIDATES = 12  # cut points considered (distinct lengths, subsampled): ~80
 WIN_MARGIN = 0.8
 _PLAN_CACHE: OrderedDict[tuple, list[tuple[int, int, int]]] = OrderedDict()
 _PLAN_CACHE_SIZE = 256
+_PLAN_LOCK = threading.Lock()  # nn.DataParallel runs replicas in threads
 
 
 @dataclass(frozen=True)
@@ -109,13 +111,16 @@ def plan_segments(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, in
 def cached_plan(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, int, int]]:
     """plan_segments, memoised per (lengths, cost) in a small LRU; returns a shared list (read-only)."""
     key = (sorted_lens.tobytes(), cost)
-    spans = _PLAN_CACHE.get(key)
-    if spans is None:
-        spans = _PLAN_CACHE[key] = plan_segments(sorted_lens, cost)
+    with _PLAN_LOCK:
+        spans = _PLAN_CACHE.get(key)
+        if spans is not None:
+            _PLAN_CACHE.move_to_end(key)
+            return spans
+    spans = plan_segments(sorted_lens, cost)
+    with _PLAN_LOCK:
+        _PLAN_CACHE[key] = spans
         if len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
             _PLAN_CACHE.popitem(last=False)
-    else:
-        _PLAN_CACHE.move_to_end(key)
     return spans
 
 
