@@ -21,7 +21,7 @@ from gru_mm.data.validation import log_report
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.run import log_checkpoint, log_resume, log_run_start, run_tags
+from gru_mm.tracking.run import check_tracking, log_checkpoint, log_resume, log_run_start, run_tags
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
@@ -50,6 +50,7 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path | None) -> list[pl.Callback]
 def train(cfg: DictConfig) -> float | None:
     """Fit and test; returns the value of `cfg.optimized_metric` (what a sweeper optimises)."""
     check_config(cfg)
+    check_tracking(cfg.get("logger"))  # a dead tracking server fails now, before any data is read
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
     meta = checkpoints.read_meta(resume) if resume else {}

@@ -37,6 +37,13 @@ def make_mlflow_logger(
     )
 
 
+def check_tracking(logger_cfg: Any) -> None:
+    """Probe the MLflow store that the `mlflow` logger config would use (no-op for other loggers)."""
+    node = (logger_cfg or {}).get("mlflow")
+    if node is not None:
+        check_reachable(resolve_tracking_uri(node.get("tracking_uri"), node.get("root")))
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
