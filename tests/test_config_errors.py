@@ -45,13 +45,15 @@ def test_default_config_is_valid_and_commented():
         ("data.batch_size=abc", "data.batch_size must be an integer"),
         ("model.gru.hidden_size=0", "model.gru.hidden_size must be >= 1"),
         ("model.gru.dropout=1.5", "model.gru.dropout must be <= 1.0"),
+        ("model.modality_dropout=1.0", "model.modality_dropout must be < 1.0"),
+        ("model/fusion=lmf model.fusion.rank=0", "model.fusion.rank must be >= 1"),
         ("optimizer.lr=-0.1", "optimizer.lr must be >= 0.0"),
         ("data.bucket=maybe", "data.bucket must be true or false"),
         ("model.gru._target_=gru_mm.nn.NoSuchGRU", "model.gru._target_"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
-    cfg = _compose("paths.output_dir=/tmp/x", override)
+    cfg = _compose("paths.output_dir=/tmp/x", *override.split())
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         check_config(cfg)
 

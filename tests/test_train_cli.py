@@ -97,3 +97,10 @@ def test_eval_of_a_missing_checkpoint_names_it(isolated_root):
     result = run_cli("gru-mm-eval", "ckpt_path=/nonexistent/x.ckpt", f"paths.root={isolated_root}")
     assert result.returncode != 0
     assert "ckpt_path=/nonexistent/x.ckpt: no such file" in result.stderr
+
+
+def test_multirun_jobs_get_distinct_run_names(isolated_root):
+    result = run_cli("gru-mm-train", "-m", "debug=smoke", "model.gru.hidden_size=8,16", f"paths.root={isolated_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(r.info.run_name for r in _runs(_client(isolated_root), "avdigits"))
+    assert names == ["#0 debug=smoke model.gru.hidden_size=8", "#1 debug=smoke model.gru.hidden_size=16"]

@@ -20,7 +20,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gru_mm_root", lambda: str(PROJECT_ROOT))
 
 
-# (key, type, lower bound, upper bound, inclusive upper); None bounds are open.
+# (key, type, lower bound, upper bound); None bounds are open. Keys in _BELOW_UPPER exclude the upper bound.
 _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("seed", int, 0, None),
     ("data.batch_size", int, 1, None),
@@ -32,12 +32,18 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("model.gru.dropout", float, 0.0, 1.0),
     ("model.head.hidden", int, 1, None),
     ("model.head.dropout", float, 0.0, 1.0),
+    ("model.modality_dropout", float, 0.0, 1.0),
+    ("model.fusion.dim", int, 1, None),
+    ("model.fusion.attention_dim", int, 1, None),
+    ("model.fusion.rank", int, 1, None),
+    ("model.fusion.num_steps", int, 1, None),
     ("optimizer.lr", float, 0.0, None),
     ("optimizer.weight_decay", float, 0.0, None),
     ("trainer.max_epochs", int, -1, None),
     ("trainer.gradient_clip_val", float, 0.0, None),
     ("trainer.accumulate_grad_batches", int, 1, None),
 ]
+_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout"}  # a probability of 1 would drop everything
 _BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional"]
 
 
@@ -51,6 +57,8 @@ def _check_number(key: str, value: Any, kind: type, low: float | None, high: flo
         raise ConfigError(f"{key} must be >= {low}, got {value!r}")
     if high is not None and value > high:
         raise ConfigError(f"{key} must be <= {high}, got {value!r}")
+    if high is not None and key in _BELOW_UPPER and value == high:
+        raise ConfigError(f"{key} must be < {high}, got {value!r}")
 
 
 def _check_targets(node: Any, path: str) -> None:

@@ -31,10 +31,21 @@ def _hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def _multirun_job_name() -> str | None:
+    """Under -m, name each job's run by its number and overrides (MLflow's random names repeat: same seed)."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return None
+    job = HydraConfig.get().job
+    overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths.")))
+    return f"#{job.num} {overrides}"[:250]
+
+
 def build_loggers(cfg: DictConfig, run_id: str | None, tags: dict[str, str]) -> list:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         kwargs = {"run_id": run_id, "tags": tags} if name == "mlflow" else {}
+        if name == "mlflow" and not cfg.get("run_name") and (job_name := _multirun_job_name()):
+            kwargs["run_name"] = job_name
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
 
