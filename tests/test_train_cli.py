@@ -59,6 +59,7 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert tags["mlflow.source.git.commit"]
     artifacts = _artifact_paths(client, run.info.run_id)
     assert "config/config.yaml" in artifacts
+    assert "plots/test_confusion_matrix.png" in artifacts
     ckpts = [a for a in artifacts if a.startswith("checkpoints/") and a.endswith(".ckpt")]
     assert len(ckpts) == 1
     local = client.download_artifacts(run.info.run_id, "config/config.yaml", str(root))
