@@ -110,3 +110,15 @@ def flatten(cfg: DictConfig | dict, sep: str = "/") -> dict[str, Any]:
 
     walk(container, "")
     return flat
+
+
+def silence_known_warnings() -> None:
+    """Hide library warnings that are expected here and say nothing actionable to a user."""
+    import warnings
+
+    for message in (
+        ".*overridden `transfer_batch_to_device`.*",  # on purpose: lengths must stay on the CPU
+        ".*The `srun` command is available on your system but is not used.*",  # SLURM installed, not used
+        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 with torch 2.11
+    ):
+        warnings.filterwarnings("ignore", message=message)

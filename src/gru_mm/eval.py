@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
-from gru_mm.config import ConfigError, register_resolvers
+from gru_mm.config import ConfigError, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
@@ -19,6 +19,7 @@ from gru_mm.tracking.run import run_tags
 
 log = logging.getLogger("gru_mm.eval")
 register_resolvers()
+silence_known_warnings()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from gru_mm import checkpoints
-from gru_mm.config import ConfigError, check_config, register_resolvers
+from gru_mm.config import ConfigError, check_config, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.validation import log_report
 from gru_mm.models.ablation import run_ablation
@@ -26,6 +26,7 @@ from gru_mm.tracking.run import check_tracking, log_checkpoint, log_resume, log_
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
+silence_known_warnings()
 
 
 def _hydra_overrides() -> list[str]:
