@@ -7,28 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from model_testlib import FUSIONS, SHAPES, build_test_module
 
 from conftest import run_cli
-from gru_mm.config import register_resolvers
 from gru_mm.data.batch import Batch, Sample
 from gru_mm.data.collate import Collate
 from gru_mm.models.ablation import ablation_table, log_ablation, table_csv
-from gru_mm.models.build import build_module
 from gru_mm.models.multimodal import set_absent
-from gru_mm.paths import CONF_DIR
 
-register_resolvers()
-SHAPES = {"audio": (40,), "video": (1, 8, 8)}
-FUSIONS = ["late", "attention", "tensor", "lmf", "early", "event"]
-
-
-def _module(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", *overrides])
-    torch.manual_seed(0)
-    return build_module(cfg, num_classes=10)
+_module = build_test_module
 
 
 def _batches(n_batches=3, size=8):

@@ -5,25 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from model_testlib import FUSIONS, SHAPES, build_model
 
-from gru_mm.config import register_resolvers
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.models.multimodal import modality_dropout_mask, set_absent
-from gru_mm.paths import CONF_DIR
 
-register_resolvers()
-SHAPES = {"audio": (40,), "video": (1, 8, 8)}
-FUSIONS = ["late", "attention", "tensor", "lmf", "early", "event"]
-
-
-def _model(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", *overrides])
-    torch.manual_seed(0)
-    return instantiate(cfg.model, num_classes=10)
+_model = build_model
 
 
 def _batch(lengths, seed=0):

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from model_testlib import build_test_module as _module
 
-from gru_mm.config import register_resolvers
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
-from gru_mm.models.build import build_module
-from gru_mm.paths import CONF_DIR
-
-register_resolvers()
-
-
-def _module(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", *overrides])
-    torch.manual_seed(0)
-    return build_module(cfg, num_classes=10)
 
 
 def _batch():
