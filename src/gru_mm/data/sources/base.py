@@ -39,6 +39,38 @@ class Source(Protocol):
     def split(self, name: str) -> list[Sample]: ...
 
 
+class LoadedSource:
+    """What the file-backed sources (manifest, features) answer from their own `load()`.
+
+    A subclass implements `load() -> {split: [Sample]}` and fills `_shapes`, `labels` and `_problems`.
+    """
+
+    _shapes: dict[str, tuple[int, ...]]
+    _problems: list[Problem]
+
+    def load(self) -> dict[str, list[Sample]]:
+        raise NotImplementedError
+
+    @property
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        self.load()
+        return dict(self._shapes)
+
+    @property
+    def num_classes(self) -> int:
+        self.load()
+        return self.labels.num_outputs
+
+    @property
+    def problems(self) -> list[Problem]:
+        """What load() found; the samples they concern are left out of the splits."""
+        self.load()
+        return list(self._problems)
+
+    def split(self, name: str) -> list[Sample]:
+        return self.load()[name]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One defect in the data: which sample, which column, what kind, details."""

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from gru_mm.data.batch import Sample
-from gru_mm.data.sources.base import SPLITS, DataError, Problem, SampleError, check_fractions, seeded_split
+from gru_mm.data.sources.base import (
+    SPLITS,
+    DataError,
+    LoadedSource,
+    Problem,
+    SampleError,
+    check_fractions,
+    seeded_split,
+)
 from gru_mm.data.targets import LabelCoder
 from gru_mm.data.transforms import _finite
 
@@ -31,7 +39,7 @@ LABEL_KEYS = ("regression_labels", "labels", "label", "classification_labels")
 NOT_MODALITIES = {"id", "ids", "raw_text", "annotations", "text_bert", *LABEL_KEYS}
 
 
-class Features:
+class Features(LoadedSource):
     name = "features"
 
     def __init__(
@@ -69,25 +77,6 @@ class Features:
         self._problems: list[Problem] = []
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
-
-    @property
-    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
-        self.load()
-        return dict(self._shapes)
-
-    @property
-    def num_classes(self) -> int:
-        self.load()
-        return self.labels.num_outputs
-
-    @property
-    def problems(self) -> list[Problem]:
-        """What load() found; the samples they concern are left out of the splits."""
-        self.load()
-        return list(self._problems)
-
-    def split(self, name: str) -> list[Sample]:
-        return self.load()[name]
 
     def _read(self) -> dict[str, dict[str, Any]]:
         if not self.path.is_file():

@@ -19,7 +19,15 @@ import numpy as np
 
 from gru_mm.data.batch import Sample
 from gru_mm.data.cache import FeatureCache
-from gru_mm.data.sources.base import SPLITS, DataError, Problem, SampleError, check_fractions, seeded_split
+from gru_mm.data.sources.base import (
+    SPLITS,
+    DataError,
+    LoadedSource,
+    Problem,
+    SampleError,
+    check_fractions,
+    seeded_split,
+)
 from gru_mm.data.targets import LabelCoder, is_empty
 from gru_mm.data.transforms import AudioTransform, FrameTransform, SeriesTransform, Vocabulary
 
@@ -35,7 +43,7 @@ def _settings(cls, values: Mapping | None, key: str):
         raise DataError(f"data.source.{key} has an unknown setting ({err})") from None
 
 
-class Manifest:
+class Manifest(LoadedSource):
     name = "manifest"
 
     def __init__(
@@ -95,28 +103,9 @@ class Manifest:
 
     # --- what the datamodule asks -------------------------------------------------------------
     @property
-    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
-        self.load()
-        return dict(self._shapes)
-
-    @property
-    def num_classes(self) -> int:
-        self.load()
-        return self.labels.num_outputs
-
-    @property
     def vocab_sizes(self) -> dict[str, int]:
         self.load()
         return {m: len(v) for m, v in self.vocab.items()}
-
-    @property
-    def problems(self) -> list[Problem]:
-        """What load() found; the samples they concern are left out of the splits."""
-        self.load()
-        return list(self._problems)
-
-    def split(self, name: str) -> list[Sample]:
-        return self.load()[name]
 
     # --- reading -------------------------------------------------------------------------------
     def _read_rows(self) -> list[tuple[str, dict[str, Any]]]:
