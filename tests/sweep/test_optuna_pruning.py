@@ -37,7 +37,7 @@ def loader():
     return DataLoader(TensorDataset(x, x.sum(1, keepdim=True) + 5.0), batch_size=8)
 
 
-def fit(callback, epochs=3):
+def fit(callback, epochs=3, **trainer_kwargs):
     trainer = pl.Trainer(
         max_epochs=epochs,
         callbacks=[callback],
@@ -47,6 +47,7 @@ def fit(callback, epochs=3):
         enable_model_summary=False,
         accelerator="cpu",
         num_sanity_val_steps=0,
+        **trainer_kwargs,
     )
     trainer.fit(Tiny(), loader(), loader())
     return trainer
@@ -101,18 +102,7 @@ def test_a_misnamed_monitor_fails_naming_it(tmp_path: Path):
 def test_under_ddp_only_rank_0_reports_and_every_rank_stops(tmp_path: Path):
     storage, study, number = study_with_history(tmp_path, past_loss=0.0)
     callback = OptunaPruning("val/loss", study_name="prune", storage=storage, trial_number=number)
-    trainer = pl.Trainer(
-        max_epochs=3,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",  # gloo; plain ddp would re-run pytest's argv in the second process
-        num_sanity_val_steps=0,
-    )
     with pytest.raises(Exception, match="pruned at epoch 0"):
-        trainer.fit(Tiny(), loader(), loader())
+        # gloo; plain ddp would re-run pytest's argv in the second process
+        fit(callback, devices=2, strategy="ddp_spawn")
     assert list(study.trials[number].intermediate_values) == [0]  # pruned at the first epoch on every rank
