@@ -15,7 +15,7 @@ from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.plots import log_confusion_matrix
-from gru_mm.tracking.run import run_tags
+from gru_mm.tracking.run import mlflow_logger, run_tags
 
 log = logging.getLogger("gru_mm.eval")
 register_resolvers()
@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
     metrics = dict(results[0]) if results else {}
     if cfg.get("ablation", True) and trainer.is_global_zero:
-        mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
+        mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
         log_confusion_matrix(module, datamodule, mlflow)  # the same tested weights
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}

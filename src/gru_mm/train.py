@@ -22,7 +22,14 @@ from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.plots import log_confusion_matrix
-from gru_mm.tracking.run import check_tracking, log_checkpoint, log_resume, log_run_start, run_tags
+from gru_mm.tracking.run import (
+    check_tracking,
+    log_checkpoint,
+    log_resume,
+    log_run_start,
+    mlflow_logger,
+    run_tags,
+)
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
@@ -33,9 +40,13 @@ def _hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _multirun_job_name() -> str | None:
     """Under -m, name each job's run by its number and overrides (MLflow's random names repeat: same seed)."""
-    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if not _is_multirun():
         return None
     job = HydraConfig.get().job
     overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths.")))
@@ -80,7 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     check_process_launch(trainer)
 
-    mlflow = next((lg for lg in loggers if lg.__class__.__name__ == "MLFlowLogger"), None)
+    mlflow = mlflow_logger(loggers)
     module.run_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "experiment_name": cfg.experiment_name,
@@ -126,7 +137,7 @@ def check_process_launch(trainer: pl.Trainer) -> None:
     Lightning's `ddp` (start_method popen) starts ranks 1.. by re-running the command line, which under -m is
     the sweep itself (Lightning #11300); SLURM or torchrun starting the processes, or `spawn`, are safe.
     """
-    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if not _is_multirun():
         return
     strategy = trainer.strategy
     relaunches = isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)

@@ -37,6 +37,11 @@ def make_mlflow_logger(
     )
 
 
+def mlflow_logger(loggers: list) -> MLFlowLogger | None:
+    """The MLflow logger among a run's loggers, if any."""
+    return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
+
+
 def check_tracking(logger_cfg: Any) -> None:
     """Probe the MLflow store that the `mlflow` logger config would use (no-op for other loggers)."""
     node = (logger_cfg or {}).get("mlflow")
