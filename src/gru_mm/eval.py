@@ -41,7 +41,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if meta.get("mlflow_run_id"):
         tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
     loggers = [
-        hydra.utils.instantiate(node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}))
+        hydra.utils.instantiate(
+            node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {})
+        )
         for name, node in (cfg.get("logger") or {}).items()
     ]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
@@ -51,7 +53,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
         log_confusion_matrix(module, datamodule, mlflow)  # the same tested weights
-        metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
+        metrics |= {
+            f"test_ablation/{row['removed']}/{k}": v
+            for row in table
+            for k, v in row.items()
+            if k != "removed"
+        }
     return metrics
 
 

@@ -49,7 +49,9 @@ def _multirun_job_name() -> str | None:
     if not _is_multirun():
         return None
     job = HydraConfig.get().job
-    overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths.")))
+    overrides = " ".join(
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths."))
+    )
     return f"#{job.num} {overrides}"[:250]
 
 

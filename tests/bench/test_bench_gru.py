@@ -59,4 +59,12 @@ def test_gru_host_measures_a_version(monkeypatch):
     assert all(us > 0 and path in ("padded_gather", "segments") for us, path in res["decision_us"].values())
     for ms, ops, kernels in res["padded_gather"].values():
         assert ms > 0 and ops > kernels > 0
+    # the host time before the first RNN kernel, for this layer and for nn.GRU, both directions
+    assert sorted(res["prekernel_us"]) == [
+        "D1-b16-t24",
+        "D1-b16-t24 nn.GRU",
+        "D2-b16-t24",
+        "D2-b16-t24 nn.GRU",
+    ]
+    assert all(us > 0 for us in res["prekernel_us"].values())
     assert len(gru_host.report({"this": res})) > 5

@@ -130,3 +130,19 @@ def test_cuda_paths_do_not_synchronise(path):
         torch.cuda.set_sync_debug_mode(old)
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert not syncs, syncs
+
+
+def test_index_maps_made_under_inference_mode_serve_training_later():
+    """The masks slice one cached arange; made under torch.inference_mode() (evaluation before
+    training) it is an inference tensor, which autograd refuses to save: training must still work."""
+    from gru_mm.nn import gru_layout
+
+    gru_layout._ARANGES.clear()
+    m = GRU(3, 4, bidirectional=True, path="padded_gather")
+    x, lengths = torch.randn(3, 5000, 3), torch.tensor([5000, 7, 0])  # longer than the first arange
+    with torch.inference_mode():
+        m(x[:, :9], torch.tensor([9, 7, 0]))
+    out, h = m(x.requires_grad_(), lengths)
+    (out.sum() + h.sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert m.weight_hh_l0.grad is not None

@@ -11,6 +11,9 @@ bare padded nn.GRU. `python -m gru_mm.bench.gru_host` measures that part without
   our code: host ms per call (op dispatch, autograd, index building) and the number of aten ops
   dispatched per fwd+bwd (torch.profiler), the same code path as on CUDA apart from the kernels
   (on the CPU, ATen's real GRU would add thousands of per-step ops and hide ours).
+- pre-kernel: host us from the layer's call to its first RNN kernel call, next to torch's nn.GRU
+  on the padded tensor. In a fwd+bwd timed alone this is GPU idle time; what comes after the
+  call is queued while the recurrence runs, so it mostly hides behind it.
 One torch thread; medians over repeats. `measure(module)` takes any copy of gru_mm.nn.gru, so an
 older version can be compared in the same process.
 """
@@ -160,26 +163,83 @@ def padded_gather_cost(
     return ms, len(aten), len(kernels) - 2
 
 
-def index_maps_us(gru_mod: ModuleType, case: Case, bidirectional: bool, reps: int) -> tuple[float, str]:
-    """(host us, what it leaves to the device) to build padded_gather's maps for one batch.
+class _FirstKernelClock:
+    """Patches the RNN kernel call (torch.gru for gru_mm, nn.GRU's _VF.gru) with the stand-in and
+    records when it is first reached: the host time a GPU would sit idle before the recurrence."""
 
-    The host part only, Layout included: before `Layout.padded_maps`, NumPy built the [B, T] mask,
-    the [B] end indices and the [B*T] reversal, and each was copied on its own (pageable; the
-    copies are no-ops on the CPU and not timed here); since then NumPy builds a few [B] vectors
-    into one (pinned) buffer, copied once, and small kernels expand them on the device.
+    def __init__(self):
+        self.at: float | None = None
+
+    def _call(self, *args):
+        if self.at is None:
+            self.at = time.perf_counter()
+        return _stand_in_gru(*args)
+
+    def __enter__(self):
+        import torch.nn.modules.rnn as rnn
+
+        clock, vf = self, rnn._VF
+
+        class _VF:  # nn.GRU calls _VF.gru; everything else passes through
+            def __getattr__(self, name):
+                return clock._call if name == "gru" else getattr(vf, name)
+
+        self._saved = (torch.gru, rnn._VF)
+        torch.gru, rnn._VF = self._call, _VF()
+        return self
+
+    def __exit__(self, *exc):
+        import torch.nn.modules.rnn as rnn
+
+        torch.gru, rnn._VF = self._saved
+
+
+def prekernel_us(gru_mod: ModuleType | None, case: Case, bidirectional: bool, reps: int) -> float:
+    """Host us from the layer's call to its first RNN kernel call (padded_gather; `gru_mod` None:
+    torch's nn.GRU on the padded tensor, the reference). Sizes as in padded_gather_cost."""
+    torch.manual_seed(0)
+    x = torch.randn(case.batch, case.tmax, 8, requires_grad=True)
+    lengths = case.lengths()
+    if gru_mod is None:
+        ref = torch.nn.GRU(8, 8, batch_first=True, bidirectional=bidirectional)
+        call = lambda: ref(x)  # noqa: E731
+    else:
+        m = gru_mod.GRU(8, 8, bidirectional=bidirectional, path="padded_gather")
+        call = lambda: m(x, lengths)  # noqa: E731
+    samples = []
+    with _FirstKernelClock() as clock:
+        for i in range(20 * reps + 20):
+            clock.at = None
+            t0 = time.perf_counter()
+            call()
+            if i >= 20:  # warm-up: caches, the allocator
+                samples.append((clock.at - t0) * 1e6)
+    return statistics.median(samples)
+
+
+def index_maps_us(gru_mod: ModuleType, case: Case, bidirectional: bool, reps: int) -> tuple[float, str]:
+    """(host us, what it leaves to the device) to build padded_gather's maps before its first kernel.
+
+    Layout included. Before `Layout.padded_maps`, NumPy built the [B, T] mask, the [B] end indices
+    and the [B*T] reversal, and each was copied on its own (pageable; the copies are no-ops on the
+    CPU and not timed here). `padded_maps` copies a few [B] vectors and expands them on the device;
+    since it is split in two halves, only the input mask precedes the first kernel.
     """
     layout = importlib.import_module(gru_mod.__name__.rsplit(".", 1)[0] + ".gru_layout")
     lengths, T, cpu = case.lengths(), case.tmax, torch.device("cpu")
-    new = hasattr(layout.Layout, "padded_maps_host")
+    split = hasattr(getattr(layout, "PaddedMaps", None), "_post")
+    one_copy = hasattr(layout.Layout, "padded_maps_host")
 
     def build():
         lay = layout.Layout(lengths, T, cpu)
-        if new:
-            return lay.padded_maps_host(sort=False, reverse=bidirectional)
+        if split or one_copy:
+            return lay.padded_maps(sort=False, reverse=bidirectional)
         maps = (lay.mask, *lay.end_index(lay.lens))
         return (*maps, lay.reverse_index(lay.lens, lay.max_len)) if bidirectional else maps
 
-    if new:
+    if split:
+        left = "1 copy + 1 small kernel before, 1 copy after"
+    elif one_copy:
         # arange, lt, gt; the reversal adds arange, mul, sub, where (batches without empty rows)
         left = f"1 copy, {7 if bidirectional else 3} small kernels"
     else:
@@ -188,13 +248,17 @@ def index_maps_us(gru_mod: ModuleType, case: Case, bidirectional: bool, reps: in
 
 
 def measure(gru_mod: ModuleType, reps: int = 15) -> dict:
-    out: dict = {"decision_us": {}, "index_maps_us": {}, "padded_gather": {}}
+    out: dict = {"decision_us": {}, "index_maps_us": {}, "padded_gather": {}, "prekernel_us": {}}
     for case in DECISION_CASES:
         out["decision_us"][case.name] = decision_us(gru_mod, case, reps)
     for case in (DECISION_CASES[0], DECISION_CASES[2]):
         for bi in (False, True):
             out["index_maps_us"][f"{case.name} D{2 if bi else 1}"] = index_maps_us(gru_mod, case, bi, reps)
     tiny = Case(8, 16, "lognormal", 24)  # small enough that the elementwise work is negligible
+    for bi in (False, True):
+        key = f"D{2 if bi else 1}-b16-t24"
+        out["prekernel_us"][key] = prekernel_us(gru_mod, tiny, bi, reps)
+        out["prekernel_us"][key + " nn.GRU"] = prekernel_us(None, tiny, bi, reps)
     for layers, bi in ((1, False), (2, True)):
         out["padded_gather"][f"L{layers}-D{2 if bi else 1}-b16-t24"] = padded_gather_cost(
             gru_mod, tiny, layers, bi, reps
@@ -212,9 +276,17 @@ def report(results: dict[str, dict]) -> list[str]:
             for n in names
         )
         lines.append(f"  {case:28} {cells}")
-    lines.append("padded_gather index maps, host part, us per call (Layout + maps), and what is left to the device:")
+    lines.append(
+        "padded_gather index maps before the first kernel, us per call (Layout + maps), and device work:"
+    )
     for key in next(iter(results.values()))["index_maps_us"]:
         cells = "  ".join("{}: {:7.1f} ({})".format(n, *results[n]["index_maps_us"][key]) for n in names)
+        lines.append(f"  {key:28} {cells}")
+    lines.append(
+        "padded_gather, host us from the call to the first RNN kernel (nn.GRU: the same for torch's):"
+    )
+    for key in next(iter(results.values()))["prekernel_us"]:
+        cells = "  ".join(f"{n}: {results[n]['prekernel_us'][key]:7.1f}" for n in names)
         lines.append(f"  {key:28} {cells}")
     lines.append(
         "padded_gather fwd+bwd, stand-in RNN, CPU: host ms per call, aten ops dispatched / of them kernel ops:"

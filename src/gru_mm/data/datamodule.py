@@ -91,9 +91,12 @@ class SequenceDataModule(pl.LightningDataModule):
         """What a trained model's outputs and inputs mean: task, class names, vocabularies (saved in checkpoints)."""
         labels = getattr(self.source, "labels", None)
         vocab = getattr(self.source, "vocab", {})
-        return {"task": self.task, "num_classes": self.num_classes,
-                "classes": list(labels.classes) if labels is not None and labels.classes else None,
-                "vocab": {m: list(v.tokens) for m, v in vocab.items()}}
+        return {
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "classes": list(labels.classes) if labels is not None and labels.classes else None,
+            "vocab": {m: list(v.tokens) for m, v in vocab.items()},
+        }
 
     @property
     def collate(self) -> Collate:
@@ -118,8 +121,13 @@ class SequenceDataModule(pl.LightningDataModule):
                 raise DataProblems(fatal if self.on_error == "skip" else problems, where)
             skipped = sorted({p.id for p in problems})
             if skipped:
-                log.warning("data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s", len(skipped),
-                            len(problems), ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
+                log.warning(
+                    "data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s",
+                    len(skipped),
+                    len(problems),
+                    ", ".join(skipped[:10]),
+                    " ..." if len(skipped) > 10 else "",
+                )
             self.report = DataReport(problems, skipped)
         return self.report
 

@@ -4,16 +4,16 @@ Everything is computed once per forward call on the CPU with NumPy (lengths live
 to the device as a few small index tensors; the layers then only run gathers on the device.
 Packed layout is torch's: time-major, at step t the rows of the batch_sizes[t] longest sequences.
 
-The padded paths (`padded_maps`) get all their maps from one host-to-device copy of a few [B]
-vectors (pinned on CUDA, so the non_blocking copy is truly asynchronous); the [T, B] maps (masks,
-reversal) are expanded from them on the device by a handful of elementwise kernels instead of
-being built with O(B*T) host work and copied. Nothing reads a device tensor back: no sync.
+The padded paths (`padded_maps`) get all their maps from two host-to-device copies of a few [B]
+vectors (pinned on CUDA, so the non_blocking copies are truly asynchronous): the lengths before
+the first kernel, the rest after it is queued. The [T, B] maps (masks, reversal) are expanded
+from them on the device by a handful of elementwise kernels instead of being built with O(B*T)
+host work and copied. Nothing reads a device tensor back: no sync.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +22,15 @@ from torch import Tensor
 
 def check_lengths(lengths: object, batch_size: int, max_steps: int) -> Tensor:
     """Validate lengths for a padded [B, T, F] input; return them as int64 on the CPU."""
+    return _checked(lengths, batch_size, max_steps)[0]
+
+
+# Below this many rows, Python's min/max/sum over a list beat NumPy's reductions (~2 us each).
+_LIST_STATS_MAX = 512
+
+
+def _checked(lengths: object, batch_size: int, max_steps: int) -> tuple[Tensor, np.ndarray, tuple]:
+    """check_lengths, plus the NumPy view and (min, max, sum, non-zero count) from the same pass."""
     if lengths is None:
         raise ValueError("GRU.forward needs `lengths` ([B] int64 on the CPU) for a padded input")
     if not isinstance(lengths, Tensor):
@@ -39,43 +48,124 @@ def check_lengths(lengths: object, batch_size: int, max_steps: int) -> Tensor:
         raise ValueError(
             f"lengths has shape {tuple(lengths.shape)} but the input's batch size is {batch_size}"
         )
-    lengths = lengths.to(torch.int64)
-    if batch_size:
-        lens = lengths.numpy()  # NumPy reductions cost a fraction of torch's on tiny CPU tensors
-        lo, hi = int(lens.min()), int(lens.max())
-        if lo < 0 or hi > max_steps:
-            raise ValueError(
-                f"lengths must lie in 0..{max_steps} (the input's time size), got min {lo} and max {hi}"
-            )
-    return lengths
+    if lengths.dtype != torch.int64:
+        lengths = lengths.to(torch.int64)
+    lens = lengths.numpy()
+    if batch_size == 0:
+        stats = (0, 0, 0, 0)
+    elif batch_size <= _LIST_STATS_MAX:
+        xs = lens.tolist()
+        stats = (min(xs), max(xs), sum(xs), batch_size - xs.count(0))
+    else:
+        stats = (int(lens.min()), int(lens.max()), int(lens.sum()), int(np.count_nonzero(lens)))
+    if stats[0] < 0 or stats[1] > max_steps:
+        raise ValueError(
+            f"lengths must lie in 0..{max_steps} (the input's time size), got min {stats[0]} and max {stats[1]}"
+        )
+    return lengths, lens, stats
 
 
-class PaddedMaps(NamedTuple):
-    """Device maps of the padded paths, time-major ([Tm, B] flattened as t * B + b)."""
+# One arange per device, sliced for every call instead of launching a kernel each time. Grown
+# ones stay referenced: a kernel queued on another stream may still read the old buffer.
+_ARANGES: dict[torch.device, list[Tensor]] = {}
 
-    mask_tm: Tensor  # [Tm, B, 1] bool, True at real steps (in the rows' order, see `sort`)
-    mask_bm: Tensor  # [B, Tm, 1] bool, the same in batch-major order and the input's row order
-    end: Tensor  # [B] flat time-major index of each row's last real step (step 0 when empty)
-    empty: Tensor | None  # [B, 1] bool, rows of length 0 (None when there are none)
-    rev: Tensor | None  # [Tm * B] flat time-major index reversing each row within its length
-    perm: Tensor | None  # [B] longest first (only when sorted)
-    inv_perm: Tensor | None
+
+def _arange(n: int, device: torch.device) -> Tensor:
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.arange(n, device=device)  # a graph's memory must not outlive it in a cache
+    held = _ARANGES.setdefault(device, [])
+    if not held or held[-1].numel() < n:
+        # made under inference_mode it is an inference tensor: fine, as it is only read, never
+        # saved for backward (a test runs training after inference)
+        held.append(torch.arange(max(n, 2 * held[-1].numel() if held else 1024), device=device))
+    return held[-1][:n]
+
+
+class PaddedMaps:
+    """Device maps of the padded paths, time-major ([Tm, B] flattened as t * B + b).
+
+    Built in two halves so that the first kernel call waits for as little host work as possible:
+    up front only the lengths in the rows' order (and the sort permutation) are copied and the
+    input mask is expanded from them; everything else comes from a second small copy on first
+    use, queued while the GPU already runs the recurrence.
+    """
+
+    def __init__(self, lay: Layout, sort: bool, reverse: bool):
+        self._lay, self._sort, self._reverse = lay, sort, reverse
+        Tm, B = lay.max_len, lay.B
+        if sort:
+            pre = lay._to_device(lay.sorted_lens, lay.perm_np)
+            self._lens, self.perm = pre[0], pre[1]  # perm: [B] longest first (only when sorted)
+        else:
+            self._lens, self.perm = lay._to_device(lay.lengths), None
+        self._t = _arange(Tm, lay.device).view(Tm, 1)
+        self.mask_tm = (self._t < self._lens).view(Tm, B, 1)  # bool, True at real steps, rows' order
+
+    @cached_property
+    def _post(self) -> Tensor:
+        """[k, B] rows: end, then the input-order lengths and inv_perm when sorted, then the flat
+        index of each row's last step when reversing."""
+        lay, B = self._lay, self._lay.B
+        lens = lay.sorted_lens if self._sort else lay.lens
+        ar = np.arange(B)
+        rows = [np.maximum(lens - 1, 0) * B + ar]
+        if self._sort:
+            rows += [lay.lens, lay.inv_perm_np]
+        if self._reverse:
+            rows.append((lens - 1) * B + ar)
+        return lay._to_device(*rows)
+
+    @property
+    def end(self) -> Tensor:
+        """[B] flat time-major index of each row's last real step (step 0 when empty)."""
+        return self._post[0]
+
+    @property
+    def inv_perm(self) -> Tensor | None:
+        return self._post[2] if self._sort else None
+
+    @cached_property
+    def mask_bm(self) -> Tensor:
+        """[B, Tm, 1] bool, the same in batch-major order and the input's row order."""
+        lens = self._post[1] if self._sort else self._lens
+        return (lens.view(-1, 1) > self._t.view(1, -1)).unsqueeze(-1)
+
+    @cached_property
+    def empty(self) -> Tensor | None:
+        """[B, 1] bool, rows of length 0 in the rows' order (None when there are none)."""
+        return (self._lens == 0).view(-1, 1) if self._lay.n_alive < self._lay.B else None
+
+    @cached_property
+    def rev(self) -> Tensor | None:
+        """[Tm * B] flat time-major index reversing each row within its length (None unless asked)."""
+        if not self._reverse:
+            return None
+        # step t of row b reads step len_b - 1 - t of it; padded steps read themselves
+        Tm, B = self.mask_tm.shape[0], self.mask_tm.shape[1]
+        flat = _arange(Tm * B, self._lay.device).view(Tm, B)
+        return torch.where(self.mask_tm.view(Tm, B), self._post[-1] - self._t * B, flat).view(Tm * B)
 
 
 class Layout:
     """The index maps of one batch; device tensors are built lazily and cached."""
 
-    def __init__(self, lengths: Tensor, steps: int, device: torch.device):
+    def __init__(self, lengths: Tensor, steps: int, device: torch.device, _checked_stats=None):
+        """lengths: int64 on the CPU, already checked (use `Layout.checked` for raw input)."""
         self.lengths = lengths
         self.lens = lengths.numpy()
         self.B = int(self.lens.shape[0])
         self.T = steps  # padded time size of the input
         self.device = device
-        lens = self.lens
-        self.max_len = int(lens.max()) if self.B else 0
-        self.total = int(lens.sum()) if self.B else 0  # real steps in the batch
-        self.n_alive = int(np.count_nonzero(lens))
-        self.uniform = self.B > 0 and int(lens.min()) == self.max_len
+        if _checked_stats is None:
+            _checked_stats = _checked(lengths, self.B, steps)[2]
+        lo, self.max_len, self.total, self.n_alive = _checked_stats  # total: real steps in the batch
+        self.uniform = self.B > 0 and lo == self.max_len
+
+    @classmethod
+    def checked(cls, lengths: object, batch_size: int, steps: int, device: torch.device) -> Layout:
+        """Validate raw lengths (clear ValueErrors) and build the layout, in one pass over them."""
+        lengths, _, stats = _checked(lengths, batch_size, steps)
+        return cls(lengths, steps, device, stats)
 
     def _dev(self, a: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -133,45 +223,26 @@ class Layout:
         """(row, step) indices of each row's last real step (step 0 for empty rows)."""
         return self._dev(np.arange(len(lens))), self._dev(np.maximum(lens - 1, 0))
 
-    def padded_maps_host(self, sort: bool, reverse: bool) -> Tensor:
-        """The host half of `padded_maps`: [k, B] int64 rows in one (pinned on CUDA) buffer."""
-        B = self.B
-        lens = self.sorted_lens if sort else self.lens
-        rows = [np.maximum(lens - 1, 0) * B + np.arange(B), lens]  # end, lens
-        if sort:
-            rows += [self.lens, self.perm_np, self.inv_perm_np]
-        if reverse:
-            rows.append(lens * B - B + np.arange(B))  # flat index of each row's last step
-        buf = torch.empty(len(rows), B, dtype=torch.int64, pin_memory=self.device.type == "cuda")
-        np.stack(rows, out=buf.numpy())
-        return buf
+    def _to_device(self, *rows) -> Tensor:
+        """One host-to-device copy of int64 rows (a [B] tensor, or [k, B] from NumPy rows); pinned
+        on CUDA, so that the non_blocking copy is truly asynchronous."""
+        pin = self.device.type == "cuda"
+        if len(rows) == 1 and isinstance(rows[0], Tensor):
+            buf = rows[0].pin_memory() if pin else rows[0]
+        else:
+            buf = torch.empty(len(rows), self.B, dtype=torch.int64, pin_memory=pin)
+            host = buf.numpy()
+            for i, r in enumerate(rows):  # row by row: np.stack(out=) costs ~20 us more
+                host[i] = r
+        return buf.to(self.device, non_blocking=True)
 
     def padded_maps(self, sort: bool, reverse: bool) -> PaddedMaps:
-        """Every map the padded paths need, from one host-to-device copy (see the module docstring).
+        """Every map the padded paths need, from two small host-to-device copies (PaddedMaps).
 
         sort: rows in the longest-first order (segments) instead of the input's; mask_bm, the
         output mask, is always in the input's order. reverse: also the within-length reversal.
         """
-        B, Tm = self.B, self.max_len
-        d = self.padded_maps_host(sort, reverse).to(self.device, non_blocking=True)
-        end, lens_d = d[0], d[1]
-        t = torch.arange(Tm, device=self.device).view(Tm, 1)
-        mask_tm = t < lens_d  # [Tm, B]
-        mask_bm = (d[2] if sort else lens_d).view(B, 1) > t.view(Tm)  # [B, Tm]
-        rev = None
-        if reverse:
-            # step t of row b reads step len_b - 1 - t of it; padded steps read themselves
-            flat = torch.arange(Tm * B, device=self.device).view(Tm, B)
-            rev = torch.where(mask_tm, d[-1] - t * B, flat).view(Tm * B)
-        return PaddedMaps(
-            mask_tm=mask_tm.view(Tm, B, 1),
-            mask_bm=mask_bm.view(B, Tm, 1),
-            end=end,
-            empty=(lens_d == 0).view(B, 1) if self.n_alive < B else None,
-            rev=rev,
-            perm=d[3] if sort else None,
-            inv_perm=d[4] if sort else None,
-        )
+        return PaddedMaps(self, sort, reverse)
 
     # ---- packed layout (sorted order) ----
     @cached_property
