@@ -22,6 +22,15 @@ def test_time_case_records_and_exactness():
     assert next(r for r in recs if r["impl"] == "gru_mm")["path"] == "scan"
 
 
+def test_fast_implementations_get_extra_rounds_within_the_budget():
+    case, impls = bench.Case(8, 4, "uniform", 6), ("gru_mm", "torch_padded")
+    plain = bench.time_case(case, "cpu", reps=2, warmup=0, impls=impls, extra_budget_ms=0.0)
+    assert [r["reps"] for r in plain] == [2, 2]
+    # a tiny case takes well under a millisecond: a generous budget fills up to MAX_REPS
+    more = bench.time_case(case, "cpu", reps=2, warmup=0, impls=impls, extra_budget_ms=1e6)
+    assert [r["reps"] for r in more] == [bench.MAX_REPS, bench.MAX_REPS]
+
+
 def test_cli_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "grid", lambda device, quick: [bench.Case(8, 4, "uniform", 6)])
     out = tmp_path / "b.json"
