@@ -21,7 +21,6 @@ from gru_mm.data.validation import log_report
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.plots import log_confusion_matrix
 from gru_mm.tracking.run import (
     check_tracking,
     log_checkpoint,
@@ -113,9 +112,10 @@ def train(cfg: DictConfig) -> float | None:
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-        if trainer.is_global_zero:  # per-modality ablation of the tested weights (models/ablation.py)
+        if (
+            trainer.is_global_zero
+        ):  # per-modality ablation and confusion matrix of the tested weights, one pass
             run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
-            log_confusion_matrix(module, datamodule, mlflow)  # the same tested weights
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)

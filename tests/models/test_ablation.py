@@ -65,6 +65,23 @@ def test_ablation_table_removes_each_modality_in_turn():
     assert not module.training
 
 
+def test_the_kept_row_feeds_the_confusion_matrix_from_the_same_pass():
+    from gru_mm.tracking.plots import ConfusionCounter, confusion_counts
+
+    module = _module("model/fusion=late")
+    batches = _batches()
+    counter, seen = ConfusionCounter(10), []
+
+    def on_kept(logits, batch):
+        seen.append(batch.ids)
+        counter(logits, batch)
+
+    ablation_table(module, batches, on_kept=on_kept)
+    assert seen == [b.ids for b in batches]  # once per batch: the "none" row only
+    np.testing.assert_array_equal(counter.counts, confusion_counts(module, batches, 10))
+    assert counter.counts.sum() == sum(len(b) for b in batches)
+
+
 def test_ablation_is_logged_as_metrics_and_a_table(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.create_run(client.create_experiment("x", artifact_location=str(tmp_path / "artifacts")))
@@ -137,3 +154,5 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     assert {"test_ablation/audio/acc", "test_ablation/video/acc"} <= set(metrics)
     csv = client.download_artifacts(run.info.run_id, "ablation/ablation.csv", str(root))
     assert Path(csv).read_text().splitlines()[0] == "removed,acc,f1"
+    plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert plots == ["plots/test_confusion_matrix.png"]  # from the ablation's pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -31,12 +31,16 @@ def fresh_test_metrics(module: nn.Module):
 
 @torch.no_grad()
 def ablation_table(
-    module: nn.Module, batches: Iterable[Batch], device: torch.device | str | None = None
+    module: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device | str | None = None,
+    on_kept: Callable[[torch.Tensor, Batch], None] | None = None,
 ) -> list[dict[str, float | str]]:
     """Rows {"removed": "none" | modality, metric: value, ...}: every modality kept, then each removed in turn.
 
     `module` is the trained LightningModule (its `net` is a MultimodalGRU); `batches` the test batches.
-    One pass over the data evaluates all rows.
+    One pass over the data evaluates all rows; `on_kept(logits, batch)` sees the "none" row's logits,
+    so other reports of the tested model (the confusion matrix) need no pass of their own.
     """
     net = module.net
     if device is not None:
@@ -59,6 +63,8 @@ def ablation_table(
                     }
                 logits = module(Batch(batch.ids, batch.target, inputs))
                 metrics[removed].update(logits, batch.target)
+                if removed == NONE and on_kept is not None:
+                    on_kept(logits, batch)
     finally:
         module.train(was_training)
     table = []
@@ -115,15 +121,22 @@ def run_ablation(
     device: torch.device | str | None = None,
     ckpt_path: str | None = None,
 ) -> list[dict]:
-    """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given.
+    """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given,
+    and for multiclass tasks the confusion matrix of the same pass (the "none" row).
 
     ckpt_path: the tested checkpoint, loaded first (a spawned-process strategy tests in its children,
     leaving this process's module with other weights).
     """
+    from gru_mm.tracking.plots import ConfusionCounter, log_confusion_matrix
+
     if ckpt_path:
         module.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
-    table = ablation_table(module, full_test_loader(datamodule), device)
+    multiclass = getattr(module, "task", "multiclass") == "multiclass"
+    counter = ConfusionCounter(datamodule.num_classes) if multiclass else None
+    table = ablation_table(module, full_test_loader(datamodule), device, on_kept=counter)
     log.info("modality ablation on the test split:\n%s", table_markdown(table))
     if mlflow_logger is not None:
         log_ablation(mlflow_logger.experiment, mlflow_logger.run_id, table)
+    if counter is not None:
+        log_confusion_matrix(counter.counts, datamodule, mlflow_logger)
     return table

@@ -14,20 +14,37 @@ import torch  # noqa: E402
 from gru_mm.data.batch import Batch  # noqa: E402
 
 
+class ConfusionCounter:
+    """Accumulates [true, predicted] counts from (logits, batch) pairs of a multiclass model."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self._flat = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> None:
+        n = self.num_classes
+        pred = logits.argmax(-1).cpu()
+        self._flat += torch.bincount(batch.target.cpu() * n + pred, minlength=n * n)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._flat.reshape(self.num_classes, self.num_classes).numpy()
+
+
 @torch.no_grad()
 def confusion_counts(module: torch.nn.Module, batches: Iterable[Batch], num_classes: int) -> np.ndarray:
     """[true, predicted] counts of a multiclass module over the batches (module in eval mode)."""
     device = next(module.parameters()).device
-    counts = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    counter = ConfusionCounter(num_classes)
     was_training = module.training
     module.eval()
     try:
         for batch in batches:
-            pred = module(batch.to(device)).argmax(-1).cpu()
-            counts += torch.bincount(batch.target.cpu() * num_classes + pred, minlength=num_classes**2)
+            batch = batch.to(device)
+            counter(module(batch), batch)
     finally:
         module.train(was_training)
-    return counts.reshape(num_classes, num_classes).numpy()
+    return counter.counts
 
 
 def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = None, title: str = "test"):
@@ -65,16 +82,11 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = Non
     return fig
 
 
-def log_confusion_matrix(module, datamodule, mlflow_logger) -> np.ndarray | None:
-    """For multiclass tasks: the test split's confusion matrix as `plots/test_confusion_matrix.png`."""
-    if getattr(module, "task", "multiclass") != "multiclass":
-        return None
-    from gru_mm.models.ablation import full_test_loader
-
+def log_confusion_matrix(counts: np.ndarray, datamodule, mlflow_logger) -> None:
+    """The test split's confusion matrix as `plots/test_confusion_matrix.png` (class names from the data)."""
+    if mlflow_logger is None:
+        return
     meta = datamodule.meta() if hasattr(datamodule, "meta") else {}
-    counts = confusion_counts(module, full_test_loader(datamodule), datamodule.num_classes)
-    if mlflow_logger is not None:
-        fig = confusion_figure(counts, meta.get("classes"))
-        mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, "plots/test_confusion_matrix.png")
-        plt.close(fig)
-    return counts
+    fig = confusion_figure(counts, meta.get("classes"))
+    mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, "plots/test_confusion_matrix.png")
+    plt.close(fig)
