@@ -60,10 +60,34 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     artifacts = _artifact_paths(client, run.info.run_id)
     assert "config/config.yaml" in artifacts
     assert "plots/test_confusion_matrix.png" in artifacts
+    assert {"model/MLmodel", "model/requirements.txt"} <= set(artifacts)  # the pyfunc model
     ckpts = [a for a in artifacts if a.startswith("checkpoints/") and a.endswith(".ckpt")]
     assert len(ckpts) == 1
     local = client.download_artifacts(run.info.run_id, "config/config.yaml", str(root))
     assert "hidden_size: 64" in Path(local).read_text()
+
+
+def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run):
+    """model/ is a pyfunc model: loaded from the store alone, it scores the test split as the run did."""
+    import mlflow.pyfunc
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from gru_mm import checkpoints
+    from gru_mm.models.build import build_datamodule
+
+    root, _ = smoke_run
+    client = _client(root)
+    run = next(r for r in _runs(client, "avdigits") if r.info.run_name == "smoke")
+    local = client.download_artifacts(run.info.run_id, "model", str(root / "downloaded"))
+    model = mlflow.pyfunc.load_model(local)
+    ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
+    datamodule = build_datamodule(OmegaConf.create(checkpoints.read_meta(ckpt)["config"]))
+    datamodule.validate()
+    test = datamodule.source.split("test")
+    frame = model.predict([dict(s.modalities) for s in test])
+    accuracy = float(np.mean(frame["predicted"].to_numpy() == np.array([str(s.target) for s in test])))
+    assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
 
 
 def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):

@@ -21,6 +21,7 @@ from gru_mm.data.validation import log_report
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
+from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.run import (
     check_tracking,
     log_checkpoint,
@@ -119,6 +120,8 @@ def train(cfg: DictConfig) -> float | None:
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)
+        if cfg.get("log_model", True):  # load with mlflow.pyfunc.load_model("runs:/<run id>/model")
+            log_model(mlflow, best)
 
     if objective is None:  # e.g. optimized_metric=test/acc
         objective = trainer.callback_metrics.get(cfg.optimized_metric)

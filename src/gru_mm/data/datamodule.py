@@ -88,7 +88,7 @@ class SequenceDataModule(pl.LightningDataModule):
         return dict(getattr(self.source, "vocab_sizes", {}))
 
     def meta(self) -> dict:
-        """What a trained model's outputs and inputs mean: task, class names, vocabularies (saved in checkpoints)."""
+        """What a trained model's outputs and inputs mean: task, classes, vocabularies, shapes (saved in checkpoints)."""
         labels = getattr(self.source, "labels", None)
         vocab = getattr(self.source, "vocab", {})
         return {
@@ -96,6 +96,8 @@ class SequenceDataModule(pl.LightningDataModule):
             "num_classes": self.num_classes,
             "classes": list(labels.classes) if labels is not None and labels.classes else None,
             "vocab": {m: list(v.tokens) for m, v in vocab.items()},
+            # per-step input shapes: enough, with the config, to rebuild the model without the data
+            "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
         }
 
     @property

@@ -1,0 +1,123 @@
+"""Predicting from a checkpoint alone, and the MLflow model built from it (loaded through mlflow.pyfunc)."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gru_mm.checkpoints import CheckpointError
+from gru_mm.data.batch import Sample
+from gru_mm.data.collate import Collate
+from gru_mm.models.build import build_module
+from gru_mm.serving.mlflow_model import save_model
+from gru_mm.serving.predictor import Predictor, SavedData
+from models.model_testlib import SHAPES, compose_train
+
+CLASSES = [f"c{i}" for i in range(10)]
+TEXT = ["<pad>", "<unk>", "hello", "world"]
+
+
+def _meta(**extra):
+    shapes = {m: list(s) for m, s in SHAPES.items()}
+    return {
+        "task": "multiclass",
+        "num_classes": 10,
+        "classes": CLASSES,
+        "vocab": {},
+        "feature_shapes": shapes,
+    } | extra
+
+
+def _checkpoint(path, meta, *overrides):
+    cfg = compose_train(*overrides)
+    torch.manual_seed(0)
+    module = build_module(cfg, datamodule=SavedData(meta))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    torch.save({"gru_mm": {"config": config}, "gru_mm_data": meta, "state_dict": module.state_dict()}, path)
+    return module.eval()
+
+
+def _samples(n=7, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = {"audio": rng.normal(size=(int(rng.integers(1, 30)), 40)).astype(np.float32)}
+        if i % 3:  # every third sample has no video: an absent modality
+            s["video"] = rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32)
+        out.append(s)
+    return out
+
+
+@pytest.fixture(scope="module")
+def multiclass(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    return path, _checkpoint(path, _meta())
+
+
+def test_predictions_are_the_modules_own_probabilities(multiclass):
+    path, module = multiclass
+    samples = _samples()
+    frame = Predictor.from_checkpoint(path, batch_size=3).predict(samples)  # 3 batches
+    assert list(frame.columns) == [*CLASSES, "predicted"] and len(frame) == len(samples)
+    batch = Collate(SHAPES)([Sample(str(i), 0, s) for i, s in enumerate(samples)])
+    with torch.no_grad():
+        expected = module(batch).softmax(-1).numpy()
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert frame["predicted"].tolist() == [CLASSES[k] for k in expected.argmax(-1)]
+
+
+def test_bad_samples_get_errors_that_name_them(multiclass):
+    predictor = Predictor.from_checkpoint(multiclass[0])
+    good = _samples(1)[0]
+    with pytest.raises(ValueError, match=r"sample 1: unknown modalities \['speech'\]"):
+        predictor.predict([good, {"speech": np.zeros((3, 40))}])
+    with pytest.raises(
+        ValueError, match=r"sample 0, modality 'audio': expected shape \[T, 40\].*got \[5, 13\]"
+    ):
+        predictor.predict([{"audio": np.zeros((5, 13))}])
+    bad = np.zeros((4, 40))
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="sample 0, modality 'audio': holds NaN"):
+        predictor.predict([{"audio": bad}])
+
+
+def test_checkpoints_that_cannot_be_rebuilt_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a gru-mm checkpoint"):
+        Predictor.from_checkpoint(foreign)
+    old = tmp_path / "old.ckpt"
+    meta = _meta()
+    del meta["feature_shapes"]
+    torch.save({"gru_mm": {"config": {"model": {}}}, "gru_mm_data": meta, "state_dict": {}}, old)
+    with pytest.raises(CheckpointError, match="feature shapes"):
+        Predictor.from_checkpoint(old)
+
+
+def test_text_may_be_given_as_a_string(tmp_path):
+    meta = _meta(vocab={"text": TEXT}, feature_shapes={"audio": [40], "text": []})
+    path = tmp_path / "text.ckpt"
+    _checkpoint(path, meta, "+model/encoder@model.encoders.text=text_embedding")
+    predictor = Predictor.from_checkpoint(path)
+    audio = np.ones((3, 40), dtype=np.float32)
+    as_text = predictor.predict([{"audio": audio, "text": "Hello WORLD, zzz!"}])
+    # the training tokenizer: lowercased words, punctuation dropped, unknown words -> <unk> (id 1)
+    assert as_text.equals(predictor.predict([{"audio": audio, "text": np.array([2, 3, 1])}]))
+    assert not as_text.equals(predictor.predict([{"audio": audio, "text": np.array([2, 3])}]))
+
+
+def test_the_mlflow_model_loads_through_pyfunc_and_predicts_the_same(multiclass, tmp_path):
+    path, _ = multiclass
+    model_dir = save_model(path, tmp_path / "model")
+    assert (model_dir / "MLmodel").is_file() and (model_dir / "code" / "gru_mm" / "serving").is_dir()
+    requirements = (model_dir / "requirements.txt").read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements.replace("+cpu", "")
+    loaded = mlflow.pyfunc.load_model(str(model_dir))
+    samples = _samples(5, seed=1)
+    np.testing.assert_allclose(
+        loaded.predict(samples)[CLASSES].to_numpy(),
+        Predictor.from_checkpoint(path).predict(samples)[CLASSES].to_numpy(),
+    )
