@@ -11,25 +11,12 @@ from conftest import run_cli
 from data.byod_files import make_corpus, write_manifest, write_mosi_pickle, write_npz
 
 pytestmark = pytest.mark.slow
-TINY = [
-    "trainer.max_epochs=1",
-    "model.gru.hidden_size=8",
-    "model.head.hidden=8",
-    "data.batch_size=8",
-    "trainer.enable_progress_bar=false",
-]
-MANIFEST_SMALL = [
-    "data.source.audio.sample_rate=8000",
-    "data.source.audio.n_fft=256",
-    "data.source.audio.hop_length=128",
-    "data.source.frames.height=8",
-    "data.source.frames.width=8",
-]
-ENCODERS = [
-    "+model/encoder@model.encoders.frames=frame_cnn_rgb",
-    "+model/encoder@model.encoders.text=text_embedding",
-    "+model/encoder@model.encoders.series=series_linear",
-]
+TINY = ["trainer.max_epochs=1", "model.gru.hidden_size=8", "model.head.hidden=8", "data.batch_size=8",
+        "trainer.enable_progress_bar=false"]
+MANIFEST_SMALL = ["data.source.audio.sample_rate=8000", "data.source.audio.n_fft=256", "data.source.audio.hop_length=128",
+                  "data.source.frames.height=8", "data.source.frames.width=8"]
+ENCODERS = ["+model/encoder@model.encoders.frames=frame_cnn_rgb", "+model/encoder@model.encoders.text=text_embedding",
+            "+model/encoder@model.encoders.series=series_linear"]
 
 
 def _validate(*args: str):
@@ -62,16 +49,8 @@ def test_validate_data_lists_problems_and_exits_1(corpus):
 
 def test_training_refuses_bad_data_listing_it(corpus):
     root, _, bad = corpus
-    result = run_cli(
-        "gru-mm-train",
-        "data=manifest",
-        f"data.path={bad}",
-        f"paths.root={root / 'fail'}",
-        "logger=csv",
-        *TINY,
-        *MANIFEST_SMALL,
-        *ENCODERS,
-    )
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={bad}", f"paths.root={root / 'fail'}",
+                     "logger=csv", *TINY, *MANIFEST_SMALL, *ENCODERS)
     assert result.returncode != 0
     assert f"gru-mm-train: data.path={bad} has 1 data problem(s)" in result.stderr
     assert "s013\taudio\tmissing file: audio/gone.wav" in result.stderr
@@ -81,17 +60,8 @@ def test_training_refuses_bad_data_listing_it(corpus):
 def test_manifest_multiclass_skips_bad_samples_and_logs_them(corpus):
     root, _, bad = corpus
     project = root / "skip"
-    result = run_cli(
-        "gru-mm-train",
-        "data=manifest",
-        f"data.path={bad}",
-        "data.on_error=skip",
-        f"paths.root={project}",
-        "experiment_name=byod",
-        *TINY,
-        *MANIFEST_SMALL,
-        *ENCODERS,
-    )
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={bad}", "data.on_error=skip",
+                     f"paths.root={project}", "experiment_name=byod", *TINY, *MANIFEST_SMALL, *ENCODERS)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("byod").experiment_id])
@@ -102,21 +72,10 @@ def test_manifest_multiclass_skips_bad_samples_and_logs_them(corpus):
 
 
 def test_manifest_jsonl_multilabel(tmp_path):
-    path, _ = make_corpus(
-        tmp_path / "media", n=15, task="multilabel", fmt="jsonl", modalities=("text", "series")
-    )
-    result = run_cli(
-        "gru-mm-train",
-        "data=manifest",
-        f"data.path={path}",
-        "data.source.task=multilabel",
-        f"paths.root={tmp_path}",
-        "logger=csv",
-        "optimized_metric=val/f1",
-        "callbacks.model_checkpoint.monitor=val/f1",
-        *TINY,
-        *ENCODERS[1:],
-    )
+    path, _ = make_corpus(tmp_path / "media", n=15, task="multilabel", fmt="jsonl", modalities=("text", "series"))
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={path}", "data.source.task=multilabel",
+                     f"paths.root={tmp_path}", "logger=csv", "optimized_metric=val/f1",
+                     "callbacks.model_checkpoint.monitor=val/f1", *TINY, *ENCODERS[1:])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/f1" in result.stdout
 
@@ -126,18 +85,11 @@ def test_features_pickle_regression(tmp_path):
     common = ["data=features", f"data.path={path}", f"paths.root={tmp_path}", "logger=csv"]
     refused = run_cli("gru-mm-train", *common, *TINY)
     assert refused.returncode != 0 and "set data.trust_pickle=true only if you trust" in refused.stderr
-    result = run_cli(
-        "gru-mm-train",
-        *common,
-        "data.trust_pickle=true",
-        "optimized_metric=val/mae",
-        "callbacks.model_checkpoint.monitor=val/mae",
-        "callbacks.model_checkpoint.mode=min",
-        "model/encoder@model.encoders.audio=features_linear",
-        "+model/encoder@model.encoders.text=features_linear",
-        "+model/encoder@model.encoders.vision=features_linear",
-        *TINY,
-    )
+    result = run_cli("gru-mm-train", *common, "data.trust_pickle=true", "optimized_metric=val/mae",
+                     "callbacks.model_checkpoint.monitor=val/mae", "callbacks.model_checkpoint.mode=min",
+                     "model/encoder@model.encoders.audio=features_linear",
+                     "+model/encoder@model.encoders.text=features_linear",
+                     "+model/encoder@model.encoders.vision=features_linear", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("test/mae", "test/corr", "test/acc2", "test/acc2_nonzero"):
         assert name in result.stdout
@@ -145,15 +97,7 @@ def test_features_pickle_regression(tmp_path):
 
 def test_features_npz_binary(tmp_path):
     path = write_npz(tmp_path / "feats.npz")
-    result = run_cli(
-        "gru-mm-train",
-        "data=features",
-        f"data.path={path}",
-        "data.source.task=binary",
-        f"paths.root={tmp_path}",
-        "logger=csv",
-        "+model/encoder@model.encoders.series=series_linear",
-        *TINY,
-    )
+    result = run_cli("gru-mm-train", "data=features", f"data.path={path}", "data.source.task=binary",
+                     f"paths.root={tmp_path}", "logger=csv", "+model/encoder@model.encoders.series=series_linear", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/auroc" in result.stdout

@@ -76,8 +76,6 @@ def test_cli_fails_before_reading_data(isolated_root):
 
 
 def test_overrides_compose():
-    cfg = _compose(
-        "paths.output_dir=/tmp/x", "model.gru.hidden_size=32", "trainer.max_epochs=1", "data.batch_size=16"
-    )
+    cfg = _compose("paths.output_dir=/tmp/x", "model.gru.hidden_size=32", "trainer.max_epochs=1", "data.batch_size=16")
     assert (cfg.model.gru.hidden_size, cfg.trainer.max_epochs, cfg.data.batch_size) == (32, 1, 16)
     assert OmegaConf.select(cfg, "scheduler.T_max") == 1

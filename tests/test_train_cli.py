@@ -105,9 +105,7 @@ def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
 
 def test_resume_from_last_continues_the_same_run(smoke_run):
     root, _ = smoke_run
-    result = run_cli(
-        "gru-mm-train", "debug=smoke", f"paths.root={root}", "ckpt_path=last", "trainer.max_epochs=2"
-    )
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "ckpt_path=last", "trainer.max_epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(root)
     train_runs = [r for r in _runs(client, "avdigits") if r.data.tags.get("gru_mm.job") != "eval"]
@@ -127,9 +125,7 @@ def test_eval_of_a_missing_checkpoint_names_it(isolated_root):
 
 
 def test_multirun_jobs_get_distinct_run_names(isolated_root):
-    result = run_cli(
-        "gru-mm-train", "-m", "debug=smoke", "model.gru.hidden_size=8,16", f"paths.root={isolated_root}"
-    )
+    result = run_cli("gru-mm-train", "-m", "debug=smoke", "model.gru.hidden_size=8,16", f"paths.root={isolated_root}")
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(r.info.run_name for r in _runs(_client(isolated_root), "avdigits"))
     assert names == ["#0 debug=smoke model.gru.hidden_size=8", "#1 debug=smoke model.gru.hidden_size=16"]

@@ -14,9 +14,7 @@ class CheckpointError(ValueError):
 
 def find_last(log_dir: str | Path, experiment_name: str) -> Path:
     """The newest `last.ckpt` under log_dir written by a run of `experiment_name`."""
-    candidates = sorted(
-        Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
+    candidates = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         if read_meta(path).get("experiment_name") == experiment_name:
             return path

@@ -71,9 +71,7 @@ def _check_targets(node: Any, path: str) -> None:
                 if not hasattr(importlib.import_module(module_name), attr):
                     raise ImportError(attr)
             except ImportError as err:
-                raise ConfigError(
-                    f"{path or '<root>'}._target_ = {target!r} cannot be imported ({err})"
-                ) from err
+                raise ConfigError(f"{path or '<root>'}._target_ = {target!r} cannot be imported ({err})") from err
         for k in node:
             _check_targets(node._get_node(k), f"{path}.{k}" if path else str(k))
     elif isinstance(node, ListConfig):

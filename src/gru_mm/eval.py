@@ -40,9 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if meta.get("mlflow_run_id"):
         tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
     loggers = [
-        hydra.utils.instantiate(
-            node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {})
-        )
+        hydra.utils.instantiate(node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}))
         for name, node in (cfg.get("logger") or {}).items()
     ]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
@@ -51,12 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ablation", True) and trainer.is_global_zero:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
-        metrics |= {
-            f"test_ablation/{row['removed']}/{k}": v
-            for row in table
-            for k, v in row.items()
-            if k != "removed"
-        }
+        metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
     return metrics
 
 

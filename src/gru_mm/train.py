@@ -49,9 +49,7 @@ def _multirun_job_name() -> str | None:
     if not _is_multirun():
         return None
     job = HydraConfig.get().job
-    overrides = " ".join(
-        o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths."))
-    )
+    overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths.")))
     return f"#{job.num} {overrides}"[:250]
 
 
@@ -113,9 +111,7 @@ def train(cfg: DictConfig) -> float | None:
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-        if (
-            trainer.is_global_zero
-        ):  # per-modality ablation and confusion matrix of the tested weights, one pass
+        if trainer.is_global_zero:  # per-modality ablation and confusion matrix of the tested weights
             run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)

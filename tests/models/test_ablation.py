@@ -24,17 +24,10 @@ def _batches(n_batches=3, size=8):
     collate = Collate(SHAPES)
     out = []
     for b in range(n_batches):
-        samples = [
-            Sample(
-                f"{b}-{i}",
-                int(rng.integers(10)),
-                {
-                    "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
-                    "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
-                },
-            )
-            for i in range(size)
-        ]
+        samples = [Sample(f"{b}-{i}", int(rng.integers(10)), {
+            "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
+            "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
+        }) for i in range(size)]
         out.append(collate(samples))
     return out
 
@@ -98,21 +91,12 @@ def test_ablation_is_logged_as_metrics_and_a_table(tmp_path):
 def fusion_runs(tmp_path_factory):
     """One smoke training per fusion type, as one Hydra multirun (one process, one generated data set)."""
     root = tmp_path_factory.mktemp("fusions")
-    result = run_cli(
-        "gru-mm-train",
-        "-m",
-        "debug=smoke",
-        f"paths.root={root}",
-        f"model/fusion={','.join(FUSIONS)}",
-        timeout=900,
-    )
+    result = run_cli("gru-mm-train", "-m", "debug=smoke", f"paths.root={root}", f"model/fusion={','.join(FUSIONS)}",
+                     timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("avdigits")
-    runs = {
-        r.data.params["model/fusion/_target_"].rsplit(".", 1)[1]: r
-        for r in client.search_runs([exp.experiment_id])
-    }
+    runs = {r.data.params["model/fusion/_target_"].rsplit(".", 1)[1]: r for r in client.search_runs([exp.experiment_id])}
     return root, client, runs
 
 
@@ -120,14 +104,8 @@ def fusion_runs(tmp_path_factory):
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_trains_end_to_end_with_an_ablation_table(fusion_runs, fusion):
     _, client, runs = fusion_runs
-    names = {
-        "late": "LateFusion",
-        "attention": "AttentionFusion",
-        "tensor": "TensorFusion",
-        "lmf": "LowRankFusion",
-        "early": "EarlyFusion",
-        "event": "EventFusion",
-    }
+    names = {"late": "LateFusion", "attention": "AttentionFusion", "tensor": "TensorFusion", "lmf": "LowRankFusion",
+             "early": "EarlyFusion", "event": "EventFusion"}
     run = runs[names[fusion]]
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -136,9 +114,7 @@ def test_every_fusion_trains_end_to_end_with_an_ablation_table(fusion_runs, fusi
     # the smoke test split is tested whole, so "none removed" is the test accuracy itself
     assert metrics["test_ablation/none/acc"] == pytest.approx(metrics["test/acc"])
     assert [a.path for a in client.list_artifacts(run.info.run_id, "ablation")] == [
-        "ablation/ablation.csv",
-        "ablation/ablation.md",
-    ]
+        "ablation/ablation.csv", "ablation/ablation.md"]
 
 
 @pytest.mark.slow

@@ -12,17 +12,8 @@ from gru_mm.data.collate import Collate
 
 def _batch():
     rng = np.random.default_rng(0)
-    samples = [
-        Sample(
-            str(i),
-            i,
-            {
-                "audio": rng.normal(size=(20 + i, 40)).astype(np.float32),
-                "video": rng.random((3 + i, 1, 8, 8)).astype(np.float32),
-            },
-        )
-        for i in range(4)
-    ]
+    samples = [Sample(str(i), i, {"audio": rng.normal(size=(20 + i, 40)).astype(np.float32),
+                                  "video": rng.random((3 + i, 1, 8, 8)).astype(np.float32)}) for i in range(4)]
     return Collate({"audio": (40,), "video": (1, 8, 8)})(samples)
 
 

@@ -48,9 +48,7 @@ def test_padding_never_changes_a_prediction(gru, bidirectional):
 @pytest.mark.parametrize(("gru", "bidirectional"), [("torch", True), ("cho2014", False)])
 def test_padding_never_changes_a_prediction_for_any_fusion(fusion, gru, bidirectional):
     """Including absent modalities (length 0) and a sample that lacks both."""
-    model = _model(
-        f"model/fusion={fusion}", f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}"
-    )
+    model = _model(f"model/fusion={fusion}", f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}")
     _assert_padding_invariant(model, [(1, 1), (7, 3), (60, 40), (13, 0), (0, 25), (100, 25), (0, 0)])
 
 

@@ -20,18 +20,9 @@ TEXT = "+model/encoder@model.encoders.text=text_embedding"
 def _setup(tmp_path, task, *overrides, modalities=("series", "text")):
     path, _ = make_corpus(tmp_path, n=12, task=task, modalities=modalities)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "paths.output_dir=/tmp/x",
-                f"paths.root={tmp_path}",
-                "data=manifest",
-                f"data.path={path}",
-                f"data.source.task={task}",
-                "model.gru.hidden_size=8",
-                *overrides,
-            ],
-        )
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"paths.root={tmp_path}", "data=manifest",
+                                          f"data.path={path}", f"data.source.task={task}", "model.gru.hidden_size=8",
+                                          *overrides])
     dm = build_datamodule(cfg)
     dm.validate()
     return cfg, dm
@@ -86,11 +77,8 @@ def test_task_metrics_take_raw_logits():
 
 def test_monitors_must_exist_for_the_task(tmp_path):
     cfg, dm = _setup(tmp_path, "regression", SERIES, TEXT)
-    with pytest.raises(
-        ConfigError,
-        match=r"optimized_metric=val/acc is not logged for the regression task.*"
-        r"callbacks\.model_checkpoint\.mode=min",
-    ):
+    with pytest.raises(ConfigError, match=r"optimized_metric=val/acc is not logged for the regression task.*"
+                                          r"callbacks\.model_checkpoint\.mode=min"):
         check_monitors(cfg, "regression")
     cfg.optimized_metric = cfg.callbacks.model_checkpoint.monitor = "val/mae"
     check_monitors(cfg, "regression")
@@ -98,14 +86,9 @@ def test_monitors_must_exist_for_the_task(tmp_path):
 
 def test_model_config_follows_the_data(tmp_path):
     cfg, dm = _setup(tmp_path, "multiclass", SERIES, modalities=("series", "text"))
-    with pytest.raises(
-        ConfigError,
-        match=r"modalities \['text'\] with no encoder.*\+model/encoder@model\.encoders\.text=text_embedding",
-    ):
+    with pytest.raises(ConfigError, match=r"modalities \['text'\] with no encoder.*\+model/encoder@model\.encoders\.text=text_embedding"):
         build_module(cfg, datamodule=dm)
-    cfg, dm = _setup(
-        tmp_path, "multiclass", SERIES, "model.encoders.series.in_features=5", modalities=("series",)
-    )
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.encoders.series.in_features=5", modalities=("series",))
     with pytest.raises(ConfigError, match=r"model\.encoders\.series\.in_features=5, but the data has 3"):
         build_module(cfg, datamodule=dm)
     cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.modalities=[video]", modalities=("series",))

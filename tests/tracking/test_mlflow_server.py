@@ -27,22 +27,9 @@ def mlflow_server(tmp_path_factory):
     port = _free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 (the server writes to it for the whole module)
     proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180  # the first start migrates a new sqlite file (about 30 s)
@@ -66,13 +53,8 @@ def mlflow_server(tmp_path_factory):
 
 
 def test_training_logs_to_the_server(mlflow_server, isolated_root):
-    result = run_cli(
-        "gru-mm-train",
-        "debug=smoke",
-        f"paths.root={isolated_root}",
-        "experiment_name=remote",
-        env={"MLFLOW_TRACKING_URI": mlflow_server},
-    )
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", "experiment_name=remote",
+                     env={"MLFLOW_TRACKING_URI": mlflow_server})
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (isolated_root / "mlflow.db").exists(), "logged to the local store instead of the server"
     client = MlflowClient(mlflow_server)
@@ -87,9 +69,7 @@ def test_training_logs_to_the_server(mlflow_server, isolated_root):
 def test_dead_server_fails_fast_with_one_sentence(isolated_root):
     uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens here
     start = time.monotonic()
-    result = run_cli(
-        "gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri}
-    )
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri})
     assert result.returncode != 0
     assert f"MLflow tracking server {uri} is not reachable" in result.stderr
     assert time.monotonic() - start < 120

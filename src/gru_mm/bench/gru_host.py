@@ -276,15 +276,11 @@ def report(results: dict[str, dict]) -> list[str]:
             for n in names
         )
         lines.append(f"  {case:28} {cells}")
-    lines.append(
-        "padded_gather index maps before the first kernel, us per call (Layout + maps), and device work:"
-    )
+    lines.append("padded_gather maps before the first kernel, us per call (Layout + maps), and device work:")
     for key in next(iter(results.values()))["index_maps_us"]:
         cells = "  ".join("{}: {:7.1f} ({})".format(n, *results[n]["index_maps_us"][key]) for n in names)
         lines.append(f"  {key:28} {cells}")
-    lines.append(
-        "padded_gather, host us from the call to the first RNN kernel (nn.GRU: the same for torch's):"
-    )
+    lines.append("padded_gather, host us from the call to the first RNN kernel (nn.GRU: torch's, the same):")
     for key in next(iter(results.values()))["prekernel_us"]:
         cells = "  ".join(f"{n}: {results[n]['prekernel_us'][key]:7.1f}" for n in names)
         lines.append(f"  {key:28} {cells}")

@@ -88,17 +88,14 @@ class SequenceDataModule(pl.LightningDataModule):
         return dict(getattr(self.source, "vocab_sizes", {}))
 
     def meta(self) -> dict:
-        """What a trained model's outputs and inputs mean: task, classes, vocabularies, shapes (saved in checkpoints)."""
+        """What a trained model's inputs and outputs mean: task, classes, vocabularies, shapes."""
         labels = getattr(self.source, "labels", None)
         vocab = getattr(self.source, "vocab", {})
-        return {
-            "task": self.task,
-            "num_classes": self.num_classes,
-            "classes": list(labels.classes) if labels is not None and labels.classes else None,
-            "vocab": {m: list(v.tokens) for m, v in vocab.items()},
-            # per-step input shapes: enough, with the config, to rebuild the model without the data
-            "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
-        }
+        return {"task": self.task, "num_classes": self.num_classes,
+                "classes": list(labels.classes) if labels is not None and labels.classes else None,
+                "vocab": {m: list(v.tokens) for m, v in vocab.items()},
+                # per-step input shapes: enough, with the config, to rebuild the model without the data
+                "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()}}
 
     @property
     def collate(self) -> Collate:
@@ -123,13 +120,8 @@ class SequenceDataModule(pl.LightningDataModule):
                 raise DataProblems(fatal if self.on_error == "skip" else problems, where)
             skipped = sorted({p.id for p in problems})
             if skipped:
-                log.warning(
-                    "data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s",
-                    len(skipped),
-                    len(problems),
-                    ", ".join(skipped[:10]),
-                    " ..." if len(skipped) > 10 else "",
-                )
+                log.warning("data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s", len(skipped),
+                            len(problems), ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
             self.report = DataReport(problems, skipped)
         return self.report
 

@@ -28,11 +28,7 @@ def _as_int(raw: Any) -> int | None:
 
 
 def is_empty(raw: Any) -> bool:
-    return (
-        raw is None
-        or (isinstance(raw, str) and not raw.strip())
-        or (isinstance(raw, float) and math.isnan(raw))
-    )
+    return raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, float) and math.isnan(raw))
 
 
 class LabelCoder:
@@ -42,22 +38,15 @@ class LabelCoder:
     multilabel: a list (or `separator`-joined names) -> multi-hot float32 vector.   regression: a float.
     """
 
-    def __init__(
-        self,
-        task: str,
-        classes: Sequence[str] | None = None,
-        num_classes: int | None = None,
-        separator: str = ";",
-    ):
+    def __init__(self, task: str, classes: Sequence[str] | None = None, num_classes: int | None = None,
+                 separator: str = ";"):
         if task not in TASKS:
             raise DataError(f"data.source.task={task!r} is not one of {', '.join(TASKS)}")
         self.task = task
         self.classes = [str(c) for c in classes] if classes else None
         self.num_classes = len(self.classes) if self.classes else num_classes
         if task == "binary" and self.num_classes not in (None, 2):
-            raise DataError(
-                f"a binary task has 2 classes, but data.source.classes/num_classes gives {self.num_classes}"
-            )
+            raise DataError(f"a binary task has 2 classes, but data.source.classes/num_classes gives {self.num_classes}")
         self.separator = separator
         self.numeric = False  # labels are indices rather than names
 
@@ -93,9 +82,7 @@ class LabelCoder:
             else:
                 self.classes = names
         if self.task == "binary" and self.classes and len(self.classes) != 2:
-            raise DataError(
-                f"a binary task needs exactly 2 classes, but the training labels are {self.classes}"
-            )
+            raise DataError(f"a binary task needs exactly 2 classes, but the training labels are {self.classes}")
         if not self.num_classes:
             raise DataError("the training split has no labels to learn classes from")
 

@@ -68,9 +68,7 @@ class AudioTransform:
         import soundfile as sf
 
         if path.suffix.lower() not in AUDIO_SUFFIXES:
-            raise SampleError(
-                "unsupported file type", f"{path.name} (audio must be {'/'.join(AUDIO_SUFFIXES)})"
-            )
+            raise SampleError("unsupported file type", f"{path.name} (audio must be {'/'.join(AUDIO_SUFFIXES)})")
         try:
             info = sf.info(str(path))
             wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -79,9 +77,7 @@ class AudioTransform:
         if path.suffix.lower() == ".wav" and (sizes := _wav_declared_bytes(path)) and sizes[1] < sizes[0]:
             raise SampleError("truncated audio", f"{path.name} holds {sizes[1]} of its {sizes[0]} data bytes")
         if info.frames > 0 and len(wave) < info.frames:
-            raise SampleError(
-                "truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames"
-            )
+            raise SampleError("truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames")
         if len(wave) == 0:
             raise SampleError("empty audio", f"{path.name} has no samples")
         return _finite(wave.mean(axis=1)), rate
@@ -94,12 +90,8 @@ class AudioTransform:
         if rate != self.sample_rate:
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
         mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            f_min=self.f_min,
-            f_max=self.f_max,
+            sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels,
+            f_min=self.f_min, f_max=self.f_max,
         )
         logmel = torch.log(mel(x) + 1e-6).T.contiguous().numpy()  # [T, n_mels]
         # frame centres in seconds, for modalities fused on a common clock
@@ -133,9 +125,7 @@ class FrameTransform:
         from PIL import Image, UnidentifiedImageError
 
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise SampleError(
-                "unsupported file type", f"{path.name} (frames must be {'/'.join(IMAGE_SUFFIXES)})"
-            )
+            raise SampleError("unsupported file type", f"{path.name} (frames must be {'/'.join(IMAGE_SUFFIXES)})")
         try:
             with Image.open(path) as im:
                 im.load()
@@ -186,9 +176,7 @@ class SeriesTransform:
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim != 2:
-            raise SampleError(
-                "wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]"
-            )
+            raise SampleError("wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]")
         if array.shape[0] == 0:
             raise SampleError("empty series", f"{path.name} has no steps")
         out = {"data": _finite(array.astype(np.float32))}
@@ -201,11 +189,7 @@ class SeriesTransform:
 
         try:
             table = pd.read_csv(path)
-        except (
-            ValueError,
-            OSError,
-            UnicodeDecodeError,
-        ) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
+        except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
             raise SampleError("unreadable table", f"{path.name}: {err}") from None
         for column in table.columns:
             if not pd.api.types.is_numeric_dtype(table[column]):

@@ -30,12 +30,9 @@ def fresh_test_metrics(module: nn.Module):
 
 
 @torch.no_grad()
-def ablation_table(
-    module: nn.Module,
-    batches: Iterable[Batch],
-    device: torch.device | str | None = None,
-    on_kept: Callable[[torch.Tensor, Batch], None] | None = None,
-) -> list[dict[str, float | str]]:
+def ablation_table(module: nn.Module, batches: Iterable[Batch], device: torch.device | str | None = None,
+                   on_kept: Callable[[torch.Tensor, Batch], None] | None = None
+                   ) -> list[dict[str, float | str]]:
     """Rows {"removed": "none" | modality, metric: value, ...}: every modality kept, then each removed in turn.
 
     `module` is the trained LightningModule (its `net` is a MultimodalGRU); `batches` the test batches.
@@ -57,10 +54,7 @@ def ablation_table(
                 inputs = batch.inputs
                 if removed != NONE:
                     seq = inputs[removed]
-                    inputs = {
-                        **inputs,
-                        removed: set_absent(seq, torch.ones(seq.batch_size, dtype=torch.bool)),
-                    }
+                    inputs = {**inputs, removed: set_absent(seq, torch.ones(seq.batch_size, dtype=torch.bool))}
                 logits = module(Batch(batch.ids, batch.target, inputs))
                 metrics[removed].update(logits, batch.target)
                 if removed == NONE and on_kept is not None:
@@ -86,15 +80,12 @@ def table_markdown(table: list[dict]) -> str:
     keys = list(table[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in table:
-        lines.append(
-            "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-        )
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
-def log_ablation(
-    client, run_id: str, table: list[dict], prefix: str = "test_ablation", artifact_dir: str = "ablation"
-) -> None:
+def log_ablation(client, run_id: str, table: list[dict], prefix: str = "test_ablation",
+                 artifact_dir: str = "ablation") -> None:
     """Metrics `<prefix>/<removed>/<metric>` and the table as `<artifact_dir>/ablation.{csv,md}`."""
     for row in table:
         for key, value in row.items():
@@ -114,13 +105,8 @@ def full_test_loader(datamodule):
         datamodule.trainer = trainer
 
 
-def run_ablation(
-    module: nn.Module,
-    datamodule,
-    mlflow_logger=None,
-    device: torch.device | str | None = None,
-    ckpt_path: str | None = None,
-) -> list[dict]:
+def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None,
+                 ckpt_path: str | None = None) -> list[dict]:
     """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given,
     and for multiclass tasks the confusion matrix of the same pass (the "none" row).
 

@@ -24,9 +24,7 @@ def build_datamodule(cfg: DictConfig):
         raise
 
 
-def _fit_encoders(
-    cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int]
-) -> DictConfig:
+def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int]) -> DictConfig:
     """A copy of cfg whose model uses the data's modalities, with sizes only the data knows filled in.
 
     Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video);
@@ -43,13 +41,9 @@ def _fit_encoders(
     wanted = chosen or sorted(shapes)
     missing = [m for m in wanted if m not in encoders]
     if missing:
-        hint = " ".join(
-            f"+model/encoder@model.encoders.{m}={'text_embedding' if m in vocab_sizes else 'series_linear'}"
-            for m in missing
-        )
-        raise ConfigError(
-            f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}"
-        )
+        hint = " ".join(f"+model/encoder@model.encoders.{m}={'text_embedding' if m in vocab_sizes else 'series_linear'}"
+                        for m in missing)
+        raise ConfigError(f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}")
     with open_dict(model):
         for m in [m for m in encoders if m not in wanted]:
             del model.encoders[m]
@@ -57,15 +51,10 @@ def _fit_encoders(
             enc, shape = model.encoders[m], shapes[m]
             key = f"model.encoders.{m}"
             if m in vocab_sizes and "vocab_size" not in enc:
-                raise ConfigError(
-                    f"{key} does not take token ids, but {m} is text: use "
-                    f"model/encoder@model.encoders.{m}=text_embedding (with a leading + if it is new)"
-                )
-            sizes = {
-                "vocab_size": vocab_sizes.get(m),
-                "in_features": shape[-1] if len(shape) == 1 else None,
-                "in_channels": shape[0] if len(shape) == 3 else None,
-            }
+                raise ConfigError(f"{key} does not take token ids, but {m} is text: use "
+                                  f"model/encoder@model.encoders.{m}=text_embedding (with a leading + if it is new)")
+            sizes = {"vocab_size": vocab_sizes.get(m), "in_features": shape[-1] if len(shape) == 1 else None,
+                     "in_channels": shape[0] if len(shape) == 3 else None}
             for name, size in sizes.items():
                 if name not in enc or size is None:
                     continue
@@ -73,9 +62,7 @@ def _fit_encoders(
                 if given is None or OmegaConf.is_missing(enc, name):
                     enc[name] = size
                 elif given != size:
-                    raise ConfigError(
-                        f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)"
-                    )
+                    raise ConfigError(f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)")
     return cfg
 
 

@@ -15,12 +15,8 @@ from gru_mm.data.batch import Batch
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 # What a checkpoint monitor / sweeper should watch per task, and which way is better.
-DEFAULT_MONITOR = {
-    "multiclass": ("val/acc", "max"),
-    "binary": ("val/acc", "max"),
-    "multilabel": ("val/f1", "max"),
-    "regression": ("val/mae", "min"),
-}
+DEFAULT_MONITOR = {"multiclass": ("val/acc", "max"), "binary": ("val/acc", "max"),
+                   "multilabel": ("val/f1", "max"), "regression": ("val/mae", "min")}
 
 
 class SignAccuracy(torchmetrics.Metric):
@@ -55,28 +51,17 @@ class SignAccuracy(torchmetrics.Metric):
 def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
     """Metric name (logged as `<stage>/<name>`) -> metric, per task."""
     if task == "multiclass":
-        return {
-            "acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-            "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
-        }
+        return {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro")}
     if task == "binary":
-        return {
-            "acc": torchmetrics.Accuracy(task="binary"),
-            "f1": torchmetrics.F1Score(task="binary"),
-            "auroc": torchmetrics.AUROC(task="binary"),
-        }
+        return {"acc": torchmetrics.Accuracy(task="binary"), "f1": torchmetrics.F1Score(task="binary"),
+                "auroc": torchmetrics.AUROC(task="binary")}
     if task == "multilabel":
-        return {
-            "acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
-            "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro"),
-        }
+        return {"acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
+                "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro")}
     if task == "regression":
-        return {
-            "mae": torchmetrics.MeanAbsoluteError(),
-            "corr": torchmetrics.PearsonCorrCoef(),
-            "acc2": SignAccuracy(),
-            "acc2_nonzero": SignAccuracy(exclude_zero=True),
-        }
+        return {"mae": torchmetrics.MeanAbsoluteError(), "corr": torchmetrics.PearsonCorrCoef(),
+                "acc2": SignAccuracy(), "acc2_nonzero": SignAccuracy(exclude_zero=True)}
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
@@ -109,13 +94,7 @@ def task_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
 
 def metric_names(task: str, num_classes: int = 2) -> set[str]:
     """Every metric name the module logs for a task (to check monitors before training)."""
-    names = {
-        "train/loss_step",
-        "train/loss_epoch",
-        "train/grad_norm",
-        "train/padding_ratio",
-        "train/l2_penalty",
-    }
+    names = {"train/loss_step", "train/loss_epoch", "train/grad_norm", "train/padding_ratio", "train/l2_penalty"}
     for stage in ("train", "val", "test"):
         names |= {f"{stage}/loss"} | {f"{stage}/{m}" for m in task_metrics(task, max(num_classes, 2))}
     return names
@@ -148,9 +127,7 @@ class SequenceClassifier(pl.LightningModule):
         self.loss_fn = task_loss(task, label_smoothing)
         metrics = TaskMetrics(task, num_classes)
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
-        self.metrics = nn.ModuleDict(
-            {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")}
-        )
+        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self._padded_steps = 0
         self._real_steps = 0
         # Saved into every checkpoint: the resolved config, experiment name and MLflow run id,
@@ -172,10 +149,8 @@ class SequenceClassifier(pl.LightningModule):
             return
         for key in ("task", "classes", "vocab"):
             if saved.get(key) != self.data_meta.get(key):
-                raise CheckpointError(
-                    f"the checkpoint was trained with other {key} than the data gives now "
-                    "(e.g. a changed manifest); evaluate it on the data it was trained with"
-                )
+                raise CheckpointError(f"the checkpoint was trained with other {key} than the data gives now "
+                                      "(e.g. a changed manifest); evaluate it on the data it was trained with")
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(batch.inputs)
@@ -188,11 +163,8 @@ class SequenceClassifier(pl.LightningModule):
 
     def _regularization(self) -> torch.Tensor | None:
         """Weight penalties that layers declare (the GRU's optional per-group L2), summed."""
-        terms = [
-            m.regularization_loss()
-            for m in self.net.modules()
-            if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())
-        ]
+        terms = [m.regularization_loss() for m in self.net.modules()
+                 if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())]
         return torch.stack(terms).sum() if terms else None
 
     def outputs(self, batch: Batch) -> torch.Tensor:
@@ -214,15 +186,8 @@ class SequenceClassifier(pl.LightningModule):
         metrics.update(logits.detach(), batch.target)
         on_step = stage == "train"
         # sync_dist: under DDP the logged loss is the mean over all processes' samples, not rank 0's alone
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch),
-            sync_dist=True,
-        )
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
+                 sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
         return loss
 
@@ -262,7 +227,4 @@ class SequenceClassifier(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -82,9 +82,7 @@ class MultimodalGRU(nn.Module):
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.consumes = fusion_consumes(fusion)
         if self.consumes == STATES:
-            self.grus = nn.ModuleDict(
-                {m: gru(input_size=self.encoders[m].out_features) for m in self.modalities}
-            )
+            self.grus = nn.ModuleDict({m: gru(input_size=self.encoders[m].out_features) for m in self.modalities})
             dims = {m: gru_state_size(self.grus[m]) for m in self.modalities}
             self.fusion = fusion(input_dims=dims)
         else:

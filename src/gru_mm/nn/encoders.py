@@ -15,14 +15,8 @@ class AudioConvEncoder(nn.Module):
     zeroed before every convolution, exactly as if the sequence stood alone with zero padding.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int = 64,
-        channels: int = 64,
-        stride: int = 2,
-        kernel_size: int = 5,
-    ):
+    def __init__(self, in_features: int, out_features: int = 64, channels: int = 64, stride: int = 2,
+                 kernel_size: int = 5):
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -63,9 +57,7 @@ class FrameCNNEncoder(nn.Module):
         for i, c_out in enumerate(channels):
             layers.append(Conv2dNormActivation(c_in, c_out, kernel_size=3, stride=1 if i == 0 else 2))
             c_in = c_out
-        self.cnn = nn.Sequential(
-            *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, out_features)
-        )
+        self.cnn = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, out_features))
         self.out_features = out_features
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

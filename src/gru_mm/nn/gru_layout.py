@@ -60,7 +60,8 @@ def _checked(lengths: object, batch_size: int, max_steps: int) -> tuple[Tensor, 
         stats = (int(lens.min()), int(lens.max()), int(lens.sum()), int(np.count_nonzero(lens)))
     if stats[0] < 0 or stats[1] > max_steps:
         raise ValueError(
-            f"lengths must lie in 0..{max_steps} (the input's time size), got min {stats[0]} and max {stats[1]}"
+            f"lengths must lie in 0..{max_steps} (the input's time size), "
+            f"got min {stats[0]} and max {stats[1]}"
         )
     return lengths, lens, stats
 

@@ -56,28 +56,14 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = Non
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, label="share of the true class")
-    ax.set(
-        xticks=range(n),
-        yticks=range(n),
-        xticklabels=names,
-        yticklabels=names,
-        xlabel="predicted",
-        ylabel="true",
-        title=f"{title}: confusion matrix (accuracy {np.trace(counts) / max(counts.sum(), 1):.3f})",
-    )
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
+           xlabel="predicted", ylabel="true", title=f"{title}: confusion matrix (accuracy {np.trace(counts) / max(counts.sum(), 1):.3f})")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    str(counts[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
     return fig
 

@@ -66,9 +66,7 @@ class Manifest(LoadedSource):
     ):
         # Everything here checks config only: no file is opened until a property or load() needs it.
         if path in (None, "", "???"):
-            raise DataError(
-                "data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv"
-            )
+            raise DataError("data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv")
         self.path = Path(path).expanduser()
         if self.path.suffix.lower() not in TABLE_SUFFIXES:
             raise DataError(f"data.path={path}: a manifest must be {', '.join(TABLE_SUFFIXES)}")
@@ -87,9 +85,7 @@ class Manifest(LoadedSource):
             raise DataError(f"data.source.text has unknown settings {sorted(unknown)}")
         audio = dict(audio or {})
         if n_mels is not None and audio.setdefault("n_mels", n_mels) != n_mels:
-            raise DataError(
-                f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}"
-            )
+            raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
         series = dict(series or {})
         self.normalize_series = bool(series.pop("normalize", True))
         self.transforms = {
@@ -150,10 +146,8 @@ class Manifest(LoadedSource):
             raise DataError(f"data.source.columns names {missing}, which {self.path.name} does not have")
         kinds = {c: c for c in KINDS if c in columns} | self.declared
         if not kinds:
-            raise DataError(
-                f"{self.path.name} has no modality column: name one {', '.join(KINDS)} "
-                "or declare yours in data.source.columns"
-            )
+            raise DataError(f"{self.path.name} has no modality column: name one {', '.join(KINDS)} "
+                            "or declare yours in data.source.columns")
         return kinds
 
     def load(self) -> dict[str, list[Sample]]:
@@ -187,9 +181,7 @@ class Manifest(LoadedSource):
             seen[rid] = where
             split = "" if is_empty(row.get("split")) else str(row["split"]).strip().lower()
             if split and split not in SPLITS:
-                problems.append(
-                    Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)")
-                )
+                problems.append(Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)"))
                 continue
             if is_empty(row.get("label")) and not isinstance(row.get("label"), list):
                 problems.append(Problem(rid, "label", "empty required column", "the row has no label"))
@@ -218,9 +210,7 @@ class Manifest(LoadedSource):
                 decoded.append((r, sample))
         size_problems = self._check_feature_sizes(decoded)
         problems += size_problems
-        bad = {
-            p.id for p in size_problems
-        }  # ids are unique among decoded rows: duplicates were dropped above
+        bad = {p.id for p in size_problems}  # ids are unique among decoded rows: duplicates were dropped above
         for r, sample in decoded:
             if sample.id not in bad:
                 samples[r["split"]].append(sample)
@@ -228,17 +218,9 @@ class Manifest(LoadedSource):
             self._normalize(samples)
         for split in SPLITS:
             if not samples[split]:
-                problems.append(
-                    Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True)
-                )
-        log.info(
-            "manifest %s: %d samples, %d decoded, %d from cache, %d problems",
-            self.path.name,
-            sum(len(v) for v in samples.values()),
-            self.cache.misses,
-            self.cache.hits,
-            len(problems),
-        )
+                problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
+        log.info("manifest %s: %d samples, %d decoded, %d from cache, %d problems", self.path.name,
+                 sum(len(v) for v in samples.values()), self.cache.misses, self.cache.hits, len(problems))
         self._problems = problems
         self._splits = samples
         return samples
@@ -251,9 +233,8 @@ class Manifest(LoadedSource):
                 raise DataError(f"data.source.text.vocab_file={file}: no such file")
             return Vocabulary.read(path)
         texts = [str(r[column]) for r in train_rows if not is_empty(r.get(column))]
-        return Vocabulary.build(
-            texts, int(self.text_settings.get("min_freq", 1)), self.text_settings.get("max_size")
-        )
+        return Vocabulary.build(texts, int(self.text_settings.get("min_freq", 1)),
+                                self.text_settings.get("max_size"))
 
     def _resolve(self, value: str) -> Path:
         path = (self.root / value.strip()).resolve()
@@ -291,14 +272,7 @@ class Manifest(LoadedSource):
             value = row.get(column)
             if is_empty(value) or (isinstance(value, list) and not value):
                 if column in self.required:
-                    problems.append(
-                        Problem(
-                            rid,
-                            column,
-                            "empty required column",
-                            f"{column} is listed in data.source.required",
-                        )
-                    )
+                    problems.append(Problem(rid, column, "empty required column", f"{column} is listed in data.source.required"))
                 modalities[column] = None  # absent: a length-0 sequence
                 continue
             try:
@@ -327,9 +301,7 @@ class Manifest(LoadedSource):
             if kind == "text":
                 self._shapes[column] = ()
                 continue
-            shapes = Counter(
-                s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None
-            )
+            shapes = Counter(s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None)
             if not shapes:
                 self._shapes[column] = self._default_shape(kind)
                 continue
@@ -338,14 +310,8 @@ class Manifest(LoadedSource):
             for _, s in decoded:
                 a = s.modalities.get(column)
                 if a is not None and a.shape[1:] != common:
-                    problems.append(
-                        Problem(
-                            s.id,
-                            column,
-                            "wrong feature size",
-                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}",
-                        )
-                    )
+                    problems.append(Problem(s.id, column, "wrong feature size",
+                                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}"))
         return problems
 
     def _default_shape(self, kind: str) -> tuple[int, ...]:
