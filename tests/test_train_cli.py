@@ -71,6 +71,7 @@ def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run):
     """model/ is a pyfunc model: loaded from the store alone, it scores the test split as the run did."""
     import mlflow.pyfunc
     import numpy as np
+    import torch
     from omegaconf import OmegaConf
 
     from gru_mm import checkpoints
@@ -81,6 +82,9 @@ def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run):
     run = next(r for r in _runs(client, "avdigits") if r.info.run_name == "smoke")
     local = client.download_artifacts(run.info.run_id, "model", str(root / "downloaded"))
     model = mlflow.pyfunc.load_model(local)
+    # the model's data is a slim checkpoint: weights, config and data meta, no optimizer state
+    data = next(Path(local).glob("data/*.ckpt"))
+    assert set(torch.load(data, weights_only=True)) == {"state_dict", "gru_mm", "gru_mm_data"}
     ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
     datamodule = build_datamodule(OmegaConf.create(checkpoints.read_meta(ckpt)["config"]))
     datamodule.validate()

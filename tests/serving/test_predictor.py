@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 import numpy as np
 import pytest
@@ -89,6 +91,11 @@ def test_checkpoints_that_cannot_be_rebuilt_are_refused(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a gru-mm checkpoint"):
         Predictor.from_checkpoint(foreign)
+    # weights_only loading: a checkpoint that would need pickled code to load is refused, not run
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"gru_mm": {"config": {}}, "gru_mm_data": _meta(), "state_dict": {}, "x": Path("/")}, pickled)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        Predictor.from_checkpoint(pickled)
     old = tmp_path / "old.ckpt"
     meta = _meta()
     del meta["feature_shapes"]

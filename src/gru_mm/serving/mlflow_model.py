@@ -1,9 +1,10 @@
 """The MLflow model of a run: `mlflow.pyfunc.load_model("runs:/<run id>/model").predict(samples)`.
 
-A pyfunc model in MLflow's loader-module form: the model directory holds the best checkpoint as its
-data and this package's code, and loading rebuilds a `Predictor` from the checkpoint with
-`torch.load`. Why not `mlflow.pytorch.log_model`: its default format (torch.export) cannot trace
-the GRU layer (lengths are host-side data), and its pickle format is refused at load time unless
+A pyfunc model in MLflow's loader-module form: the model directory holds a slim copy of the best
+checkpoint (weights, config and data meta; no optimizer state) as its data and this package's code,
+and loading rebuilds a `Predictor` from it with `torch.load(weights_only=True)`: no pickled code
+runs. Why not `mlflow.pytorch.log_model`: its default format (torch.export) cannot trace the GRU
+layer (lengths are host-side data), and its pickle format is refused at load time unless
 MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import tempfile
 from importlib import metadata
 from pathlib import Path
+
+import torch
 
 import gru_mm
 from gru_mm.serving.predictor import Predictor
@@ -63,13 +66,17 @@ def save_model(ckpt_path: str | Path, path: str | Path) -> Path:
     import mlflow.pyfunc
 
     Predictor.from_checkpoint(ckpt_path)  # fail here, with the checkpoint's name, not when someone loads it
-    mlflow.pyfunc.save_model(
-        str(path),
-        loader_module=__name__,
-        data_path=str(ckpt_path),
-        code_paths=[str(Path(gru_mm.__file__).parent)],
-        pip_requirements=requirements(),
-    )
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        slim = Path(tmp) / "model.ckpt"
+        torch.save({k: ckpt[k] for k in ("state_dict", "gru_mm", "gru_mm_data")}, slim)
+        mlflow.pyfunc.save_model(
+            str(path),
+            loader_module=__name__,
+            data_path=str(slim),
+            code_paths=[str(Path(gru_mm.__file__).parent)],
+            pip_requirements=requirements(),
+        )
     return Path(path)
 
 

@@ -57,7 +57,10 @@ class Predictor:
     ) -> Predictor:
         from gru_mm.models.build import build_module
 
-        ckpt = checkpoints.load(path)
+        try:  # weights_only: tensors and plain containers only, so loading runs no pickled code
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
         meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
         if not config or not meta:
             raise checkpoints.CheckpointError(
