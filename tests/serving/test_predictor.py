@@ -71,6 +71,17 @@ def test_predictions_are_the_modules_own_probabilities(multiclass):
     assert frame["predicted"].tolist() == [CLASSES[k] for k in expected.argmax(-1)]
 
 
+def test_a_dataframe_with_empty_cells_is_taken_as_samples_with_absent_modalities(multiclass):
+    import pandas as pd
+
+    predictor = Predictor.from_checkpoint(multiclass[0])
+    samples = _samples(4)  # samples 0 and 3 have no video
+    frame = pd.DataFrame({m: [s.get(m) for s in samples] for m in ("audio", "video")})
+    assert frame["video"].isna().tolist() == [True, False, False, True]
+    assert predictor.predict(frame).equals(predictor.predict(samples))
+    assert predictor.predict([]).columns.tolist() == [*CLASSES, "predicted"]
+
+
 def test_bad_samples_get_errors_that_name_them(multiclass):
     predictor = Predictor.from_checkpoint(multiclass[0])
     good = _samples(1)[0]

@@ -86,6 +86,8 @@ class Predictor:
         arrays: dict[str, np.ndarray | None] = {}
         for m, shape in self.shapes.items():
             value = raw.get(m)
+            if isinstance(value, float) and np.isnan(value):  # an empty DataFrame cell
+                value = None
             if isinstance(value, str) and m in self.vocabs:  # raw text: the training tokenizer and vocabulary
                 value = self.vocabs[m].encode(value)
             if value is not None:
@@ -103,12 +105,18 @@ class Predictor:
         return Sample(str(i), 0, arrays, times)
 
     @torch.no_grad()
-    def predict(self, samples: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    def predict(self, samples: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         """samples: one dict per sample, modality -> array [T, *feature shape] as the data source decodes
-        it (text may also be a string); a missing or None modality is absent. Returns, per sample:
+        it (text may also be a string), or a DataFrame with a column per modality (what `mlflow models
+        serve` passes on); a missing, None or empty modality is absent. Returns, per sample:
         multiclass / binary / multilabel: a probability column per class and `predicted` (the class
         name; multilabel: the `;`-joined names over 0.5); regression: `predicted`."""
+        if isinstance(samples, pd.DataFrame):
+            samples = samples.to_dict("records")
         rows = [self._sample(i, s) for i, s in enumerate(samples)]
+        if not rows:
+            columns = ["predicted"] if self.task == "regression" else [*self.classes, "predicted"]
+            return pd.DataFrame(columns=["probability", "predicted"] if self.task == "binary" else columns)
         device = next(self.module.parameters()).device
         outs = []
         for start in range(0, len(rows), self.batch_size):
