@@ -206,7 +206,8 @@ def test_plan_segments_covers_every_step():
 def test_choose_path():
     skewed = torch.tensor([1500] + [100] * 127)
     assert GRU(128, 512).choose_path(skewed, "cpu") == "scan"
-    assert GRU(128, 512).choose_path(skewed, "cuda") == "segments"
+    assert GRU(128, 64).choose_path(skewed, "cuda") == "segments"
+    assert GRU(128, 512).choose_path(skewed, "cuda") == "packed"  # gru_plan.packed_wins
     mild = torch.tensor([1500] * 64 + [1400] * 64)
     assert GRU(80, 64).choose_path(mild, "cuda") == "padded_gather"
     assert GRU(128, 512).choose_path(torch.tensor([50] * 8), "cuda") == "padded_gather"

@@ -96,9 +96,26 @@ def test_auto_on_cuda_skips_the_planner_where_segments_cannot_win(monkeypatch):
     lens = torch.from_numpy(rng.integers(300, 401, 64))  # mild padding
     for hidden in (64, 128, 256, 512, 1024):
         assert GRU(128, hidden).choose_path(lens, "cuda") == "padded_gather"
-    # heavy padding at a large hidden size: cuDNN's per-step cost dominates there (H200 fit)
-    assert GRU(128, 512).choose_path(torch.tensor([400] + [40] * 31), "cuda") == "padded_gather"
+    # heavy padding at a large hidden size: cuDNN's per-step cost dominates there (H200 fit), so
+    # cutting rows with segments cannot pay; torch's packed kernel skips them at no per-step cost
+    heavy = torch.tensor([400] + [40] * 31)
     assert not segments_can_win(32, 400, 400 + 31 * 40, step_cost("cuda", 128, 512))
+    assert GRU(128, 512).choose_path(heavy, "cuda") == "packed"
+
+
+@pytest.mark.parametrize(
+    ("hidden", "lengths", "path"),
+    [
+        (512, [400] + [40] * 31, "packed"),  # padded/real 7.8
+        (1024, [400, 200, 100, 50], "packed"),  # 2.13
+        (1024, [400, 380, 300, 250], "padded_gather"),  # 1.2: the padded call's cheaper rows win
+        (256, [400] + [40] * 31, "padded_gather"),  # below 512: cuDNN's padded kernels are faster
+        (64, [400] + [40] * 31, "segments"),  # small hidden: cutting padded rows pays there
+    ],
+)
+def test_auto_on_cuda_takes_the_packed_kernel_from_hidden_512_with_much_padding(hidden, lengths, path):
+    assert GRU(128, hidden).choose_path(torch.tensor(lengths), "cuda") == path
+    assert GRU(128, hidden).choose_path(torch.tensor(lengths), "cpu") == "scan"  # the CPU: always scan
 
 
 @pytest.mark.parametrize("path", ["padded_gather", "segments"])
@@ -110,7 +127,7 @@ def test_padded_paths_return_contiguous_batch_major_outputs(path):
 
 @CUDA
 @pytest.mark.gpu
-@pytest.mark.parametrize("path", ["auto", "padded_gather", "segments"])
+@pytest.mark.parametrize("path", ["auto", "padded_gather", "segments", "packed"])
 def test_cuda_paths_do_not_synchronise(path):
     """No .item(), nonzero() or blocking copy on the hot path: torch's sync debug mode is silent."""
     m = GRU(8, 16, num_layers=2, bidirectional=True, path=path).cuda()

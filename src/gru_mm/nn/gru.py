@@ -7,12 +7,14 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
   direction runs on each sequence reversed within its own length, then is reversed back.
 - ``"segments"``: the batch sorted longest first, time cut into a few spans, each one padded call
   over the sequences still alive (see ``gru_plan``): skips most of the padding's work.
-- ``"packed"``: torch's packed kernel (the reference semantics); never faster in our measurements.
+- ``"packed"``: torch's packed kernel (the reference semantics) over rows gathered with our own
+  index maps; on a GPU the fastest from hidden 512 on when there is much padding.
 - ``"scan"``: the same equations in a hand-written packed loop and backward (``gru_scan``); on the
   CPU it beats ATen's GRU, whose per-step autograd overhead dominates there.
-- ``"auto"`` (default): "scan" on the CPU; on a GPU padded_gather or segments, whichever the cost
-  model expects to be faster (cuDNN's padded kernel is the fastest per step there). The decision
-  is O(1) unless segments can win at all (``gru_plan.segments_can_win``), and reads no device value.
+- ``"auto"`` (default): "scan" on the CPU; on a GPU "packed" from hidden 512 on with much padding
+  (``gru_plan.packed_wins``), else padded_gather or segments, whichever the cost model expects to
+  be faster (cuDNN's padded kernel is the fastest per step there). The decision is O(1) unless
+  segments can win at all (``gru_plan.segments_can_win``), and reads no device value.
 
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
 or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
@@ -32,7 +34,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from gru_mm.nn import cho2014_triton
 from gru_mm.nn.cho2014 import cho2014_packed, to_internal
 from gru_mm.nn.gru_layout import Layout
-from gru_mm.nn.gru_plan import WIN_MARGIN, cached_plan, plan_cost, segments_can_win, step_cost
+from gru_mm.nn.gru_plan import WIN_MARGIN, cached_plan, packed_wins, plan_cost, segments_can_win, step_cost
 from gru_mm.nn.gru_scan import torch_scan_packed
 from gru_mm.nn.init import INITS, init_gru_, l2_penalty
 
@@ -298,9 +300,10 @@ class GRU(nn.Module):
     def _resolve(self, lay: Layout, device_type: str) -> tuple[str, list | None]:
         """(path, segment plan or None).
 
-        On a GPU "auto" decides in O(1) from (B, max_len, sum of lengths, sizes) whether sorted
-        segments could beat the padded call at all (``segments_can_win``, a lower bound on any
-        plan); only then is the planner run (cached per lengths). No device tensor is read.
+        On a GPU "auto" decides in O(1) from (B, max_len, sum of lengths, sizes): torch's packed
+        kernel where it wins (``packed_wins``), else whether sorted segments could beat the padded
+        call at all (``segments_can_win``, a lower bound on any plan); only then is the planner run
+        (cached per lengths). No device tensor is read.
         """
         if self.cell == "cho2014":
             return "cho2014", None
@@ -311,6 +314,8 @@ class GRU(nn.Module):
             return path, None
         if path == "auto" and (lay.uniform or lay.B < 2):
             return "padded_gather", None
+        if path == "auto" and packed_wins(self.hidden_size, lay.B, lay.max_len, lay.total):
+            return "packed", None
         cost = step_cost(device_type, self.input_size, self.hidden_size)
         if path == "auto" and not segments_can_win(lay.B, lay.max_len, lay.total, cost):
             return "padded_gather", None

@@ -71,6 +71,22 @@ def _step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
     return StepCost(40.0, flops / 4e4, 400.0)
 
 
+# Where torch's packed kernel beats one padded call on a GPU (fitted to the H200 run in
+# docs/gpu-2026-11-26-h200): from hidden 512 on, cuDNN's packed kernel costs about as much per step
+# as the padded one (~40 us, the recurrent GEMM's latency) and skips the padded rows, so forced
+# `packed` beat forced `padded_gather` at 10 of the 11 grid points there (padded/real 1.8-4.7, by up
+# to 20 %; the 11th within 1 %). Its cost per real row and step is ~1.7x the padded kernel's per
+# padded row and step (hidden 1024 fit), hence the padding threshold. Below 512 the padded call keeps
+# cuDNN's faster kernels: packed was 4-10x slower at hidden <= 128, and 0-6 % slower at 256 (t400).
+PACKED_MIN_HIDDEN = 512
+PACKED_MIN_PADDING = 1.7  # padded steps / real steps
+
+
+def packed_wins(hidden_size: int, batch: int, max_len: int, total_len: int) -> bool:
+    """O(1), GPU only: does torch's packed kernel beat the padded call for this batch?"""
+    return hidden_size >= PACKED_MIN_HIDDEN and batch * max_len >= PACKED_MIN_PADDING * total_len
+
+
 def segments_can_win(batch: int, max_len: int, total_len: int, cost: StepCost) -> bool:
     """O(1): can any plan of >= 2 spans beat WIN_MARGIN x the padded call? (A lower bound.)"""
     if batch < 2 or max_len < 2 or total_len >= batch * max_len:
