@@ -19,6 +19,7 @@ from gru_mm import checkpoints
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.data.transforms import Vocabulary
+from gru_mm.models.build import build_module
 
 TIMES = "timestamps"  # optional sample key: {modality: step times in seconds} for event fusion
 
@@ -55,12 +56,11 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 64
     ) -> Predictor:
-        from gru_mm.models.build import build_module
-
         try:  # weights_only: tensors and plain containers only, so loading runs no pickled code
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
         meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
         if not config or not meta:
             raise checkpoints.CheckpointError(
