@@ -117,7 +117,10 @@ def train(cfg: DictConfig) -> float | None:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)
         if cfg.get("log_model", True):  # load with mlflow.pyfunc.load_model("runs:/<run id>/model")
-            log_model(mlflow, best)
+            try:
+                log_model(mlflow, best)
+            except Exception as err:  # an extra after the checkpoint is safely logged: warn, keep the run
+                log.warning("could not log the MLflow model of %s (the checkpoint is logged): %s", best, err)
 
     if objective is None:  # e.g. optimized_metric=test/acc
         objective = trainer.callback_metrics.get(cfg.optimized_metric)
