@@ -14,6 +14,7 @@ from gru_mm.data.sources.base import DataError
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
+from gru_mm.tracking.plots import log_gate_plots
 from gru_mm.tracking.run import mlflow_logger, run_tags
 
 log = logging.getLogger("gru_mm.eval")
@@ -49,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ablation", True) and trainer.is_global_zero:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
+        log_gate_plots(module, datamodule, mlflow)  # cell cho2014 only
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
     return metrics
 

@@ -22,6 +22,7 @@ from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
+from gru_mm.tracking.plots import log_gate_plots
 from gru_mm.tracking.run import (
     check_tracking,
     log_checkpoint,
@@ -113,6 +114,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         if trainer.is_global_zero:  # per-modality ablation and confusion matrix of the tested weights
             run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
+            log_gate_plots(module, datamodule, mlflow)  # cell cho2014 only
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)

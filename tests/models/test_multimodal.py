@@ -73,3 +73,27 @@ def test_model_picks_a_subset_of_modalities():
     assert set(model.encoders) == {"video"}
     with pytest.raises(Exception, match="smell"):
         _model("model.modalities=[smell]")
+
+
+def test_gates_of_the_textbook_cell_are_per_step_and_independent_of_padding():
+    model = _model("model/gru=cho2014", "model.gru.hidden_size=16")
+    assert model.has_gates() and not _model().has_gates()  # torch's fused cell exposes no gates
+    rng = np.random.default_rng(3)
+    samples = [_sample(rng, 0, 60, 9), _sample(rng, 1, 7, 0), _sample(rng, 2, 20, 3)]
+    collate = Collate(SHAPES)
+    gates = model.gates(collate(samples).inputs)
+    assert sorted(gates) == ["audio", "video"]
+    for m, g in gates.items():
+        lengths = g["lengths"]
+        assert g["z"].shape[:2] == (1, 3) and g["z"].shape[-1] == 16 and g["r"].shape == g["z"].shape
+        for i in range(3):
+            n = int(lengths[i])
+            z, r = g["z"][0, i], g["r"][0, i]
+            assert ((z[:n] > 0) & (z[:n] < 1)).all() and ((r[:n] > 0) & (r[:n] < 1)).all()
+            assert not z[n:].any() and not r[n:].any()  # zeros at padding
+            # a sample alone (no padding) has the same gates
+            alone = model.gates(collate([samples[i]]).inputs)[m]
+            torch.testing.assert_close(alone["z"][0, 0, :n], z[:n], rtol=1e-5, atol=1e-6)
+    assert int(gates["video"]["lengths"][1]) == 0  # sample 1 lacks video: no steps, nothing to show
+    with pytest.raises(ValueError, match="model/gru=cho2014"):
+        _model().gates(collate(samples).inputs)

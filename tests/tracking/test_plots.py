@@ -34,3 +34,16 @@ def test_counts_match_sklearn_and_the_figure_renders(tmp_path):
     fig.savefig(tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000
     assert "accuracy" in fig.axes[0].get_title()
+
+
+def test_gate_figure_renders_each_sample_up_to_its_length(tmp_path):
+    from gru_mm.tracking.plots import gates_figure
+
+    z = torch.rand(1, 2, 9, 5)
+    gates = {"z": z, "r": torch.rand_like(z), "lengths": torch.tensor([9, 4])}
+    fig = gates_figure(gates, ["a", "b"], "audio")
+    fig.savefig(tmp_path / "gates.png")
+    assert (tmp_path / "gates.png").stat().st_size > 1000
+    images = [ax.images[0].get_array().shape for ax in fig.axes if ax.images]
+    assert images == [(5, 9), (5, 4), (5, 9), (5, 4)]  # [hidden units, real steps] per sample, z then r
+    assert "a (9 steps)" in fig.axes[0].get_title()

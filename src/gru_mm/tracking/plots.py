@@ -1,4 +1,5 @@
-"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix."""
+"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, and for the
+textbook GRU cell the gates over time of a few test samples."""
 
 from __future__ import annotations
 
@@ -76,3 +77,57 @@ def log_confusion_matrix(counts: np.ndarray, datamodule, mlflow_logger) -> None:
     fig = confusion_figure(counts, meta.get("classes"))
     mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, "plots/test_confusion_matrix.png")
     plt.close(fig)
+
+
+GATE_SAMPLES = 3  # test samples shown per modality
+
+
+def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: str):
+    """Rows z (update) and r (reset), a column per sample: the last layer's gate of each hidden unit
+    (y) at each real step (x), 0..1. Padded steps are not drawn."""
+    n = len(ids)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n + 1, 5.5), squeeze=False, layout="constrained")
+    for row, name in enumerate(("z", "r")):
+        for col in range(n):
+            ax = axes[row][col]
+            length = int(gates["lengths"][col])
+            values = gates[name][-1, col, :length].float().cpu().numpy().T  # [H, steps]
+            im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            label = "z: update" if name == "z" else "r: reset"
+            ax.set(title=f"{ids[col]} ({length} steps)" if row == 0 else "", xlabel="step" if row else "",
+                   ylabel=f"{label}\nhidden unit" if col == 0 else "")
+    fig.colorbar(im, ax=axes, label="gate activation", shrink=0.8)
+    fig.suptitle(f"{modality}: GRU gates of the last layer (z near 1: take the new candidate)")
+    return fig
+
+
+@torch.no_grad()
+def log_gate_plots(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> list[str]:
+    """For models with the textbook cell: `plots/gates_<modality>.png` from the first test samples.
+
+    Returns the artifact paths logged (none when the model has no gates or there is no logger)."""
+    net = getattr(module, "net", None)
+    if mlflow_logger is None or net is None or not net.has_gates():
+        return []
+    from gru_mm.models.ablation import full_test_loader
+
+    batch = next(iter(full_test_loader(datamodule)))
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    try:
+        gates = net.gates(batch.to(device).inputs)
+    finally:
+        module.train(was_training)
+    paths = []
+    for m, g in gates.items():
+        keep = [i for i in range(len(batch.ids)) if int(g["lengths"][i]) > 0][:samples]
+        if not keep:
+            continue
+        picked = {k: (v[:, keep] if k in ("z", "r") else v[keep]) for k, v in g.items()}
+        fig = gates_figure(picked, [batch.ids[i] for i in keep], m)
+        path = f"plots/gates_{m}.png"
+        mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
