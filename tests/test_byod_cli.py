@@ -57,7 +57,9 @@ def test_training_refuses_bad_data_listing_it(corpus):
     assert "Traceback" not in result.stderr
 
 
-def test_manifest_multiclass_skips_bad_samples_and_logs_them(corpus):
+@pytest.fixture(scope="module")
+def skip_run(corpus):
+    """A model trained on the manifest with a problem row, all four modalities, data.on_error=skip."""
     root, _, bad = corpus
     project = root / "skip"
     result = run_cli("gru-mm-train", "data=manifest", f"data.path={bad}", "data.on_error=skip",
@@ -65,10 +67,40 @@ def test_manifest_multiclass_skips_bad_samples_and_logs_them(corpus):
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("byod").experiment_id])
+    return project, client, run
+
+
+def test_manifest_multiclass_skips_bad_samples_and_logs_them(skip_run):
+    project, client, run = skip_run
     assert run.data.metrics["data/skipped_samples"] == 1
     assert 0 <= run.data.metrics["test/acc"] <= 1
     local = client.download_artifacts(run.info.run_id, "data/problems.tsv", str(project))
     assert Path(local).read_text() == "id\tcolumn\tproblem\ns013\taudio\tmissing file: audio/gone.wav\n"
+
+
+def test_predict_decodes_new_rows_as_in_training(corpus, skip_run):
+    """gru-mm-predict on the same manifest: the test rows get the predictions that made the run's test
+    accuracy (same decoders, vocabulary and series statistics), and the bad row is listed, not fatal."""
+    import pandas as pd
+
+    root, _, bad = corpus
+    project, _, run = skip_run
+    ckpt = next(project.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    out = root / "predictions" / "new.csv"
+    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={bad}", f"out={out}",
+                     f"paths.root={project}")
+    assert result.returncode == 1, result.stderr[-3000:]  # 1: a row was left out
+    assert result.stdout.splitlines()[0] == "s013\taudio\tmissing file: audio/gone.wav"
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["id", "high", "low", "mid", "predicted"]  # the training classes
+    assert len(frame) == 17 and "s013" not in set(frame["id"])
+    manifest = pd.read_csv(bad, dtype=str).set_index("id")
+    test = manifest[manifest["split"] == "test"]
+    predicted = frame.set_index("id").loc[test.index, "predicted"]
+    assert (predicted == test["label"]).mean() == pytest.approx(run.data.metrics["test/acc"])
+    # a model not trained on a manifest is refused with one sentence
+    result = run_cli("gru-mm-predict", f"ckpt_path={root / 'nope.ckpt'}", f"data_path={bad}")
+    assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_manifest_jsonl_multilabel(tmp_path):

@@ -95,7 +95,9 @@ class SequenceDataModule(pl.LightningDataModule):
                 "classes": list(labels.classes) if labels is not None and labels.classes else None,
                 "vocab": {m: list(v.tokens) for m, v in vocab.items()},
                 # per-step input shapes: enough, with the config, to rebuild the model without the data
-                "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()}}
+                "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
+                # what decoding new recordings needs (manifest: modality kinds, series statistics)
+                "source_state": self.source.state() if hasattr(self.source, "state") else None}
 
     @property
     def collate(self) -> Collate:

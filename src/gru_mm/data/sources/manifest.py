@@ -100,6 +100,7 @@ class Manifest(LoadedSource):
         self.vocab: dict[str, Vocabulary] = {}
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self.series_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training split's mean, std
 
     # --- what the datamodule asks -------------------------------------------------------------
     @property
@@ -225,6 +226,47 @@ class Manifest(LoadedSource):
         self._splits = samples
         return samples
 
+    def state(self) -> dict[str, Any]:
+        """What decoding new rows needs beyond the config (saved in checkpoints): the modality
+        columns and their kinds, and the training split's series mean and std."""
+        self.load()
+        return {
+            "kinds": dict(self.kinds),
+            "series_stats": {c: {"mean": m.tolist(), "std": s.tolist()} for c, (m, s) in self.series_stats.items()},
+        }
+
+    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]) -> tuple[list[Sample], list[Problem]]:
+        """The manifest's rows decoded as a trained model saw its data: the kinds, vocabularies and
+        series statistics come from training (`state()`, the checkpoint's vocabularies), not from these
+        rows. `label` and `split` columns are ignored; rows with problems are left out and listed."""
+        rows = self._read_rows()
+        self.kinds = dict(state["kinds"])
+        self.vocab = {c: Vocabulary(tokens) for c, tokens in vocab.items()}
+        columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict))) if rows else set()
+        if "id" not in columns:
+            raise DataError(f"{self.path} has no 'id' column")
+        if not set(self.kinds) & columns:
+            raise DataError(f"{self.path.name} has none of the model's modality columns {sorted(self.kinds)}")
+        samples, problems, seen = [], [], set()
+        for where, row in rows:
+            if isinstance(row, SampleError):
+                problems.append(Problem(where, "-", row.kind, row.detail))
+                continue
+            rid = "" if is_empty(row.get("id")) else str(row["id"]).strip()
+            if not rid or rid in seen:
+                problems.append(Problem(rid or where, "id", "duplicate id" if rid else "empty required column",
+                                        "ids must be unique" if rid else "the row has no id"))
+                continue
+            seen.add(rid)
+            sample, row_problems = self._sample({**row, "id": rid}, labeled=False)
+            problems += row_problems
+            if not row_problems:
+                samples.append(sample)
+        for column, stats in (state.get("series_stats") or {}).items():
+            mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
+            _standardise(samples, column, mean, std)
+        return samples, problems
+
     def _vocabulary(self, column: str, train_rows: list[dict[str, Any]]) -> Vocabulary:
         file = self.text_settings.get("vocab_file")
         if file:
@@ -259,15 +301,16 @@ class Manifest(LoadedSource):
         files = transform.files(target)
         return self.cache.get(kind, self.cache.key(transform.settings(), files), lambda: transform(target))
 
-    def _sample(self, row: dict[str, Any]) -> tuple[Sample, list[Problem]]:
+    def _sample(self, row: dict[str, Any], labeled: bool = True) -> tuple[Sample, list[Problem]]:
         rid, problems = row["id"], []
         modalities: dict[str, np.ndarray | None] = {}
         times: dict[str, np.ndarray] = {}
+        target = None
         try:
-            target = self.labels.encode(row["label"])
+            if labeled:
+                target = self.labels.encode(row["label"])
         except SampleError as err:
             problems.append(Problem(rid, "label", err.kind, err.detail))
-            target = None
         for column, kind in self.kinds.items():
             value = row.get(column)
             if is_empty(value) or (isinstance(value, list) and not value):
@@ -333,10 +376,15 @@ class Manifest(LoadedSource):
             steps = np.concatenate(train)
             mean, std = steps.mean(0), steps.std(0)
             std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+            self.series_stats[column] = (mean, std)
             for split in SPLITS:
-                for s in samples[split]:
-                    if s.modalities.get(column) is not None:
-                        s.modalities[column] = (s.modalities[column] - mean) / std
+                _standardise(samples[split], column, mean, std)
+
+
+def _standardise(samples: list[Sample], column: str, mean: np.ndarray, std: np.ndarray) -> None:
+    for s in samples:
+        if s.modalities.get(column) is not None:
+            s.modalities[column] = (s.modalities[column] - mean) / std
 
 
 def _plain(value: Any) -> Any:

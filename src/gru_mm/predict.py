@@ -1,0 +1,80 @@
+"""`gru-mm-predict ckpt_path=PATH data_path=FILE`: predictions for new recordings listed in a manifest.
+
+The rows are decoded exactly as the model's training data was (the same transforms, the training
+vocabularies and series statistics, saved in the checkpoint); `label` and `split` columns are
+ignored. Writes `out` (CSV: id, a probability column per class, predicted). Rows that cannot be
+read are left out and listed as `<id>\t<column>\t<problem>`; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gru_mm import checkpoints
+from gru_mm.config import ConfigError, register_resolvers, silence_known_warnings
+from gru_mm.data.sources.base import DataError, Problem
+from gru_mm.models.build import build_datamodule
+from gru_mm.paths import CONF_DIR
+from gru_mm.serving.predictor import TIMES, Predictor
+
+register_resolvers()
+silence_known_warnings()
+
+
+def predict(cfg: DictConfig) -> int:
+    """Write the predictions; returns the exit status (1 when some rows had problems)."""
+    if cfg.ckpt_path == "last" and not cfg.experiment_name:
+        raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
+    path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name or "")
+    predictor = Predictor.from_checkpoint(path, device=cfg.device, batch_size=cfg.batch_size)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = predictor.meta.get("source_state")
+    train_cfg = OmegaConf.create(ckpt["gru_mm"]["config"])
+    if state is None or "manifest" not in str(OmegaConf.select(train_cfg, "data.source._target_")):
+        raise ConfigError(
+            f"ckpt_path={path}: gru-mm-predict reads manifests, and this model was not trained on one "
+            "(data=manifest); use gru_mm.serving.predictor.Predictor on decoded arrays instead"
+        )
+    with open_dict(train_cfg):  # the new manifest, decoded into this project's cache
+        train_cfg.data.source.path = str(Path(cfg.data_path).expanduser())
+        train_cfg.data.source.cache_dir = f"{cfg.paths.data_dir}/cache"
+    source = build_datamodule(train_cfg).source
+    samples, problems = source.unlabeled(state, predictor.meta.get("vocab") or {})
+    good = []
+    for s in samples:  # a series with other columns than in training, say: listed, not fatal
+        wrong = [m for m, a in s.modalities.items() if a is not None and tuple(a.shape[1:]) != predictor.shapes[m]]
+        for m in wrong:
+            shape = list(s.modalities[m].shape[1:])
+            problems.append(Problem(s.id, m, "wrong feature size", f"steps of shape {shape}, the model takes "
+                                    f"{list(predictor.shapes[m])}"))
+        if not wrong:
+            good.append(s)
+    frame = predictor.predict([{**s.modalities, TIMES: s.timestamps} for s in good])
+    frame.insert(0, "id", [s.id for s in good])
+    out = Path(cfg.out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    for p in problems:
+        print(p.line())
+    print(f"{len(good)} prediction(s) written to {out}; {len({p.id for p in problems})} row(s) left out")
+    return 1 if problems else 0
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        status = predict(cfg)
+    except (ConfigError, DataError, checkpoints.CheckpointError, ValueError) as err:
+        print(f"gru-mm-predict: {err}", file=sys.stderr)
+        status = 1
+    if status:
+        raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()
