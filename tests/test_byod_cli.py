@@ -98,6 +98,21 @@ def test_predict_decodes_new_rows_as_in_training(corpus, skip_run):
     test = manifest[manifest["split"] == "test"]
     predicted = frame.set_index("id").loc[test.index, "predicted"]
     assert (predicted == test["label"]).mean() == pytest.approx(run.data.metrics["test/acc"])
+    # every row's probabilities equal the model's on the samples as training decoded them
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from gru_mm.models.build import build_datamodule
+    from gru_mm.serving.predictor import Predictor
+
+    config = OmegaConf.create(torch.load(ckpt, weights_only=True)["gru_mm"]["config"])
+    source = build_datamodule(config).source
+    trained = [s for split in ("train", "val", "test") for s in source.split(split)]
+    expected = Predictor.from_checkpoint(ckpt).predict([dict(s.modalities) for s in trained])
+    classes = ["high", "low", "mid"]
+    got = frame.set_index("id").loc[[s.id for s in trained], classes].to_numpy()
+    np.testing.assert_allclose(got, expected[classes].to_numpy(), rtol=1e-5, atol=1e-6)
     # a model not trained on a manifest is refused with one sentence
     result = run_cli("gru-mm-predict", f"ckpt_path={root / 'nope.ckpt'}", f"data_path={bad}")
     assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" not in result.stderr
