@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -122,3 +124,14 @@ def silence_known_warnings() -> None:
         ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 with torch 2.11
     ):
         warnings.filterwarnings("ignore", message=message)
+
+
+def exit_with_status(prog: str, run: Callable[[], int], errors: tuple[type[BaseException], ...]) -> None:
+    """A command's body: the errors it expects as one line on stderr, a non-zero status as exit status."""
+    try:
+        status = run()
+    except errors as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        status = 1
+    if status:
+        raise SystemExit(status)

@@ -8,7 +8,6 @@ read are left out and listed as `<id>\t<column>\t<problem>`; the exit status is 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gru_mm import checkpoints
-from gru_mm.config import ConfigError, register_resolvers, silence_known_warnings
+from gru_mm.config import ConfigError, exit_with_status, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError, Problem
 from gru_mm.models.build import build_datamodule
 from gru_mm.paths import CONF_DIR
@@ -67,13 +66,8 @@ def predict(cfg: DictConfig) -> int:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        status = predict(cfg)
-    except (ConfigError, DataError, checkpoints.CheckpointError, ValueError) as err:
-        print(f"gru-mm-predict: {err}", file=sys.stderr)
-        status = 1
-    if status:
-        raise SystemExit(status)
+    errors = (ConfigError, DataError, checkpoints.CheckpointError, ValueError)
+    exit_with_status("gru-mm-predict", lambda: predict(cfg), errors)
 
 
 if __name__ == "__main__":

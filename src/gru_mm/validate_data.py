@@ -5,12 +5,10 @@ Prints `<id>\t<column>\t<problem>` per problem, then a summary line; exits 1 if 
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from gru_mm.config import ConfigError, check_config, register_resolvers
+from gru_mm.config import ConfigError, check_config, exit_with_status, register_resolvers
 from gru_mm.data.datamodule import DataReport
 from gru_mm.data.sources.base import SPLITS, DataError
 from gru_mm.data.validation import summary
@@ -37,13 +35,7 @@ def validate(cfg: DictConfig) -> int:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="validate_data", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        status = validate(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"gru-mm-validate-data: {err}", file=sys.stderr)
-        status = 1
-    if status:
-        raise SystemExit(status)
+    exit_with_status("gru-mm-validate-data", lambda: validate(cfg), (ConfigError, DataError))
 
 
 if __name__ == "__main__":
