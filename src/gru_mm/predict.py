@@ -46,7 +46,8 @@ def predict(cfg: DictConfig) -> int:
     samples, problems = source.unlabeled(state, predictor.meta.get("vocab") or {})
     good = []
     for s in samples:  # a series with other columns than in training, say: listed, not fatal
-        wrong = [m for m, a in s.modalities.items() if a is not None and tuple(a.shape[1:]) != predictor.shapes[m]]
+        wrong = [m for m, a in s.modalities.items()
+                 if a is not None and tuple(a.shape[1:]) != predictor.shapes[m]]
         for m in wrong:
             shape = list(s.modalities[m].shape[1:])
             problems.append(Problem(s.id, m, "wrong feature size", f"steps of shape {shape}, the model takes "

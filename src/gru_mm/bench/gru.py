@@ -2,9 +2,10 @@
 
 Each grid point ("case") is one batch: hidden size, batch size, length distribution and longest
 length. Implementations are timed round-robin (one run of each per round, median over rounds), so
-a noisy shared machine affects them alike; fast ones get extra rounds (see EXTRA_BUDGET_MS). Exactness is checked, not assumed: four sequences of the
-batch (shortest, longest, two others) are also run alone, unpadded, through the same weights, and
-an implementation is "exact" when its outputs and final states for them match to 1e-4.
+a noisy shared machine affects them alike; fast ones get extra rounds (see EXTRA_BUDGET_MS).
+Exactness is checked, not assumed: four sequences of the batch (shortest, longest, two others) are
+also run alone, unpadded, through the same weights, and an implementation is "exact" when its
+outputs and final states for them match to 1e-4.
 """
 
 from __future__ import annotations

@@ -232,10 +232,12 @@ class Manifest(LoadedSource):
         self.load()
         return {
             "kinds": dict(self.kinds),
-            "series_stats": {c: {"mean": m.tolist(), "std": s.tolist()} for c, (m, s) in self.series_stats.items()},
+            "series_stats": {c: {"mean": mean.tolist(), "std": std.tolist()}
+                             for c, (mean, std) in self.series_stats.items()},
         }
 
-    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]) -> tuple[list[Sample], list[Problem]]:
+    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]
+                  ) -> tuple[list[Sample], list[Problem]]:
         """The manifest's rows decoded as a trained model saw its data: the kinds, vocabularies and
         series statistics come from training (`state()`, the checkpoint's vocabularies), not from these
         rows. `label` and `split` columns are ignored; rows with problems are left out and listed."""
