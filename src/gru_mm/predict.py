@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gru_mm import checkpoints
@@ -31,9 +30,8 @@ def predict(cfg: DictConfig) -> int:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
     path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name or "")
     predictor = Predictor.from_checkpoint(path, device=cfg.device, batch_size=cfg.batch_size)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = predictor.meta.get("source_state")
-    train_cfg = OmegaConf.create(ckpt["gru_mm"]["config"])
+    train_cfg = OmegaConf.create(predictor.config)
     if state is None or "manifest" not in str(OmegaConf.select(train_cfg, "data.source._target_")):
         raise ConfigError(
             f"ckpt_path={path}: gru-mm-predict reads manifests, and this model was not trained on one "

@@ -41,9 +41,11 @@ class SavedData:
 class Predictor:
     """predict(samples) -> a DataFrame with one row per sample (see `predict`)."""
 
-    def __init__(self, module: torch.nn.Module, meta: dict[str, Any], batch_size: int = 64):
+    def __init__(self, module: torch.nn.Module, meta: dict[str, Any], batch_size: int = 64,
+                 config: dict[str, Any] | None = None):
         self.module = module.eval()
         self.meta = meta
+        self.config = config  # the resolved training config, when built from a checkpoint
         self.task: str = meta["task"]
         self.classes: list[str] = list(meta.get("classes") or range(meta["num_classes"] or 1))
         self.classes = [str(c) for c in self.classes]
@@ -73,7 +75,7 @@ class Predictor:
             )
         module = build_module(OmegaConf.create(config), datamodule=SavedData(meta))
         module.load_state_dict(ckpt["state_dict"])
-        return cls(module.to(device), meta, batch_size)
+        return cls(module.to(device), meta, batch_size, config)
 
     def _sample(self, i: int, raw: Mapping[str, Any]) -> Sample:
         if not isinstance(raw, Mapping):
