@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
 
 from gru_mm.nn import GRU
 from gru_mm.nn.cho2014 import ChoScan, to_internal
@@ -13,13 +14,6 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """Exactness is about the algorithm: on CUDA compare in true float32 (cuDNN allows TF32)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def sigmoid(a):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -17,13 +18,6 @@ CONFIGS = [("torch", p) for p in ("auto", "padded_gather", "segments", "packed",
 ]
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """Exactness is about the algorithm: on CUDA compare in true float32 (cuDNN allows TF32)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -21,13 +22,6 @@ PATHS = ["auto", "padded_gather", "segments", "packed", "scan"]
 RTOL = {"cpu": 1e-5, "cuda": 5e-5}
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """Exactness is about the algorithm: on CUDA compare in true float32 (cuDNN allows TF32)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @st.composite
