@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import gru_mm
-from gru_mm.serving.predictor import Predictor
+from gru_mm.serving.predictor import Predictor, read_checkpoint
 
 ARTIFACT_PATH = "model"
 # What loading the model imports (gru_mm itself travels as code in the model directory).
@@ -65,8 +65,8 @@ def save_model(ckpt_path: str | Path, path: str | Path) -> Path:
     """Write the MLflow model directory for a checkpoint to `path` (which must not exist)."""
     import mlflow.pyfunc
 
-    Predictor.from_checkpoint(ckpt_path)  # fail here, with the checkpoint's name, not when someone loads it
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(ckpt_path)  # read once; a bad one fails here, named, not when someone loads it
+    Predictor.from_dict(ckpt)  # the weights fit the model its config builds
     with tempfile.TemporaryDirectory() as tmp:
         slim = Path(tmp) / "model.ckpt"
         torch.save({k: ckpt[k] for k in ("state_dict", "gru_mm", "gru_mm_data")}, slim)

@@ -38,6 +38,24 @@ class SavedData:
         return self._meta
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A gru-mm checkpoint that a Predictor can be rebuilt from; else a CheckpointError naming it."""
+    try:  # weights_only: tensors and plain containers only, so loading runs no pickled code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
+    meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
+    if not config or not meta:
+        raise checkpoints.CheckpointError(f"{path}: not a gru-mm checkpoint (it holds no config or data meta)")
+    if "feature_shapes" not in meta:
+        raise checkpoints.CheckpointError(
+            f"{path}: written before checkpoints recorded the data's feature shapes; "
+            "use gru-mm-eval with its training data, or train again"
+        )
+    return ckpt
+
+
 class Predictor:
     """predict(samples) -> a DataFrame with one row per sample (see `predict`)."""
 
@@ -58,21 +76,14 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 64
     ) -> Predictor:
-        try:  # weights_only: tensors and plain containers only, so loading runs no pickled code
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
-        meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
-        if not config or not meta:
-            raise checkpoints.CheckpointError(
-                f"{path}: not a gru-mm checkpoint (it holds no config or data meta)"
-            )
-        if "feature_shapes" not in meta:
-            raise checkpoints.CheckpointError(
-                f"{path}: written before checkpoints recorded the data's feature shapes; "
-                "use gru-mm-eval with its training data, or train again"
-            )
+        return cls.from_dict(read_checkpoint(path), device, batch_size)
+
+    @classmethod
+    def from_dict(
+        cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> Predictor:
+        """From a checkpoint already read with `read_checkpoint`."""
+        meta, config = ckpt["gru_mm_data"], ckpt["gru_mm"]["config"]
         module = build_module(OmegaConf.create(config), datamodule=SavedData(meta))
         module.load_state_dict(ckpt["state_dict"])
         return cls(module.to(device), meta, batch_size, config)
