@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = build_datamodule(train_cfg)
     datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
-    module = build_module(train_cfg, datamodule=datamodule)
+    module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
     tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
     if meta.get("mlflow_run_id"):

@@ -19,7 +19,7 @@ from gru_mm.config import ConfigError, check_config, register_resolvers, silence
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.validation import log_report
 from gru_mm.models.ablation import run_ablation
-from gru_mm.models.build import build_datamodule, build_module, check_monitors
+from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.plots import log_gate_plots
@@ -79,11 +79,13 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
     meta = checkpoints.read_meta(resume) if resume else {}
+    if resume is None:
+        check_pretrained_files(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
     report = datamodule.validate()  # reads every sample (or its cache); bad data fails here, listed
-    module = build_module(cfg, datamodule=datamodule)
+    module = build_module(cfg, datamodule=datamodule, pretrained=resume is None)  # resuming: the checkpoint's
     check_monitors(cfg, datamodule.task)
     tags = run_tags(_hydra_overrides()) | trial_tags(cfg.get("trial"))
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
@@ -11,6 +12,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gru_mm.config import ConfigError
 from gru_mm.data.sources.base import DataError
 from gru_mm.models.module import DEFAULT_MONITOR, SequenceClassifier, metric_names
+from gru_mm.nn.pretrained import PretrainedError
+
+PRETRAINED_FILES = ("vectors_path", "weights_path")  # encoder keys naming files of pretrained weights
 
 
 def build_datamodule(cfg: DictConfig):
@@ -24,12 +28,14 @@ def build_datamodule(cfg: DictConfig):
         raise
 
 
-def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int]) -> DictConfig:
+def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int],
+                  vocabs: dict[str, list[str]], pretrained: bool) -> DictConfig:
     """A copy of cfg whose model uses the data's modalities, with sizes only the data knows filled in.
 
     Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video);
     `null` sizes (vocab_size, in_features, in_channels) take the data's; a size that contradicts the
-    data is a config error naming the key.
+    data is a config error naming the key. Word vectors get the vocabulary's tokens; with
+    `pretrained=False` (the weights come from a checkpoint) pretrained files are not read at all.
     """
     cfg = copy.deepcopy(cfg)
     model = cfg.model
@@ -63,16 +69,40 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
                     enc[name] = size
                 elif given != size:
                     raise ConfigError(f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)")
+            for name in PRETRAINED_FILES:
+                if enc.get(name) and not pretrained:
+                    enc[name] = None
+            if enc.get("vectors_path"):
+                enc["vocab"] = vocabs[m]
     return cfg
 
 
-def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=None) -> SequenceClassifier:
-    """The LightningModule. With `datamodule`, the task, outputs, modalities and sizes come from the data."""
+def check_pretrained_files(cfg: DictConfig) -> None:
+    """Pretrained weight files named in model.encoders must exist: checked before any data is read."""
+    for m, enc in (OmegaConf.select(cfg, "model.encoders", default=None) or {}).items():
+        for name in PRETRAINED_FILES:
+            value = enc.get(name) if isinstance(enc, DictConfig) else None
+            if value and not Path(value).expanduser().is_file():
+                raise ConfigError(f"model.encoders.{m}.{name}={value}: no such file")
+
+
+def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=None,
+                 pretrained: bool = True) -> SequenceClassifier:
+    """The LightningModule. With `datamodule`, the task, outputs, modalities and sizes come from the data.
+
+    `pretrained=False` skips reading pretrained weight files: for a model whose weights a checkpoint holds.
+    """
     task = "multiclass"
     if datamodule is not None:
         num_classes, task = datamodule.num_classes, datamodule.task
-        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes)
-    net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
+        vocabs = datamodule.meta().get("vocab") or {}
+        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes, vocabs, pretrained)
+    try:
+        net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
+    except InstantiationException as err:  # a bad pretrained file: its sentence, not Hydra's wrapper
+        if isinstance(err.__cause__, PretrainedError):
+            raise ConfigError(str(err.__cause__)) from None
+        raise
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = SequenceClassifier(

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
+from gru_mm.nn import pretrained
+
 
 class AudioConvEncoder(nn.Module):
     """Log-mel frames -> a small strided 1-D conv front end (shortens the sequence by `stride`).
@@ -48,6 +50,18 @@ def _step_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:  # noqa
     return (torch.arange(T) < lengths[:, None]).to(device=device, dtype=torch.float32)[..., None]
 
 
+def _per_real_frame(cnn: nn.Module, x: Tensor, lengths: Tensor, out_features: int) -> Tensor:
+    """Run `cnn` on the real frames of [B, T, C, H, W] only; padded steps of the result are zeros."""
+    B, T = x.shape[:2]
+    mask = torch.arange(T) < lengths[:, None]  # CPU: index without a device sync
+    flat_idx = mask.reshape(-1).nonzero().squeeze(1).to(x.device)
+    frames = x.reshape(B * T, *x.shape[2:]).index_select(0, flat_idx)
+    out = x.new_zeros(B * T, out_features)
+    if frames.shape[0] > 0:
+        out = out.index_copy(0, flat_idx, cnn(frames).to(out.dtype))
+    return out.reshape(B, T, out_features)
+
+
 class FrameCNNEncoder(nn.Module):
     """A per-frame CNN for image sequences [B, T, C, H, W], run on real frames only, never on padding."""
 
@@ -61,14 +75,55 @@ class FrameCNNEncoder(nn.Module):
         self.out_features = out_features
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        B, T = x.shape[:2]
-        mask = torch.arange(T) < lengths[:, None]  # CPU: index without a device sync
-        flat_idx = mask.reshape(-1).nonzero().squeeze(1).to(x.device)
-        frames = x.reshape(B * T, *x.shape[2:]).index_select(0, flat_idx)
-        out = x.new_zeros(B * T, self.out_features)
-        if frames.shape[0] > 0:
-            out = out.index_copy(0, flat_idx, self.cnn(frames).to(out.dtype))
-        return out.reshape(B, T, self.out_features), lengths
+        return _per_real_frame(self.cnn, x, lengths, self.out_features), lengths
+
+
+class BackboneFrameEncoder(nn.Module):
+    """A torchvision classification model (resnet18, mobilenet_v3_small, ...) per real frame, then a
+    projection to `out_features`.
+
+    `weights_path` is a state dict file as torchvision saves it (e.g. resnet18-f37072fd.pth, copied
+    to this machine by the user; nothing is downloaded); null trains from random weights. Frames in
+    [0, 1] are normalised with `mean`/`std` (ImageNet's by default, what torchvision's weights expect);
+    1-channel frames are repeated to 3. `freeze` fixes the backbone (and its BatchNorm statistics), so
+    only the projection trains.
+    """
+
+    def __init__(self, arch: str = "resnet18", weights_path: str | None = None, in_channels: int = 3,
+                 out_features: int = 64, freeze: bool = False,
+                 mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225)):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3 for a torchvision backbone, got {in_channels}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each (std > 0), got {list(mean)} and {list(std)}")
+        self.backbone = pretrained.classification_model(arch)
+        if weights_path:
+            pretrained.load_weights(self.backbone, weights_path, arch)
+        features = pretrained.strip_classifier(self.backbone, arch)
+        self.freeze = freeze
+        self.backbone.requires_grad_(not freeze)
+        if freeze:  # eval from the start: Lightning restores each submodule's mode as it found it
+            self.backbone.eval()
+        self.in_channels = in_channels
+        self.register_buffer("mean", torch.tensor(mean).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
+        self.proj = nn.Linear(features, out_features)
+        self.out_features = out_features
+
+    def train(self, mode: bool = True) -> BackboneFrameEncoder:
+        super().train(mode)
+        if self.freeze:  # a frozen backbone keeps its BatchNorm statistics too
+            self.backbone.eval()
+        return self
+
+    def _encode(self, frames: Tensor) -> Tensor:
+        if self.in_channels == 1:
+            frames = frames.expand(-1, 3, -1, -1)
+        return self.proj(self.backbone((frames - self.mean) / self.std))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return _per_real_frame(self._encode, x, lengths, self.out_features), lengths
 
 
 class LinearEncoder(nn.Module):
@@ -87,13 +142,22 @@ class TokenEmbeddingEncoder(nn.Module):
     """Token ids [B, T] -> embeddings [B, T, D]; id 0 is padding (a zero vector, never trained).
 
     `vocab_size` comes from the data's vocabulary (built from the training split or read from a file).
+    With `vectors_path` (a GloVe or fastText text file) the rows start from those word vectors; that
+    needs `vocab`, the tokens in id order. `freeze` keeps the embedding fixed during training.
     """
 
-    def __init__(self, vocab_size: int, out_features: int = 64, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, out_features: int = 64, dropout: float = 0.0,
+                 vectors_path: str | None = None, freeze: bool = False, vocab: list[str] | None = None):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (<pad> and <unk>), got {vocab_size}")
         self.embed = nn.Embedding(vocab_size, out_features, padding_idx=0)
+        if vectors_path:
+            if vocab is None or len(vocab) != vocab_size:
+                raise ValueError(f"vectors_path needs the vocabulary's {vocab_size} tokens in id order (vocab)")
+            with torch.no_grad():
+                self.embed.weight.copy_(pretrained.embedding_matrix(list(vocab), vectors_path, out_features))
+        self.embed.weight.requires_grad_(not freeze)
         self.dropout = nn.Dropout(dropout)
         self.out_features = out_features
 

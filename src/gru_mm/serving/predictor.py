@@ -84,7 +84,7 @@ class Predictor:
     ) -> Predictor:
         """From a checkpoint already read with `read_checkpoint`."""
         meta, config = ckpt["gru_mm_data"], ckpt["gru_mm"]["config"]
-        module = build_module(OmegaConf.create(config), datamodule=SavedData(meta))
+        module = build_module(OmegaConf.create(config), datamodule=SavedData(meta), pretrained=False)
         module.load_state_dict(ckpt["state_dict"])
         return cls(module.to(device), meta, batch_size, config)
 
