@@ -69,6 +69,33 @@ def test_second_load_decodes_nothing(corpus, tmp_path, monkeypatch):
     assert third.feature_shapes["audio"] == (20,)
 
 
+@pytest.mark.parametrize("env, first", [({"RANK": "1", "WORLD_SIZE": "2"}, 1),
+                                         ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3"}, 2), ({}, 0)])
+def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monkeypatch, env, first):
+    """Rank r of w decodes rows r, r+w, ... before the others (which the other ranks are decoding at
+    the same time), each row once; the samples are the same as a single process reads."""
+    _, path, rows = corpus
+    for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    calls, sample = [], source._sample
+    source._sample = lambda row, labeled=True: calls.append(row["id"]) or sample(row, labeled)
+    source.load()
+    ids = [r["id"] for r in rows]
+    world = int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", 1)))
+    share = ids[first::world]
+    assert calls[: len(share)] == share and sorted(calls) == sorted(ids)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    alone = _by_id(Manifest(path, cache_dir=tmp_path / "cache2", **SMALL))
+    assert [s.id for s in source.split("train")] == [s.id for s in Manifest(path, **SMALL).split("train")]
+    for sid, s in _by_id(source).items():
+        for m, a in s.modalities.items():
+            np.testing.assert_array_equal(a, alone[sid].modalities[m])
+
+
 def test_audio_is_mixed_down_and_resampled(tmp_path):
     mono = write_wav(tmp_path / "mono.wav", 0.5, rate=8000, freq=500)
     stereo = write_wav(tmp_path / "stereo.flac", 0.5, rate=22050, channels=2, freq=500)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -13,6 +14,17 @@ from gru_mm.data.batch import Sample
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
 TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel", "regression")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) of this process as its launcher set them (torchrun: RANK/WORLD_SIZE; SLURM:
+    SLURM_PROCID/SLURM_NTASKS); (0, 1) otherwise. Read before Lightning sets anything up, so that ranks
+    started together can split the first decoding of a data set between them."""
+    for rank_var, world_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        rank, world = os.environ.get(rank_var, ""), os.environ.get(world_var, "")
+        if rank.isdigit() and world.isdigit() and int(rank) < int(world):
+            return int(rank), int(world)
+    return 0, 1
 
 
 @runtime_checkable

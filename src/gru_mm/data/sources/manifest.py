@@ -26,6 +26,7 @@ from gru_mm.data.sources.base import (
     Problem,
     SampleError,
     check_fractions,
+    launch_rank,
     seeded_split,
 )
 from gru_mm.data.targets import LabelCoder, is_empty
@@ -201,11 +202,16 @@ class Manifest(LoadedSource):
             if kind == "text":
                 self.vocab[column] = self._vocabulary(column, train_rows)
 
-        # 3. every value through the decoders
+        # 3. every value through the decoders. Ranks started together (SLURM, torchrun) each decode
+        # their share first, so a first run decodes every file about once, not once per rank; the
+        # rest of the rows are then mostly cache hits. (No lock: flock can hang on network filesystems,
+        # and a row decoded twice is only wasted time, as cache writes are atomic.)
+        rank, world = launch_rank()
+        first = {r["id"]: self._sample(r) for r in good[rank::world]}
         samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
         decoded: list[tuple[dict[str, Any], Sample]] = []
         for r in good:
-            sample, row_problems = self._sample(r)
+            sample, row_problems = first.pop(r["id"], None) or self._sample(r)
             problems += row_problems
             if not row_problems:
                 decoded.append((r, sample))

@@ -1,0 +1,16 @@
+"""`gru-mm-bench decode`: real rank processes decode a generated manifest, shared out or each all."""
+
+import json
+
+from gru_mm.bench.cli import main
+
+
+def test_decode_bench_runs_real_ranks_and_shared_decodes_each_file_about_once(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    assert main(["decode", "--rows", "8", "--seconds", "0.2", "--rounds", "1", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["mode"] for r in records] == ["each", "shared"]
+    for r in records:  # every rank read every row, decoded or from the cache
+        assert r["decoded_total"] + r["from_cache_total"] == 2 * 8 and r["wall_s"] > 0
+    assert records[1]["decoded_total"] >= 8  # every file decoded at least once
+    assert "decoded" in capsys.readouterr().out
