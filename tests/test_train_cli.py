@@ -128,16 +128,12 @@ def test_eval_of_a_missing_checkpoint_names_it(isolated_root):
     assert "ckpt_path=/nonexistent/x.ckpt: no such file" in result.stderr
 
 
-def test_multirun_jobs_get_distinct_run_names_and_the_textbook_cell_logs_its_gates(isolated_root):
+def test_multirun_jobs_get_distinct_run_names_and_log_their_gates(isolated_root):
     result = run_cli("gru-mm-train", "-m", "debug=smoke", "model/gru=torch,cho2014", f"paths.root={isolated_root}")
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(isolated_root)
     runs = {r.info.run_name: r for r in _runs(client, "avdigits")}
     assert sorted(runs) == ["#0 debug=smoke model/gru=torch", "#1 debug=smoke model/gru=cho2014"]
     plots = {name: _artifact_paths(client, r.info.run_id, "plots") for name, r in runs.items()}
-    assert plots["#0 debug=smoke model/gru=torch"] == ["plots/test_confusion_matrix.png"]
-    assert plots["#1 debug=smoke model/gru=cho2014"] == [
-        "plots/gates_audio.png",
-        "plots/gates_video.png",
-        "plots/test_confusion_matrix.png",
-    ]
+    for name in runs:  # both cells: torch's gates are recomputed from its outputs
+        assert plots[name] == ["plots/gates_audio.png", "plots/gates_video.png", "plots/test_confusion_matrix.png"]

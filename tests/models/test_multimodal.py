@@ -75,9 +75,10 @@ def test_model_picks_a_subset_of_modalities():
         _model("model.modalities=[smell]")
 
 
-def test_gates_of_the_textbook_cell_are_per_step_and_independent_of_padding():
-    model = _model("model/gru=cho2014", "model.gru.hidden_size=16")
-    assert model.has_gates() and not _model().has_gates()  # torch's fused cell exposes no gates
+@pytest.mark.parametrize("gru", ["torch", "cho2014"])
+def test_gates_are_per_step_and_independent_of_padding(gru):
+    model = _model(f"model/gru={gru}", "model.gru.hidden_size=16")
+    assert model.has_gates() and not _model("model/fusion=early").has_gates()  # one GRU over all modalities
     rng = np.random.default_rng(3)
     samples = [_sample(rng, 0, 60, 9), _sample(rng, 1, 7, 0), _sample(rng, 2, 20, 3)]
     collate = Collate(SHAPES)
@@ -95,5 +96,6 @@ def test_gates_of_the_textbook_cell_are_per_step_and_independent_of_padding():
             alone = model.gates(collate([samples[i]]).inputs)[m]
             torch.testing.assert_close(alone["z"][0, 0, :n], z[:n], rtol=1e-5, atol=1e-6)
     assert int(gates["video"]["lengths"][1]) == 0  # sample 1 lacks video: no steps, nothing to show
-    with pytest.raises(ValueError, match="model/gru=cho2014"):
-        _model().gates(collate(samples).inputs)
+    assert gates["audio"]["cell"] == gru  # what z means depends on it
+    with pytest.raises(ValueError, match="a fusion that runs a GRU per modality"):
+        _model("model/fusion=early").gates(collate(samples).inputs)

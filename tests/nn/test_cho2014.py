@@ -185,5 +185,3 @@ def test_gates_are_zero_at_padding_and_api():
     assert g["z"].shape == g["r"].shape == (1, 3, 6, 4)
     assert torch.all(g["z"][0, 1, 2:] == 0) and torch.all(g["r"][0, 2] == 0)
     assert torch.all((g["z"][0, 0] > 0) & (g["z"][0, 0] < 1))
-    with pytest.raises(ValueError, match="cho2014"):
-        GRU(3, 4)(x, lengths, return_gates=True)

@@ -135,21 +135,19 @@ class MultimodalGRU(nn.Module):
         return self.head(self.fusion(self.fusion_inputs(inputs)))
 
     def has_gates(self) -> bool:
-        """Whether `gates` can show this model's gates: a GRU per modality with the textbook cell."""
-        return bool(self.grus) and all(getattr(g, "cell", None) == "cho2014" for g in self.grus.values())
+        """Whether `gates` can show this model's gates: a fusion that runs a GRU per modality."""
+        return bool(self.grus) and all(hasattr(g, "gates") for g in self.grus.values())
 
     @torch.no_grad()
     def gates(self, inputs: Mapping[str, Seq]) -> dict[str, dict[str, Tensor]]:
         """Per modality, the GRU's update and reset gates over this batch (for interpretability):
-        {"z": ..., "r": ... each [num_layers*D, B, T, H], zeros at padding; "lengths": [B]}.
-        Needs cell cho2014 (torch's fused cell exposes no gates) and a fusion of GRU states."""
+        {"z": ..., "r": ... each [num_layers*D, B, T, H], zeros at padding; "lengths": [B];
+        "cell": the GRU's cell, which says what z means}. Needs a fusion of per-modality GRUs."""
         if not self.has_gates():
-            raise ValueError(
-                "gates need model/gru=cho2014 and a fusion that runs a GRU per modality (not early or event)"
-            )
+            raise ValueError("gates need a fusion that runs a GRU per modality (not early or event)")
         out = {}
         for m in self.modalities:
             seq = inputs[m]
             x, lengths = self.encoders[m](seq.data, seq.lengths)
-            out[m] = {**self.grus[m].gates(x, lengths), "lengths": lengths}
+            out[m] = {**self.grus[m].gates(x, lengths), "lengths": lengths, "cell": self.grus[m].cell}
         return out

@@ -35,7 +35,7 @@ from gru_mm.nn import cho2014_triton
 from gru_mm.nn.cho2014 import cho2014_packed, to_internal
 from gru_mm.nn.gru_layout import Layout
 from gru_mm.nn.gru_plan import WIN_MARGIN, cached_plan, packed_wins, plan_cost, segments_can_win, step_cost
-from gru_mm.nn.gru_scan import torch_scan_packed
+from gru_mm.nn.gru_scan import torch_gates_packed, torch_scan_packed
 from gru_mm.nn.init import INITS, init_gru_, l2_penalty
 
 CELLS = ("torch", "cho2014")
@@ -86,9 +86,11 @@ class GRU(nn.Module):
         outputs is a PackedSequence). lengths: [B] integer tensor on the CPU, values in 0..T.
         h0: optional [num_layers*D, B, H]. outputs: [B, T, D*H], zeros at padded steps.
         h_n: [num_layers*D, B, H], each sequence's state at its true end (h0 for length 0).
-        return_gates=True (cho2014 only) adds a third item ``{"z": ..., "r": ...}``, each
-        [num_layers*D, B, T, H] in input time order, zeros at padding; ``gates(x, lengths)``
-        returns just that dict.
+        return_gates=True adds a third item ``{"z": ..., "r": ...}``, each [num_layers*D, B, T, H]
+        in input time order, zeros at padding; ``gates(x, lengths)`` returns just that dict. Each
+        cell's own z: cho2014 takes the new candidate where z is near 1, torch keeps the old state.
+        With cell="torch" this runs the "scan" path (exact on any device; slow on a GPU, meant for
+        inspecting a few samples).
     """
 
     def __init__(
@@ -233,7 +235,7 @@ class GRU(nn.Module):
     def gates(
         self, x: Tensor | PackedSequence, lengths: Tensor | None = None, h0: Tensor | None = None
     ) -> dict:
-        """cho2014 only: per-step gate activations {"z", "r"}, each [num_layers*D, B, T, H]."""
+        """Per-step gate activations {"z", "r"}, each [num_layers*D, B, T, H], zeros at padding."""
         return self.forward(x, lengths, h0, return_gates=True)[2]
 
     def forward(
@@ -243,8 +245,6 @@ class GRU(nn.Module):
         h0: Tensor | None = None,
         return_gates: bool = False,
     ):
-        if return_gates and self.cell != "cho2014":
-            raise ValueError("return_gates=True needs cell='cho2014' (torch's fused cell exposes no gates)")
         packed_in = isinstance(x, PackedSequence)
         if packed_in:
             if lengths is not None:
@@ -347,6 +347,8 @@ class GRU(nn.Module):
             out = x.new_zeros(B, T, self.num_directions * H) + tie
             return out, self._h0(h0, x, B) + tie, gates
         path, spans = self._resolve(lay, x.device.type)
+        if want_gates and path != "cho2014":
+            path = "scan"  # cuDNN's fused cell keeps its gates to itself; the scan recomputes them
         if path in ("cho2014", "scan"):
             # the hand-written loops run in the parameters' dtype whatever autocast says
             with _no_autocast(x):
@@ -477,6 +479,8 @@ class GRU(nn.Module):
             else:
                 b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
                 y, zr = torch_scan_packed(src, h0s[g, :n], ws[0], ws[1], b_ih, b_hh, bs, prev), None
+                if want_gates:
+                    zr = torch_gates_packed(src, h0s[g, :n], y, ws[0], ws[1], b_ih, b_hh, bs[0], prev)
             finals.append(y.index_select(0, lay.packed_end))
             if d == 1:
                 y = y.index_select(0, rev)

@@ -103,3 +103,23 @@ def torch_scan_packed(
     if bias_hh is None:
         bias_hh = weight_hh.new_zeros(weight_hh.shape[0])
     return TorchScan.apply(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index)
+
+
+def torch_gates_packed(
+    x: Tensor,
+    h0: Tensor,
+    y: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    first_rows: int,
+    prev_index: Tensor,
+) -> Tensor:
+    """[N, 2H] gates z | r of every packed row, recomputed from the layer's outputs y [N, H]: each
+    row's previous state is known once y is, so this is two matmuls over all rows, not a loop."""
+    hid = weight_hh.shape[1]
+    hprev = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+    pre = F.linear(x, weight_ih[: 2 * hid], None if bias_ih is None else bias_ih[: 2 * hid])
+    rz = torch.sigmoid(pre + F.linear(hprev, weight_hh[: 2 * hid], None if bias_hh is None else bias_hh[: 2 * hid]))
+    return torch.cat([rz[:, hid:], rz[:, :hid]], 1)

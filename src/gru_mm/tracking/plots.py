@@ -1,5 +1,5 @@
-"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, and for the
-textbook GRU cell the gates over time of a few test samples."""
+"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, and the GRU
+gates over time of a few test samples."""
 
 from __future__ import annotations
 
@@ -97,13 +97,14 @@ def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: s
             ax.set(title=f"{ids[col]} ({length} steps)" if row == 0 else "", xlabel="step" if row else "",
                    ylabel=f"{label}\nhidden unit" if col == 0 else "")
     fig.colorbar(im, ax=axes, label="gate activation", shrink=0.8)
-    fig.suptitle(f"{modality}: GRU gates of the last layer (z near 1: take the new candidate)")
+    meaning = "take the new candidate" if gates.get("cell") == "cho2014" else "keep the previous state"
+    fig.suptitle(f"{modality}: GRU gates of the last layer (z near 1: {meaning})")
     return fig
 
 
 @torch.no_grad()
 def log_gate_plots(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> list[str]:
-    """For models with the textbook cell: `plots/gates_<modality>.png` from the first test samples.
+    """For models with a GRU per modality: `plots/gates_<modality>.png` from the first test samples.
 
     Returns the artifact paths logged (none when the model has no gates or there is no logger)."""
     net = getattr(module, "net", None)
@@ -124,7 +125,7 @@ def log_gate_plots(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLE
         keep = [i for i in range(len(batch.ids)) if int(g["lengths"][i]) > 0][:samples]
         if not keep:
             continue
-        picked = {k: (v[:, keep] if k in ("z", "r") else v[keep]) for k, v in g.items()}
+        picked = {"z": g["z"][:, keep], "r": g["r"][:, keep], "lengths": g["lengths"][keep], "cell": g["cell"]}
         fig = gates_figure(picked, [batch.ids[i] for i in keep], m)
         path = f"plots/gates_{m}.png"
         mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, path)
