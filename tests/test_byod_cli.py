@@ -127,6 +127,35 @@ def test_manifest_jsonl_multilabel(tmp_path):
     assert "test/f1" in result.stdout
 
 
+def test_manifest_several_regression_targets_train_and_predict(tmp_path):
+    """Two targets per sample (a JSON list each): one output per target, and gru-mm-predict's columns
+    reproduce the run's test MAE."""
+    import pandas as pd
+
+    path, rows = make_corpus(tmp_path / "media", n=18, task="regression", fmt="jsonl", targets=2,
+                             modalities=("series", "text"))
+    project = tmp_path / "run"
+    result = run_cli("gru-mm-train", "data=manifest", f"data.path={path}", "data.source.task=regression",
+                     "data.source.classes=[hr,sbp]", f"paths.root={project}", "experiment_name=targets",
+                     "optimized_metric=val/mae", "callbacks.model_checkpoint.monitor=val/mae",
+                     "callbacks.model_checkpoint.mode=min", *TINY, *ENCODERS[1:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("targets").experiment_id])
+    assert {"test/mae", "test/corr"} <= set(run.data.metrics)
+    ckpt = next(project.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    out = tmp_path / "pred.csv"
+    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={path}", f"out={out}",
+                     f"paths.root={project}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(out).set_index("id")
+    assert list(frame.columns) == ["predicted_hr", "predicted_sbp"]
+    test = [r for r in rows if r["split"] == "test"]
+    errors = [abs(frame.loc[r["id"], f"predicted_{name}"] - r["label"][k])
+              for r in test for k, name in enumerate(["hr", "sbp"])]
+    assert sum(errors) / len(errors) == pytest.approx(run.data.metrics["test/mae"], rel=1e-4)
+
+
 def test_features_pickle_regression(tmp_path):
     path = write_mosi_pickle(tmp_path / "mosi.pkl")
     common = ["data=features", f"data.path={path}", f"paths.root={tmp_path}", "logger=csv"]

@@ -46,10 +46,12 @@ def write_series_csv(path: Path, steps: int, features: int = 3, seed: int = 0, w
 
 
 def make_corpus(root: Path, n: int = 24, task: str = "multiclass", fmt: str = "csv", splits: bool = True,
-                modalities: tuple[str, ...] = ("audio", "frames", "text", "series")) -> tuple[Path, list[dict]]:
+                modalities: tuple[str, ...] = ("audio", "frames", "text", "series"),
+                targets: int = 1) -> tuple[Path, list[dict]]:
     """n samples with every modality as real files under root; returns (manifest path, rows).
 
-    Labels follow the task: 3 class names, two names, `;`-joined names, or a float. Media vary in
+    Labels follow the task: 3 class names, two names, `;`-joined names, or a float (`targets` > 1:
+    that many, `;`-joined in a CSV, a list otherwise). Media vary in
     length, rate and channels (mono 8 kHz wav, stereo 11025 Hz flac, RGB and gray png frames).
     """
     rng = np.random.default_rng(0)
@@ -63,8 +65,11 @@ def make_corpus(root: Path, n: int = 24, task: str = "multiclass", fmt: str = "c
             row["label"] = ["no", "yes"][i % 2]
         elif task == "multilabel":
             row["label"] = ";".join(["a", "b", "c"][: 1 + c]) if fmt == "csv" else ["a", "b", "c"][: 1 + c]
-        else:
+        elif targets == 1:
             row["label"] = f"{(c - 1) * 1.5 + rng.normal(0, 0.1):.3f}"
+        else:  # target k: the class scaled by k + 1, plus noise
+            values = [round((c - 1) * 1.5 * (k + 1) + rng.normal(0, 0.1), 3) for k in range(targets)]
+            row["label"] = ";".join(map(str, values)) if fmt == "csv" else values
         if splits:
             row["split"] = "train" if i < n * 2 // 3 else ("val" if i < n * 5 // 6 else "test")
         if "audio" in modalities:

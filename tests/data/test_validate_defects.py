@@ -139,6 +139,22 @@ def test_required_modality_and_regression_label(corpus):
     ]
 
 
+def test_several_regression_targets_and_a_label_with_another_count(corpus):
+    root, rows = corpus
+    rows = [dict(r, label=f"{i * 0.5};{-i}") for i, r in enumerate(rows)]
+    rows[4]["label"] = "1.0"  # one value where the training labels have two
+    manifest = write_manifest(root / "data" / "manifest-targets.csv", rows)
+    source = Manifest(manifest, cache_dir=root / "cache", task="regression", classes=["hr", "sbp"], **SMALL)
+    source.load()
+    assert [(p.id, p.modality, p.kind) for p in source.problems] == [("s004", "label", "wrong number of targets")]
+    assert source.num_classes == 2 and source.labels.classes == ["hr", "sbp"]
+    sample = next(s for s in source.split("train") if s.id == "s003")
+    np.testing.assert_array_equal(sample.target, np.array([1.5, -3.0], dtype=np.float32))
+    three = Manifest(manifest, cache_dir=root / "cache", task="regression", classes=["a", "b", "c"], **SMALL)
+    with pytest.raises(DataError, match="give 3 regression targets, but the training labels have 2 value"):
+        three.load()
+
+
 def test_jsonl_bad_line_and_empty_split(tmp_path):
     _, rows = make_corpus(tmp_path, n=6, modalities=("text",))
     path = tmp_path / "m.jsonl"

@@ -17,8 +17,8 @@ SERIES = "+model/encoder@model.encoders.series=series_linear"
 TEXT = "+model/encoder@model.encoders.text=text_embedding"
 
 
-def _setup(tmp_path, task, *overrides, modalities=("series", "text")):
-    path, _ = make_corpus(tmp_path, n=12, task=task, modalities=modalities)
+def _setup(tmp_path, task, *overrides, modalities=("series", "text"), targets=1):
+    path, _ = make_corpus(tmp_path, n=12, task=task, modalities=modalities, targets=targets)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"paths.root={tmp_path}", "data=manifest",
                                           f"data.path={path}", f"data.source.task={task}", "model.gru.hidden_size=8",
@@ -33,14 +33,16 @@ EXPECTED = {
     "binary": ({"acc", "f1", "auroc"}, 1),
     "multilabel": ({"acc", "f1"}, 3),
     "regression": ({"mae", "corr", "acc2", "acc2_nonzero"}, 1),
+    "regression-3": ({"mae", "corr", "acc2", "acc2_nonzero"}, 3),  # three targets per sample
 }
 
 
-@pytest.mark.parametrize("task", list(EXPECTED))
-def test_each_task_trains_a_step_and_logs_its_metrics(tmp_path, task):
-    cfg, dm = _setup(tmp_path, task, SERIES, TEXT)
+@pytest.mark.parametrize("case", list(EXPECTED))
+def test_each_task_trains_a_step_and_logs_its_metrics(tmp_path, case):
+    task, _, targets = case.partition("-")
+    cfg, dm = _setup(tmp_path, task, SERIES, TEXT, targets=int(targets or 1))
     module = build_module(cfg, datamodule=dm)
-    names, outputs = EXPECTED[task]
+    names, outputs = EXPECTED[case]
     assert module.task == task and module.net.head[-1].out_features == outputs
     logged = {}
     module.log = lambda name, value, **k: logged.__setitem__(name, value)
@@ -115,3 +117,13 @@ def test_checkpoint_keeps_classes_and_vocabulary_and_checks_them(tmp_path):
     module.data_meta = {**saved, "classes": ["high", "low", "mid", "new"]}
     with pytest.raises(CheckpointError, match="trained with other classes than the data gives now"):
         module.on_load_checkpoint(checkpoint)
+
+
+def test_several_regression_targets_pool_mae_and_average_correlation():
+    metrics = TaskMetrics("regression", 2)
+    target = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    out = torch.tensor([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])  # target 0 exact, target 1 reversed
+    metrics.update(out, target)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["corr"] == pytest.approx(0.0, abs=1e-6)  # the mean of r = 1 and r = -1
+    assert values["mae"] == pytest.approx(4 / 6)  # |errors| 0,0,0 and 2,0,2 over six values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,10 @@ class LabelCoder:
     """Fits the class list on the training labels (unless configured), then encodes every label.
 
     multiclass: a class name or an index -> int64 index.   binary: two classes -> 0.0 / 1.0.
-    multilabel: a list (or `separator`-joined names) -> multi-hot float32 vector.   regression: a float.
+    multilabel: a list (or `separator`-joined names) -> multi-hot float32 vector.
+    regression: a number -> float; K numbers (a list, or `separator`-joined) -> float32 vector [K].
+    For regression `classes` optionally names the K targets, and `num_classes` is K (from the
+    training labels: the most common count; a label with another count is a problem).
     """
 
     def __init__(self, task: str, classes: Sequence[str] | None = None, num_classes: int | None = None,
@@ -51,7 +55,7 @@ class LabelCoder:
         self.numeric = False  # labels are indices rather than names
 
     def _items(self, raw: Any) -> list[Any]:
-        if self.task != "multilabel":
+        if self.task not in ("multilabel", "regression"):
             return [raw]
         if isinstance(raw, list | tuple | np.ndarray):
             return list(raw)
@@ -62,7 +66,12 @@ class LabelCoder:
     def fit(self, train_labels: list[Any]) -> None:
         """Infer the classes from the training split when the config gives none."""
         if self.task == "regression":
-            self.num_classes = 1
+            counts = Counter(len(self._items(raw)) for raw in train_labels if not is_empty(raw))
+            found = counts.most_common(1)[0][0] if counts else 1
+            if self.num_classes is not None and self.num_classes != found:
+                raise DataError(f"data.source.classes/num_classes give {self.num_classes} regression targets, "
+                                f"but the training labels have {found} value(s) each")
+            self.num_classes = found
             return
         if self.task == "binary" and self.classes is None:
             self.num_classes = 2
@@ -88,7 +97,7 @@ class LabelCoder:
 
     @property
     def num_outputs(self) -> int:
-        return 1 if self.task in ("binary", "regression") else int(self.num_classes)
+        return 1 if self.task == "binary" else int(self.num_classes)
 
     def _index(self, item: Any) -> int:
         i = _as_int(item)
@@ -109,12 +118,15 @@ class LabelCoder:
     def encode(self, raw: Any) -> Any:
         if self.task == "regression":
             try:
-                value = float(raw)
+                values = [float(v) for v in self._items(raw)]
             except (TypeError, ValueError):
                 raise SampleError("label not a number", f"{raw!r}") from None
-            if not math.isfinite(value):
+            if not all(math.isfinite(v) for v in values):
                 raise SampleError("NaN or infinite values", f"label {raw!r}")
-            return value
+            if len(values) != self.num_classes:
+                raise SampleError("wrong number of targets",
+                                  f"label {raw!r} has {len(values)} value(s), the training labels {self.num_classes}")
+            return values[0] if len(values) == 1 else np.asarray(values, dtype=np.float32)
         if self.task == "multilabel":
             target = np.zeros(self.num_classes, dtype=np.float32)
             for item in self._items(raw):

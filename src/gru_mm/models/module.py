@@ -48,6 +48,13 @@ class SignAccuracy(torchmetrics.Metric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
+class MeanPearsonCorrCoef(torchmetrics.PearsonCorrCoef):
+    """Pearson's r of each of several regression targets, averaged (one number to log and monitor)."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().mean()
+
+
 def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
     """Metric name (logged as `<stage>/<name>`) -> metric, per task."""
     if task == "multiclass":
@@ -59,8 +66,9 @@ def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
     if task == "multilabel":
         return {"acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
                 "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro")}
-    if task == "regression":
-        return {"mae": torchmetrics.MeanAbsoluteError(), "corr": torchmetrics.PearsonCorrCoef(),
+    if task == "regression":  # num_classes: the number of targets; mae and acc2 pool them
+        corr = MeanPearsonCorrCoef(num_outputs=num_classes) if num_classes > 1 else torchmetrics.PearsonCorrCoef()
+        return {"mae": torchmetrics.MeanAbsoluteError(), "corr": corr,
                 "acc2": SignAccuracy(), "acc2_nonzero": SignAccuracy(exclude_zero=True)}
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
@@ -104,8 +112,9 @@ class SequenceClassifier(pl.LightningModule):
     """Any of the four tasks over a plain nn.Module; logs `{train,val,test}/{loss, <task metrics>}`.
 
     multiclass: acc, f1 (macro).  binary: acc, f1, auroc.  multilabel: acc, f1 (macro over labels).
-    regression: mae, corr (Pearson), acc2 and acc2_nonzero (sign accuracy, see `SignAccuracy`).
-    The net's output has `num_classes` values per sample (1 for binary and regression).
+    regression: mae, corr (Pearson; with several targets the mean of theirs), acc2 and acc2_nonzero
+    (sign accuracy, see `SignAccuracy`). The net's output has `num_classes` values per sample (1 for
+    binary; for regression one per target).
     """
 
     def __init__(
@@ -169,7 +178,7 @@ class SequenceClassifier(pl.LightningModule):
 
     def outputs(self, batch: Batch) -> torch.Tensor:
         out = self(batch)
-        # one output per sample for binary and regression: [B, 1] -> [B], the target's shape
+        # one output per sample for binary and single-target regression: [B, 1] -> [B], the target's shape
         return out.squeeze(-1) if self.task in ("binary", "regression") else out
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:

@@ -117,18 +117,22 @@ class Predictor:
         times = {m: np.asarray(t, dtype=np.float32) for m, t in (raw.get(TIMES) or {}).items()}
         return Sample(str(i), 0, arrays, times)
 
+    def _regression_columns(self) -> list[str]:
+        return ["predicted"] if len(self.classes) == 1 else [f"predicted_{c}" for c in self.classes]
+
     @torch.no_grad()
     def predict(self, samples: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         """samples: one dict per sample, modality -> array [T, *feature shape] as the data source decodes
         it (text may also be a string), or a DataFrame with a column per modality (what `mlflow models
         serve` passes on); a missing, None or empty modality is absent. Returns, per sample:
         multiclass / binary / multilabel: a probability column per class and `predicted` (the class
-        name; multilabel: the `;`-joined names over 0.5); regression: `predicted`."""
+        name; multilabel: the `;`-joined names over 0.5); regression: `predicted`, or with several
+        targets `predicted_<name>` per target (names from data.source.classes, else 0, 1, ...)."""
         if isinstance(samples, pd.DataFrame):
             samples = samples.to_dict("records")
         rows = [self._sample(i, s) for i, s in enumerate(samples)]
         if not rows:
-            columns = ["predicted"] if self.task == "regression" else [*self.classes, "predicted"]
+            columns = self._regression_columns() if self.task == "regression" else [*self.classes, "predicted"]
             return pd.DataFrame(columns=["probability", "predicted"] if self.task == "binary" else columns)
         device = next(self.module.parameters()).device
         outs = []
@@ -137,7 +141,7 @@ class Predictor:
             outs.append(self.module.outputs(batch).float().cpu())
         out = torch.cat(outs) if outs else torch.zeros(0, len(self.classes))
         if self.task == "regression":
-            return pd.DataFrame({"predicted": out.reshape(len(rows), -1)[:, 0].numpy()})
+            return pd.DataFrame(out.reshape(len(rows), -1).numpy(), columns=self._regression_columns())
         probs = out.softmax(-1) if self.task == "multiclass" else out.sigmoid()
         if self.task == "binary":
             probs = probs.reshape(len(rows), 1)
