@@ -43,6 +43,22 @@ if triton is not None:
         # tanh(x) = 2 sigmoid(2x) - 1; written out because tl has no portable tanh
         return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
+    @triton.jit
+    def _tile_matmul(
+        A, a_stride, W, w_stride, rows, rmask, cols, cmask, K,
+        BB: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+    ):  # fmt: skip
+        """The [BB, BN] tile A[rows, :K] @ W[:K, cols] of two row-major matrices (row strides given),
+        accumulated in fp32; every matmul of a step, forward and backward, is one of these."""
+        acc = tl.zeros([BB, BN], dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            ks = k0 + tl.arange(0, BK)
+            kmask = ks < K
+            a = tl.load(A + rows[:, None] * a_stride + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+            w = tl.load(W + ks[:, None] * w_stride + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc += tl.dot(a, w, input_precision=PREC)
+        return acc
+
     # sizes are runtime values: one compiled variant per tile size and precision, not per batch
     @triton.jit(do_not_specialize=["B", "T_MAX", "H"])
     def _fwd_kernel(
@@ -62,21 +78,7 @@ if triton is not None:
                 for n0 in range(0, H2, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H2
-                    acc = tl.zeros([BB, BN], dtype=tl.float32)
-                    for k0 in range(0, H, BK):
-                        ks = k0 + tl.arange(0, BK)
-                        kmask = ks < H
-                        a = tl.load(
-                            hp_ptr + rows[:, None] * H + ks[None, :],
-                            mask=rmask[:, None] & kmask[None, :],
-                            other=0.0,
-                        )
-                        w = tl.load(
-                            UZRT + ks[:, None] * H2 + cols[None, :],
-                            mask=kmask[:, None] & cmask[None, :],
-                            other=0.0,
-                        )
-                        acc += tl.dot(a, w, input_precision=PREC)
+                    acc = _tile_matmul(hp_ptr, H, UZRT, H2, rows, rmask, cols, cmask, H, BB, BK, BN, PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     p = tl.load(PRE + t * B * H3 + rows[:, None] * H3 + H + cols[None, :], mask=m2, other=0.0)
                     tl.store(ZR + t * B * H2 + rows[:, None] * H2 + cols[None, :], _sigmoid(acc + p), mask=m2)
@@ -93,21 +95,7 @@ if triton is not None:
                 for n0 in range(0, H, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H
-                    acc = tl.zeros([BB, BN], dtype=tl.float32)
-                    for k0 in range(0, H, BK):
-                        ks = k0 + tl.arange(0, BK)
-                        kmask = ks < H
-                        a = tl.load(
-                            Q + t * B * H + rows[:, None] * H + ks[None, :],
-                            mask=rmask[:, None] & kmask[None, :],
-                            other=0.0,
-                        )
-                        w = tl.load(
-                            UCT + ks[:, None] * H + cols[None, :],
-                            mask=kmask[:, None] & cmask[None, :],
-                            other=0.0,
-                        )
-                        acc += tl.dot(a, w, input_precision=PREC)
+                    acc = _tile_matmul(Q + t * B * H, H, UCT, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     p = tl.load(PRE + t * B * H3 + rows[:, None] * H3 + cols[None, :], mask=m2, other=0.0)
                     c = _tanh(acc + p)
@@ -154,21 +142,7 @@ if triton is not None:
                 for n0 in range(0, H, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H
-                    acc = tl.zeros([BB, BN], dtype=tl.float32)
-                    for k0 in range(0, H, BK):
-                        ks = k0 + tl.arange(0, BK)
-                        kmask = ks < H
-                        a = tl.load(
-                            DPRE + t * B * H3 + rows[:, None] * H3 + ks[None, :],
-                            mask=rmask[:, None] & kmask[None, :],
-                            other=0.0,
-                        )
-                        w = tl.load(
-                            UC + ks[:, None] * H + cols[None, :],
-                            mask=kmask[:, None] & cmask[None, :],
-                            other=0.0,
-                        )
-                        acc += tl.dot(a, w, input_precision=PREC)
+                    acc = _tile_matmul(DPRE + t * B * H3, H3, UC, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC)
                     m2 = rmask[:, None] & cmask[None, :]
                     at = rows[:, None] * H + cols[None, :]
                     hp = tl.load(hp_ptr + at, mask=m2, other=0.0)
@@ -186,21 +160,9 @@ if triton is not None:
                 for n0 in range(0, H, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H
-                    acc = tl.zeros([BB, BN], dtype=tl.float32)
-                    for k0 in range(0, H2, BK):
-                        ks = k0 + tl.arange(0, BK)
-                        kmask = ks < H2
-                        a = tl.load(
-                            DPRE + t * B * H3 + rows[:, None] * H3 + H + ks[None, :],
-                            mask=rmask[:, None] & kmask[None, :],
-                            other=0.0,
-                        )
-                        w = tl.load(
-                            UZR + ks[:, None] * H + cols[None, :],
-                            mask=kmask[:, None] & cmask[None, :],
-                            other=0.0,
-                        )
-                        acc += tl.dot(a, w, input_precision=PREC)
+                    acc = _tile_matmul(
+                        DPRE + t * B * H3 + H, H3, UZR, H, rows, rmask, cols, cmask, H2, BB, BK, BN, PREC
+                    )
                     m2 = rmask[:, None] & cmask[None, :]
                     at = rows[:, None] * H + cols[None, :]
                     tl.store(CARRY + at, acc + tl.load(TMP + at, mask=m2, other=0.0), mask=m2)
