@@ -137,3 +137,15 @@ def test_multirun_jobs_get_distinct_run_names_and_log_their_gates(isolated_root)
     plots = {name: _artifact_paths(client, r.info.run_id, "plots") for name, r in runs.items()}
     for name in runs:  # both cells: torch's gates are recomputed from its outputs
         assert plots[name] == ["plots/gates_audio.png", "plots/gates_video.png", "plots/test_confusion_matrix.png"]
+
+
+def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_root):
+    # min_delta 10 (accuracy cannot gain that): epoch 0 sets the best, epoch 1 does not improve -> stop
+    result = run_cli("gru-mm-train", "debug=smoke", "callbacks=early_stop", "trainer.max_epochs=6",
+                     "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=10",
+                     "test=false", "log_model=false", "run_name=early", f"paths.root={isolated_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = _client(isolated_root)
+    (run,) = _runs(client, "avdigits")
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # two validations of six epochs
+

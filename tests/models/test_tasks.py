@@ -84,6 +84,13 @@ def test_monitors_must_exist_for_the_task(tmp_path):
         check_monitors(cfg, "regression")
     cfg.optimized_metric = cfg.callbacks.model_checkpoint.monitor = "val/mae"
     check_monitors(cfg, "regression")
+    cfg, _ = _setup(tmp_path, "regression", SERIES, TEXT, "callbacks=early_stop", "optimized_metric=val/mae",
+                    "callbacks.model_checkpoint.monitor=val/mae")
+    assert cfg.callbacks.early_stopping.monitor == "val/mae"  # follows the checkpoint's metric
+    check_monitors(cfg, "regression")
+    cfg.callbacks.early_stopping.monitor = "val/f1"
+    with pytest.raises(ConfigError, match=r"callbacks\.early_stopping\.monitor=val/f1 is not logged"):
+        check_monitors(cfg, "regression")
 
 
 def test_model_config_follows_the_data(tmp_path):

@@ -122,7 +122,7 @@ def check_monitors(cfg: DictConfig, task: str) -> None:
     """optimized_metric and the checkpoint monitor must be metrics this task logs (else Lightning fails late)."""
     names = metric_names(task)
     metric, mode = DEFAULT_MONITOR[task]
-    for key in ("optimized_metric", "callbacks.model_checkpoint.monitor"):
+    for key in ("optimized_metric", "callbacks.model_checkpoint.monitor", "callbacks.early_stopping.monitor"):
         value = OmegaConf.select(cfg, key, default=None)
         if value and value not in names:
             raise ConfigError(
