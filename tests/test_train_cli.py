@@ -32,7 +32,8 @@ def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[s
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
-    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "run_name=smoke")
+    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "run_name=smoke",
+                     "callbacks.system_metrics.interval_s=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
 
@@ -53,6 +54,9 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert metrics["train/padding_ratio"] >= 1.0
     grad_norms = client.get_metric_history(run.info.run_id, "train/grad_norm")
     assert len(grad_norms) == 3  # one per training step of the smoke run
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert cpu and all(0 <= m.value <= 100 for m in cpu)  # sampled every 0.5 s while fitting
+    assert "system/system_memory_usage_megabytes" in metrics
     tags = run.data.tags
     assert "debug=smoke" in tags["gru_mm.overrides"]
     assert tags["gru_mm.command"].startswith("gru-mm-train")

@@ -44,6 +44,7 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("trainer.max_epochs", int, -1, None),
     ("trainer.gradient_clip_val", float, 0.0, None),
     ("trainer.accumulate_grad_batches", int, 1, None),
+    ("callbacks.system_metrics.interval_s", float, 0.1, None),
 ]
 _BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout"}  # a probability of 1 would drop everything
 _BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional"]
