@@ -42,7 +42,7 @@ if "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
     # --noconftest: the project's conftest may import tools the GPU machine lacks (hydra, mlflow)
     timeout 90 "$PY" -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -k cuda \
         tests/nn/test_gru_exact.py tests/nn/test_gru_api.py tests/nn/test_cho2014.py \
-        tests/nn/test_cho2014_triton.py tests/nn/test_gru_host.py 2>&1 | tail -n 40 | tee "$OUT/pytest_cuda.txt"
+        tests/nn/test_cho2014_triton.py tests/nn/test_gru_host.py tests/nn/test_gru_gates.py 2>&1 | tail -n 40 | tee "$OUT/pytest_cuda.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 else
     echo "pytest or hypothesis missing: skipped (step 1 covers the same checks)" | tee "$OUT/pytest_cuda.txt"
