@@ -39,9 +39,12 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_run_is_fully_tracked(smoke_run):
-    root, _ = smoke_run
+    root, result = smoke_run
     client = _client(root)
     (run,) = _runs(client, "avdigits")
+    # the last line says where to look
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"`mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}`, then {page}" in result.stdout + result.stderr
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["model/gru/hidden_size"] == "64"

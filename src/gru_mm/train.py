@@ -29,6 +29,7 @@ from gru_mm.tracking.run import (
     log_resume,
     log_run_start,
     mlflow_logger,
+    run_location,
     run_tags,
 )
 
@@ -116,7 +117,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         if trainer.is_global_zero:  # per-modality ablation and confusion matrix of the tested weights
             run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
-            log_gate_plots(module, datamodule, mlflow)  # cell cho2014 only
+            log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)
@@ -125,6 +126,8 @@ def train(cfg: DictConfig) -> float | None:
                 log_model(mlflow, best)
             except Exception as err:  # an extra after the checkpoint is safely logged: warn, keep the run
                 log.warning("could not log the MLflow model of %s (the checkpoint is logged): %s", best, err)
+    if mlflow and trainer.is_global_zero:
+        log.info("MLflow: %s", run_location(mlflow))
 
     if objective is None:  # e.g. optimized_metric=test/acc
         objective = trainer.callback_metrics.get(cfg.optimized_metric)

@@ -64,6 +64,8 @@ def test_training_logs_to_the_server(mlflow_server, isolated_root):
     assert run.data.params["model/gru/hidden_size"] == "64"
     paths = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert len(paths) == 1 and paths[0].endswith(".ckpt")
+    page = f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
+    assert f"MLflow: {page}" in result.stdout + result.stderr  # the run's page on the server
 
 
 def test_dead_server_fails_fast_with_one_sentence(isolated_root):

@@ -42,6 +42,15 @@ def mlflow_logger(loggers: list) -> MLFlowLogger | None:
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
 
 
+def run_location(logger: MLFlowLogger) -> str:
+    """Where to look at the run: its page on a tracking server, else how to serve the local store."""
+    uri = logger._tracking_uri
+    page = f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"run {logger.run_id} in {uri}: `mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
+
+
 def check_tracking(logger_cfg: Any) -> None:
     """Probe the MLflow store that the `mlflow` logger config would use (no-op for other loggers)."""
     node = (logger_cfg or {}).get("mlflow")
