@@ -110,6 +110,7 @@ def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
     runs = {r.info.run_name: r for r in _runs(client, "avdigits")}
     train_run, eval_run = runs["smoke"], runs["eval"]
     assert eval_run.data.tags["gru_mm.source_run_id"] == train_run.info.run_id
+    assert f"/runs/{eval_run.info.run_id}" in result.stdout + result.stderr  # where to look
     # the same checkpoint on the same test batches gives the same accuracy as the training run's test
     assert eval_run.data.metrics["test/acc"] == pytest.approx(train_run.data.metrics["test/acc"])
 

@@ -15,7 +15,7 @@ from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.plots import log_gate_plots
-from gru_mm.tracking.run import mlflow_logger, run_tags
+from gru_mm.tracking.run import mlflow_logger, run_location, run_tags
 
 log = logging.getLogger("gru_mm.eval")
 register_resolvers()
@@ -50,8 +50,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ablation", True) and trainer.is_global_zero:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
-        log_gate_plots(module, datamodule, mlflow)  # cell cho2014 only
+        log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
+    if (mlflow := mlflow_logger(loggers)) and trainer.is_global_zero:
+        log.info("MLflow: %s", run_location(mlflow))
     return metrics
 
 
