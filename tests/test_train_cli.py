@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
@@ -157,3 +158,20 @@ def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_r
     (run,) = _runs(client, "avdigits")
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # two validations of six epochs
 
+
+
+def test_a_diverging_run_stops_with_one_sentence_and_keeps_what_it_had(isolated_root):
+    # the learning rate jumps by 1e32 after epoch 0: epoch 1 diverges, epoch 0's state and metrics stay
+    result = run_cli("gru-mm-train", "debug=smoke", "trainer.max_epochs=2", f"paths.root={isolated_root}",
+                     "scheduler._target_=torch.optim.lr_scheduler.StepLR", "~scheduler.T_max", "~scheduler.eta_min",
+                     "+scheduler.step_size=1", "+scheduler.gamma=1e32")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("gru-mm-train: train loss is ") and " at epoch 1, step " in line, line
+    assert "lower optimizer.lr, set trainer.gradient_clip_val" in line
+    last = Path(line.split("the last checkpoint is kept: ")[1])
+    assert last.name == "last.ckpt" and torch.load(last, weights_only=False)["epoch"] == 0
+    client = _client(isolated_root)
+    (run,) = _runs(client, "avdigits")
+    assert run.info.status == "FAILED" and "val/acc" in run.data.metrics
+    assert run.data.tags["gru_mm.error"].startswith("FloatingPointError: train loss is ")

@@ -108,7 +108,15 @@ def train(cfg: DictConfig) -> float | None:
             log_run_start(mlflow, cfg, tags)
         log_report(mlflow, report)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except Exception as err:  # Lightning marks the run FAILED; say why there, and what is kept
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        if last:
+            err.add_note(f"the last checkpoint is kept: {last}")
+        if mlflow and trainer.is_global_zero:
+            mlflow.experiment.set_tag(mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000])
+        raise
     ckpt_cb = trainer.checkpoint_callback
     # Read the objective now: testing replaces callback_metrics with the test metrics.
     objective = _fit_objective(cfg.optimized_metric, trainer)
@@ -191,6 +199,11 @@ def main(cfg: DictConfig) -> float | None:
         value = train(cfg)
     except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError) as err:
         raise SystemExit(f"gru-mm-train: {err}") from None
+    except FloatingPointError as err:  # diverged
+        if _is_multirun():
+            raise  # the sweeper records the trial as failed, with this message, and goes on
+        notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))
+        raise SystemExit(f"gru-mm-train: {err}{notes}") from None
     if value is not None and not math.isfinite(value):
         log.warning("%s is %s", cfg.optimized_metric, value)
     return value

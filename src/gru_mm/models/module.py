@@ -188,8 +188,10 @@ class SequenceClassifier(pl.LightningModule):
             self.log("train/l2_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(batch))
             loss = loss + penalty
         if not torch.isfinite(loss):
+            ids = ", ".join(batch.ids[:3]) + (", ..." if len(batch.ids) > 3 else "")
             raise FloatingPointError(
-                f"{stage} loss is {loss.item()} at batch with ids {batch.ids[:3]}...: check the data and learning rate"
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(batch {ids}): lower optimizer.lr, set trainer.gradient_clip_val, or check those samples"
             )
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), batch.target)
