@@ -58,6 +58,9 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert metrics["train/padding_ratio"] >= 1.0
     grad_norms = client.get_metric_history(run.info.run_id, "train/grad_norm")
     assert len(grad_norms) == 3  # one per training step of the smoke run
+    shares = [metrics[f"test_attribution/{m}/share"] for m in ("audio", "video")]
+    assert sum(shares) == pytest.approx(1.0) and min(shares) > 0  # both modalities carry the prediction
+    assert "plots/attribution.png" in _artifact_paths(client, run.info.run_id, "plots")
     cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert cpu and all(0 <= m.value <= 100 for m in cpu)  # sampled every 0.5 s while fitting
     assert "system/system_memory_usage_megabytes" in metrics
@@ -145,7 +148,8 @@ def test_multirun_jobs_get_distinct_run_names_and_log_their_gates(isolated_root)
     assert sorted(runs) == ["#0 debug=smoke model/gru=torch", "#1 debug=smoke model/gru=cho2014"]
     plots = {name: _artifact_paths(client, r.info.run_id, "plots") for name, r in runs.items()}
     for name in runs:  # both cells: torch's gates are recomputed from its outputs
-        assert plots[name] == ["plots/gates_audio.png", "plots/gates_video.png", "plots/test_confusion_matrix.png"]
+        assert plots[name] == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
+                               "plots/test_confusion_matrix.png"]
 
 
 def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_root):

@@ -14,7 +14,7 @@ from gru_mm.data.sources.base import DataError
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.plots import log_gate_plots
+from gru_mm.tracking.plots import log_attributions, log_gate_plots
 from gru_mm.tracking.run import mlflow_logger, run_location, run_tags
 
 log = logging.getLogger("gru_mm.eval")
@@ -51,6 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
         log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
+        shares = log_attributions(module, datamodule, mlflow)
+        metrics |= {f"test_attribution/{m}/share": v for m, v in shares.items()}
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
     if (mlflow := mlflow_logger(loggers)) and trainer.is_global_zero:
         log.info("MLflow: %s", run_location(mlflow))

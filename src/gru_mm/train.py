@@ -22,7 +22,7 @@ from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
-from gru_mm.tracking.plots import log_gate_plots
+from gru_mm.tracking.plots import log_attributions, log_gate_plots
 from gru_mm.tracking.run import (
     check_tracking,
     log_checkpoint,
@@ -126,6 +126,7 @@ def train(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:  # per-modality ablation and confusion matrix of the tested weights
             run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
             log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
+            log_attributions(module, datamodule, mlflow)
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)

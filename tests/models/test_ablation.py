@@ -133,4 +133,6 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     assert Path(csv).read_text().splitlines()[0] == "removed,acc,f1"
     plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     # the confusion matrix from the ablation's pass; gates for the per-modality GRUs of the late fusion
-    assert plots == ["plots/gates_audio.png", "plots/gates_video.png", "plots/test_confusion_matrix.png"]
+    assert plots == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
+                     "plots/test_confusion_matrix.png"]
+    assert metrics["test_attribution/audio/share"] + metrics["test_attribution/video/share"] == pytest.approx(1)

@@ -1,5 +1,5 @@
-"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, and the GRU
-gates over time of a few test samples."""
+"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, the GRU gates over
+time of a few test samples, and which modality and steps their predictions rest on."""
 
 from __future__ import annotations
 
@@ -132,3 +132,62 @@ def log_gate_plots(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLE
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence[str]):
+    """A row per modality, a column per sample: |gradient x input| of each real encoded step, titled
+    with the modality's share of the sample's total."""
+    modalities, n = list(result), len(ids)
+    fig, axes = plt.subplots(len(modalities), n, figsize=(3.2 * n + 1, 2.2 * len(modalities) + 0.8),
+                             squeeze=False, layout="constrained")
+    for row, m in enumerate(modalities):
+        for col in range(n):
+            ax = axes[row][col]
+            length = int(result[m]["lengths"][col])
+            ax.bar(np.arange(length), result[m]["steps"][col, :length].cpu().numpy(), width=1.0, color=f"C{row}")
+            share = float(result[m]["share"][col])
+            ax.set(title=f"{ids[col]}: {m} {share:.0%}" if length else f"{ids[col]}: no {m}",
+                   xlabel="encoded step" if row == len(modalities) - 1 else "",
+                   ylabel="|grad x input|" if col == 0 else "")
+    fig.suptitle("what each prediction rests on: gradient x input per modality and step")
+    return fig
+
+
+def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> dict[str, float]:
+    """Each modality's mean share of the test predictions (metrics `test_attribution/<modality>/share`)
+    and `plots/attribution.png` for the first test samples. Returns the shares."""
+    from gru_mm.models.ablation import full_test_loader
+    from gru_mm.models.attribution import attributions
+
+    net = getattr(module, "net", None)
+    if mlflow_logger is None or net is None or not hasattr(net, "encoders"):
+        return {}
+    device = next(module.parameters()).device
+    task = getattr(module, "task", "multiclass")
+    was_training = module.training
+    module.eval()
+    sums: dict[str, float] = {}
+    count, first = 0, None
+    try:
+        for batch in full_test_loader(datamodule):
+            batch = batch.to(device)
+            result = attributions(net, batch.inputs, task)
+            for m, r in result.items():
+                sums[m] = sums.get(m, 0.0) + float(r["share"].sum())
+            count += len(batch.ids)
+            first = first or (batch.ids, result)
+    finally:
+        module.train(was_training)
+    shares = {m: v / max(count, 1) for m, v in sums.items()}
+    run = mlflow_logger.run_id
+    for m, v in shares.items():
+        mlflow_logger.experiment.log_metric(run, f"test_attribution/{m}/share", v)
+    if first is not None:
+        ids, result = first
+        keep = list(range(min(samples, len(ids))))
+        picked = {m: {k: v[keep] for k, v in r.items()} for m, r in result.items()}
+        fig = attribution_figure(picked, [ids[i] for i in keep])
+        mlflow_logger.experiment.log_figure(run, fig, "plots/attribution.png")
+        plt.close(fig)
+    return shares
+
