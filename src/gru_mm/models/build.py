@@ -73,7 +73,7 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
                 if enc.get(name) and not pretrained:
                     enc[name] = None
             if enc.get("vectors_path"):
-                enc["vocab"] = vocabs[m]
+                enc["vocab"] = vocabs.get(m)
     return cfg
 
 
