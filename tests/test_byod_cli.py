@@ -156,6 +156,27 @@ def test_manifest_several_regression_targets_train_and_predict(tmp_path):
     assert sum(errors) / len(errors) == pytest.approx(run.data.metrics["test/mae"], rel=1e-4)
 
 
+def test_series_with_unmeasured_values_train_and_predict_with_missing_mask(tmp_path):
+    path, rows = make_corpus(tmp_path / "media", n=18, modalities=("series", "text"))
+    for r in rows:  # an empty cell in every series CSV
+        file = tmp_path / "media" / r["series"]
+        if file.suffix == ".csv":
+            lines = file.read_text().splitlines()
+            lines[1] = ",".join(c if k != 2 else "" for k, c in enumerate(lines[1].split(",")))
+            file.write_text("\n".join(lines) + "\n")
+    common = ["data=manifest", f"data.path={path}", "logger=csv", *TINY, *ENCODERS[1:]]
+    refused = run_cli("gru-mm-train", *common, f"paths.root={tmp_path / 'a'}")
+    assert refused.returncode != 0 and "\tseries\tNaN or infinite values" in refused.stderr
+    result = run_cli("gru-mm-train", *common, "data.source.series.missing=mask", f"paths.root={tmp_path / 'b'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = next((tmp_path / "b").glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    out = tmp_path / "pred.csv"
+    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={path}", f"out={out}",
+                     f"paths.root={tmp_path / 'b'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(out.read_text().strip().splitlines()) == 1 + 18
+
+
 def test_features_pickle_regression(tmp_path):
     path = write_mosi_pickle(tmp_path / "mosi.pkl")
     common = ["data=features", f"data.path={path}", f"paths.root={tmp_path}", "logger=csv"]

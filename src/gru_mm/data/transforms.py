@@ -21,11 +21,32 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SERIES_SUFFIXES = (".npy", ".csv")
 
 
-def _finite(array: np.ndarray) -> np.ndarray:
-    if array.size and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise SampleError("NaN or infinite values", f"{bad} of {array.size} values")
+def _finite(array: np.ndarray, allow_nan: bool = False) -> np.ndarray:
+    bad = np.isinf(array) if allow_nan else ~np.isfinite(array)
+    if array.size and bad.any():
+        what = "infinite values" if allow_nan else "NaN or infinite values"
+        raise SampleError(what, f"{int(bad.sum())} of {array.size} values")
     return array
+
+
+SERIES_MISSING = ("error", "mask")
+
+
+def with_missingness(values: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+    """[T, F] with NaN where a feature was not measured -> [T, 3F]: the last measured value carried
+    forward (0 before the first), whether it was measured at this step (1/0), and log(1 + time since
+    it was last measured) (since the series' start before the first), in the series' time unit (steps
+    without times). The inputs of GRU-Simple (Che et al. 2018, "Recurrent Neural Networks for
+    Multivariate Time Series with Missing Values")."""
+    steps, features = values.shape
+    observed = ~np.isnan(values)
+    t = np.arange(steps, dtype=np.float64) if times is None else times[:steps].astype(np.float64)
+    last = np.maximum.accumulate(np.where(observed, np.arange(steps)[:, None], -1), axis=0)
+    seen = last >= 0
+    at = np.clip(last, 0, None)
+    filled = np.where(seen, values[at, np.arange(features)], 0.0)
+    since = t[:, None] - np.where(seen, t[at], t[0])
+    return np.concatenate([filled, observed, np.log1p(since)], axis=1).astype(np.float32)
 
 
 def _wav_declared_bytes(path: Path) -> tuple[int, int] | None:
@@ -149,9 +170,14 @@ class FrameTransform:
 
 @dataclass(frozen=True)
 class SeriesTransform:
-    """A `.npy` array [T, F] (or [T]) or a `.csv` table with an optional time column -> [T, F] floats."""
+    """A `.npy` array [T, F] (or [T]) or a `.csv` table with an optional time column -> [T, F] floats.
+
+    missing="error": a NaN (an empty CSV cell) is a problem; "mask": NaNs are kept (the source turns
+    them into `with_missingness` inputs after standardising).
+    """
 
     time_column: str = "time"
+    missing: str = "error"
 
     def settings(self) -> dict:
         return {"kind": "series", **asdict(self)}
@@ -179,7 +205,7 @@ class SeriesTransform:
             raise SampleError("wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]")
         if array.shape[0] == 0:
             raise SampleError("empty series", f"{path.name} has no steps")
-        out = {"data": _finite(array.astype(np.float32))}
+        out = {"data": _finite(array.astype(np.float32), allow_nan=self.missing == "mask")}
         if times is not None:
             out["times"] = times
         return out

@@ -30,7 +30,14 @@ from gru_mm.data.sources.base import (
     seeded_split,
 )
 from gru_mm.data.targets import LabelCoder, is_empty
-from gru_mm.data.transforms import AudioTransform, FrameTransform, SeriesTransform, Vocabulary
+from gru_mm.data.transforms import (
+    SERIES_MISSING,
+    AudioTransform,
+    FrameTransform,
+    SeriesTransform,
+    Vocabulary,
+    with_missingness,
+)
 
 log = logging.getLogger("gru_mm.data")
 KINDS = ("audio", "frames", "text", "series")
@@ -89,6 +96,8 @@ class Manifest(LoadedSource):
             raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
         series = dict(series or {})
         self.normalize_series = bool(series.pop("normalize", True))
+        if series.get("missing", "error") not in SERIES_MISSING:
+            raise DataError(f"data.source.series.missing={series['missing']!r} must be one of {', '.join(SERIES_MISSING)}")
         self.transforms = {
             "audio": _settings(AudioTransform, audio, "audio"),
             "frames": _settings(FrameTransform, frames, "frames"),
@@ -223,6 +232,10 @@ class Manifest(LoadedSource):
                 samples[r["split"]].append(sample)
         if self.normalize_series:
             self._normalize(samples)
+        if self.transforms["series"].missing == "mask":
+            for column in [c for c, k in self.kinds.items() if k == "series"]:
+                _add_missingness([s for split in SPLITS for s in samples[split]], column)
+                self._shapes[column] = (3 * self._shapes[column][0],)
         for split in SPLITS:
             if not samples[split]:
                 problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
@@ -273,6 +286,9 @@ class Manifest(LoadedSource):
         for column, stats in (state.get("series_stats") or {}).items():
             mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
             _standardise(samples, column, mean, std)
+        if self.transforms["series"].missing == "mask":
+            for column in [c for c, k in self.kinds.items() if k == "series"]:
+                _add_missingness(samples, column)
         return samples, problems
 
     def _vocabulary(self, column: str, train_rows: list[dict[str, Any]]) -> Vocabulary:
@@ -382,7 +398,11 @@ class Manifest(LoadedSource):
             if not train:
                 continue
             steps = np.concatenate(train)
-            mean, std = steps.mean(0), steps.std(0)
+            observed = ~np.isnan(steps)  # with series.missing=mask: statistics of measured values only
+            count = np.maximum(observed.sum(0), 1)
+            mean = np.where(observed, steps, 0).sum(0) / count
+            std = np.sqrt(np.where(observed, (steps - mean) ** 2, 0).sum(0) / count)
+            mean = mean.astype(np.float32)
             std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
             self.series_stats[column] = (mean, std)
             for split in SPLITS:
@@ -402,3 +422,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
+
+
+def _add_missingness(samples: list[Sample], column: str) -> None:
+    for s in samples:
+        if s.modalities.get(column) is not None:
+            s.modalities[column] = with_missingness(s.modalities[column], s.timestamps.get(column))
+
