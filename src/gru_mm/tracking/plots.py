@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from gru_mm.data.batch import Batch  # noqa: E402
 
@@ -96,6 +97,7 @@ def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: s
             label = "z: update" if name == "z" else "r: reset"
             ax.set(title=f"{ids[col]} ({length} steps)" if row == 0 else "", xlabel="step" if row else "",
                    ylabel=f"{label}\nhidden unit" if col == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=axes, label="gate activation", shrink=0.8)
     meaning = "take the new candidate" if gates.get("cell") == "cho2014" else "keep the previous state"
     fig.suptitle(f"{modality}: GRU gates of the last layer (z near 1: {meaning})")
@@ -149,6 +151,7 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
             ax.set(title=f"{ids[col]}: {m} {share:.0%}" if length else f"{ids[col]}: no {m}",
                    xlabel="encoded step" if row == len(modalities) - 1 else "",
                    ylabel="|grad x input|" if col == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("what each prediction rests on: gradient x input per modality and step")
     return fig
 
