@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -115,7 +116,8 @@ def train(cfg: DictConfig) -> float | None:
         if last:
             err.add_note(f"the last checkpoint is kept: {last}")
         if mlflow and trainer.is_global_zero:
-            mlflow.experiment.set_tag(mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000])
+            with contextlib.suppress(ConnectionError):  # the server is what failed: the error says so
+                mlflow.experiment.set_tag(mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000])
         raise
     ckpt_cb = trainer.checkpoint_callback
     # Read the objective now: testing replaces callback_metrics with the test metrics.

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
-import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_testlib import MlflowServer, free_port
 
-from conftest import BIN, run_cli
+from conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115 (the server writes to it for the whole module)
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # the first start migrates a new sqlite file (about 30 s)
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(1)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = MlflowServer(tmp_path_factory.mktemp("server"))
+    yield server.start()
+    server.stop()
 
 
 def test_training_logs_to_the_server(mlflow_server, isolated_root):
@@ -69,7 +37,7 @@ def test_training_logs_to_the_server(mlflow_server, isolated_root):
 
 
 def test_dead_server_fails_fast_with_one_sentence(isolated_root):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens here
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     start = time.monotonic()
     result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri})
     assert result.returncode != 0

@@ -13,6 +13,7 @@ import logging
 import pytorch_lightning as pl
 
 from gru_mm.tracking.run import mlflow_logger
+from gru_mm.tracking.store import check_reachable
 
 log = logging.getLogger("gru_mm.train")
 
@@ -41,6 +42,12 @@ class SystemMetrics(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is None:
+            return
+        try:
+            check_reachable(monitor._tracking_uri, timeout=2.0)
+        except ConnectionError:  # its thread may sit in MLflow's minutes of retries: do not wait for it
+            monitor._shutdown_event.set()
+            log.warning("system metrics: the tracking server does not answer; their last samples are dropped")
             return
         monitor.finish()  # stops the sampler thread, which logs only whole intervals
         try:  # so one closing sample: a stage shorter than the interval is not left out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
 import sys
@@ -10,10 +11,78 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from gru_mm.config import flatten
 from gru_mm.paths import PROJECT_ROOT
+from gru_mm.tracking.outbox import Outbox
 from gru_mm.tracking.store import artifact_location, check_reachable, resolve_tracking_uri
+
+log = logging.getLogger("gru_mm.tracking")
+
+
+class _OutboxClient:
+    """An MlflowClient whose log_batch goes through an `Outbox`; while the server is known to be
+    down, its other calls fail at once with a ConnectionError instead of retrying for minutes."""
+
+    def __init__(self, client, tracking_uri: str):
+        self._client, self._uri, self.outbox = client, tracking_uri, None
+
+    def log_batch(self, run_id: str, metrics=(), params=(), tags=(), **_ignored) -> None:
+        if self.outbox is None:
+            self.outbox = Outbox(self._client, self._uri)
+        self.outbox.put(run_id, metrics, params, tags)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr) or self.outbox is None or not self.outbox.down:
+            return attr
+
+        def checked(*args, **kwargs):
+            check_reachable(self._uri, timeout=2.0)  # still down: a ConnectionError naming it, now
+            return attr(*args, **kwargs)
+
+        return checked
+
+    def __getstate__(self):  # spawned processes (ddp_spawn) get the client, not the thread
+        return {"_client": self._client, "_uri": self._uri, "outbox": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+class BufferedMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, with metrics and params sent by a background `Outbox`.
+
+    When fitting or testing ends, it waits up to `wait_s` for them to arrive. What has not arrived
+    by then is saved to `<spill_dir>/mlflow_unsent.jsonl`, and a ConnectionError says how to send it.
+    """
+
+    def __init__(self, *args, spill_dir: str | None = None, wait_s: float = 120.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spill_path = Path(spill_dir or ".") / "mlflow_unsent.jsonl"
+        self.wait_s = wait_s
+        self._mlflow_client = _OutboxClient(self._mlflow_client, self._tracking_uri)
+
+    def flush(self) -> None:
+        """Everything queued reaches the server, or is saved and a ConnectionError says where."""
+        outbox = self._mlflow_client.outbox
+        if outbox is None or outbox.flush(1.0):
+            return
+        log.info("waiting up to %.0f s for MLflow tracking server %s", self.wait_s, self._tracking_uri)
+        if outbox.flush(self.wait_s):
+            return
+        n = outbox.spill(self.spill_path)
+        raise ConnectionError(
+            f"MLflow tracking server {self._tracking_uri} stopped answering: {n} batch(es) of metrics and "
+            f"params are saved in {self.spill_path}; send them with `python -m gru_mm.tracking.outbox "
+            f"{self.spill_path}` once it answers (the checkpoints are on disk in the run folder)"
+        )
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
+        super().finalize(status)
 
 
 def make_mlflow_logger(
@@ -23,10 +92,12 @@ def make_mlflow_logger(
     run_name: str | None = None,
     run_id: str | None = None,
     tags: dict[str, Any] | None = None,
+    spill_dir: str | None = None,
+    wait_s: float = 120.0,
 ) -> MLFlowLogger:
     uri = resolve_tracking_uri(tracking_uri, root)
     check_reachable(uri)
-    return MLFlowLogger(
+    return BufferedMLFlowLogger(
         experiment_name=experiment_name,
         tracking_uri=uri,
         run_name=run_name,
@@ -34,6 +105,8 @@ def make_mlflow_logger(
         tags=tags,
         artifact_location=artifact_location(uri, experiment_name),
         log_model=False,  # we log the best checkpoint ourselves, once, after fitting
+        spill_dir=spill_dir,
+        wait_s=wait_s,
     )
 
 
