@@ -92,10 +92,10 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
 
     `pretrained=False` skips reading pretrained weight files: for a model whose weights a checkpoint holds.
     """
-    task = "multiclass"
+    task, meta = "multiclass", None
     if datamodule is not None:
-        num_classes, task = datamodule.num_classes, datamodule.task
-        vocabs = datamodule.meta().get("vocab") or {}
+        num_classes, task, meta = datamodule.num_classes, datamodule.task, datamodule.meta()
+        vocabs = meta.get("vocab") or {}
         cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes, vocabs, pretrained)
     try:
         net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
@@ -113,8 +113,8 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         scheduler_interval=cfg.get("scheduler_interval", "epoch"),
         task=task,
     )
-    if datamodule is not None:
-        module.data_meta = datamodule.meta()
+    if meta is not None:
+        module.data_meta = meta
     return module
 
 

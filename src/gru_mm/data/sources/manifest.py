@@ -232,10 +232,8 @@ class Manifest(LoadedSource):
                 samples[r["split"]].append(sample)
         if self.normalize_series:
             self._normalize(samples)
-        if self.transforms["series"].missing == "mask":
-            for column in [c for c, k in self.kinds.items() if k == "series"]:
-                _add_missingness([s for split in SPLITS for s in samples[split]], column)
-                self._shapes[column] = (3 * self._shapes[column][0],)
+        for column in self._add_missingness([s for split in SPLITS for s in samples[split]]):
+            self._shapes[column] = (3 * self._shapes[column][0],)
         for split in SPLITS:
             if not samples[split]:
                 problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
@@ -286,10 +284,20 @@ class Manifest(LoadedSource):
         for column, stats in (state.get("series_stats") or {}).items():
             mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
             _standardise(samples, column, mean, std)
-        if self.transforms["series"].missing == "mask":
-            for column in [c for c, k in self.kinds.items() if k == "series"]:
-                _add_missingness(samples, column)
+        self._add_missingness(samples)
         return samples, problems
+
+    def _add_missingness(self, samples: list[Sample]) -> list[str]:
+        """With series.missing=mask, every series becomes its `with_missingness` inputs (after
+        standardising, in training and prediction alike); returns the series columns changed."""
+        if self.transforms["series"].missing != "mask":
+            return []
+        columns = [c for c, k in self.kinds.items() if k == "series"]
+        for s in samples:
+            for column in columns:
+                if s.modalities.get(column) is not None:
+                    s.modalities[column] = with_missingness(s.modalities[column], s.timestamps.get(column))
+        return columns
 
     def _vocabulary(self, column: str, train_rows: list[dict[str, Any]]) -> Vocabulary:
         file = self.text_settings.get("vocab_file")
@@ -422,10 +430,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
-
-
-def _add_missingness(samples: list[Sample], column: str) -> None:
-    for s in samples:
-        if s.modalities.get(column) is not None:
-            s.modalities[column] = with_missingness(s.modalities[column], s.timestamps.get(column))
-
