@@ -3,8 +3,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]  # parametrize over these
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """The float64 references' logistic function."""
+    return 1.0 / (1.0 + np.exp(-a))
 
 
 @pytest.fixture(autouse=True)

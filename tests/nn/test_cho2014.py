@@ -5,19 +5,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
+from nn_testlib import DEVICES, no_tf32, sigmoid  # noqa: F401  (no_tf32: an autouse fixture, TF32 off)
 
 from gru_mm.nn import GRU
 from gru_mm.nn.cho2014 import ChoScan, to_internal
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
-
-
-
-
-def sigmoid(a):
-    return 1.0 / (1.0 + np.exp(-a))
 
 
 def numpy_cho2014(m: GRU, x, lengths, h0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
+from nn_testlib import CUDA, DEVICES, no_tf32  # noqa: F401  (no_tf32: an autouse fixture, TF32 off)
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -11,13 +11,9 @@ from gru_mm.nn import GRU
 from gru_mm.nn.gru_plan import StepCost, plan_segments
 from gru_mm.nn.init import l2_penalty, weight_group
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 CONFIGS = [("torch", p) for p in ("auto", "padded_gather", "segments", "packed", "scan")] + [
     ("cho2014", "auto")
 ]
-
-
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nn_testlib import no_tf32  # noqa: F401  (an autouse fixture: TF32 off)
+from nn_testlib import CUDA, DEVICES, no_tf32  # noqa: F401  (no_tf32: an autouse fixture, TF32 off)
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gru_mm.nn import GRU
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 PATHS = ["auto", "padded_gather", "segments", "packed", "scan"]
 # Relative tolerance per device. CPU: 1e-5, the bound (ATen's padded and packed GRU loops
 # do the same float32 operations per row). CUDA: 5e-5. cuDNN picks different algorithms (and so
@@ -20,8 +18,6 @@ PATHS = ["auto", "padded_gather", "segments", "packed", "scan"]
 # float32 rounding accumulated over the layers and the backward, not a logic error, which would
 # show up as O(1). 5e-5 leaves ~3.5x headroom over that and is still 1e4x below any real mistake.
 RTOL = {"cpu": 1e-5, "cuda": 5e-5}
-
-
 
 
 @st.composite

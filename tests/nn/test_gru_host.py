@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nn_testlib import CUDA
 
 from gru_mm.nn import GRU
 from gru_mm.nn.gru_layout import Layout
@@ -19,8 +20,6 @@ from gru_mm.nn.gru_plan import (
     segments_can_win,
     step_cost,
 )
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @settings(max_examples=60, deadline=None)

@@ -65,7 +65,7 @@ def test_frozen_embedding_does_not_train(tmp_path):
 def test_bad_word_vector_files_name_the_file(tmp_path, case, message):
     path = tmp_path / "v.txt"
     dim = 8 if case == "dim" else 4
-    if case in ("dim",):
+    if case == "dim":
         _write_glove(path, _vectors())
     elif case == "none_found":
         _write_glove(path, {"xx": np.ones(4), "yy": np.ones(4)})
