@@ -62,9 +62,9 @@ def read_word_vectors(path: str | Path, wanted: set[str]) -> tuple[dict[str, np.
                     found[key] = np.asarray(values, dtype=np.float32)
                     if key == token:
                         exact.add(key)
+    except PretrainedError:
+        raise
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, ValueError) as err:
-        if isinstance(err, PretrainedError):
-            raise
         raise PretrainedError(f"word-vector file {path} is not a text file of `token v1 ... vD` lines ({err})") from None
     if dim is None:
         raise PretrainedError(f"word-vector file {path} holds no vectors")
