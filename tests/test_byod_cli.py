@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -81,8 +84,6 @@ def test_manifest_multiclass_skips_bad_samples_and_logs_them(skip_run):
 def test_predict_decodes_new_rows_as_in_training(corpus, skip_run):
     """gru-mm-predict on the same manifest: the test rows get the predictions that made the run's test
     accuracy (same decoders, vocabulary and series statistics), and the bad row is listed, not fatal."""
-    import pandas as pd
-
     root, _, bad = corpus
     project, _, run = skip_run
     ckpt = next(project.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
@@ -99,7 +100,6 @@ def test_predict_decodes_new_rows_as_in_training(corpus, skip_run):
     predicted = frame.set_index("id").loc[test.index, "predicted"]
     assert (predicted == test["label"]).mean() == pytest.approx(run.data.metrics["test/acc"])
     # every row's probabilities equal the model's on the samples as training decoded them
-    import numpy as np
     import torch
     from omegaconf import OmegaConf
 
@@ -130,8 +130,6 @@ def test_manifest_jsonl_multilabel(tmp_path):
 def test_manifest_several_regression_targets_train_and_predict(tmp_path):
     """Two targets per sample (a JSON list each): one output per target, and gru-mm-predict's columns
     reproduce the run's test MAE."""
-    import pandas as pd
-
     path, rows = make_corpus(tmp_path / "media", n=18, task="regression", fmt="jsonl", targets=2,
                              modalities=("series", "text"))
     project = tmp_path / "run"
@@ -190,6 +188,21 @@ def test_features_pickle_regression(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("test/mae", "test/corr", "test/acc2", "test/acc2_nonzero"):
         assert name in result.stdout
+    # gru-mm-predict on the same pickle: every split's samples, and the test ids reproduce the test MAE
+    ckpt = next(tmp_path.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    out = tmp_path / "pred.csv"
+    predict = ["gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={path}", f"out={out}", f"paths.root={tmp_path}"]
+    refused = run_cli(*predict)  # trusting the training pickle says nothing of this file
+    assert refused.returncode == 1 and "so set trust_pickle=true only if you trust" in refused.stderr
+    result = run_cli(*predict, "trust_pickle=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(out).set_index("id")
+    assert len(frame) == 24 + 8 + 8 and list(frame.columns) == ["predicted"]
+    with open(path, "rb") as fh:
+        test = pickle.load(fh)["test"]
+    mae = np.abs(frame.loc[list(test["id"]), "predicted"].to_numpy() - test["regression_labels"]).mean()
+    metrics = pd.read_csv(next(tmp_path.glob("logs/train/runs/*/**/metrics.csv")))
+    assert mae == pytest.approx(metrics["test/mae"].dropna().iloc[-1], rel=1e-4)
 
 
 def test_features_npz_binary(tmp_path):
@@ -198,3 +211,21 @@ def test_features_npz_binary(tmp_path):
                      f"paths.root={tmp_path}", "logger=csv", "+model/encoder@model.encoders.series=series_linear", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/auroc" in result.stdout
+    # new samples in an npz without splits: predicted as the model predicts them in Python
+    from gru_mm.data.sources.features import Features
+    from gru_mm.serving.predictor import Predictor
+
+    with np.load(path) as f:
+        new = tmp_path / "new.npz"
+        np.savez(new, series=f["test/series"], series_lengths=f["test/series_lengths"], ids=f["test/ids"])
+    ckpt = next(tmp_path.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    out = tmp_path / "pred.csv"
+    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={new}", f"out={out}", f"paths.root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == f"8 prediction(s) written to {out}; 0 row(s) left out"
+    got = pd.read_csv(out)
+    test = Features(path, task="binary").split("test")
+    expected = Predictor.from_checkpoint(ckpt).predict([dict(s.modalities) for s in test])
+    assert list(got["id"]) == [s.id for s in test]
+    np.testing.assert_allclose(got.drop(columns="id").select_dtypes("number").to_numpy(),
+                               expected.select_dtypes("number").to_numpy(), rtol=1e-5, atol=1e-6)

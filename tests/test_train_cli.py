@@ -119,6 +119,14 @@ def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
     assert eval_run.data.metrics["test/acc"] == pytest.approx(train_run.data.metrics["test/acc"])
 
 
+def test_predict_refuses_a_model_of_the_built_in_data_in_one_sentence(smoke_run):
+    root, _ = smoke_run
+    ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
+    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={root / 'new.csv'}", f"paths.root={root}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "reads manifests and features files, and this model was trained on AVDigits" in result.stderr
+
+
 def test_resume_from_last_continues_the_same_run(smoke_run):
     root, _ = smoke_run
     result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "ckpt_path=last", "trainer.max_epochs=2")

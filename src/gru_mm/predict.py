@@ -1,8 +1,8 @@
-"""`gru-mm-predict ckpt_path=PATH data_path=FILE`: predictions for new recordings listed in a manifest.
+"""`gru-mm-predict ckpt_path=PATH data_path=FILE`: predictions for new samples, listed in a manifest
+(models trained with data=manifest) or held in a features file (data=features).
 
-The rows are decoded exactly as the model's training data was (the same transforms, the training
-vocabularies and series statistics, saved in the checkpoint); `label` and `split` columns are
-ignored. Writes `out` (CSV: id, a probability column per class, predicted). Rows that cannot be
+The samples are decoded exactly as the model's training data was (the same transforms, the training
+vocabularies and series statistics, saved in the checkpoint); labels and splits are ignored. Writes `out` (CSV: id, a probability column per class, predicted). Rows that cannot be
 read are left out and listed as `<id>\t<column>\t<problem>`; the exit status is then 1.
 """
 
@@ -30,16 +30,24 @@ def predict(cfg: DictConfig) -> int:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
     path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name or "")
     predictor = Predictor.from_checkpoint(path, device=cfg.device, batch_size=cfg.batch_size)
-    state = predictor.meta.get("source_state")
+    state = {"modalities": sorted(predictor.shapes), **(predictor.meta.get("source_state") or {})}
     train_cfg = OmegaConf.create(predictor.config)
-    if state is None or "manifest" not in str(OmegaConf.select(train_cfg, "data.source._target_")):
+    if "path" not in train_cfg.data.source:  # the built-in data set: nothing new to read
         raise ConfigError(
-            f"ckpt_path={path}: gru-mm-predict reads manifests, and this model was not trained on one "
-            "(data=manifest); use gru_mm.serving.predictor.Predictor on decoded arrays instead"
+            f"ckpt_path={path}: gru-mm-predict reads manifests and features files, and this model was trained "
+            f"on {train_cfg.data.source._target_.rsplit('.', 1)[-1]}; use gru_mm.serving.predictor.Predictor "
+            "on decoded arrays instead"
         )
-    with open_dict(train_cfg):  # the new manifest, decoded into this project's cache
-        train_cfg.data.source.path = str(Path(cfg.data_path).expanduser())
-        train_cfg.data.source.cache_dir = f"{cfg.paths.data_dir}/cache"
+    data_path = Path(cfg.data_path).expanduser()
+    if data_path.suffix.lower() in (".pkl", ".pickle") and cfg.trust_pickle is not True:
+        raise ConfigError(f"data_path={data_path} is a pickle, and loading a pickle runs any code inside it, "
+                          "so set trust_pickle=true only if you trust where the file came from")
+    with open_dict(train_cfg):  # the new file, decoded into this project's cache
+        train_cfg.data.source.path = str(data_path)
+        if "cache_dir" in train_cfg.data.source:
+            train_cfg.data.source.cache_dir = f"{cfg.paths.data_dir}/cache"
+        if "trust_pickle" in train_cfg.data.source:  # trusting the training file says nothing of this one
+            train_cfg.data.source.trust_pickle = cfg.trust_pickle is True
     source = build_datamodule(train_cfg).source
     samples, problems = source.unlabeled(state, predictor.meta.get("vocab") or {})
     good = []

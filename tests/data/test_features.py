@@ -85,3 +85,37 @@ def test_unusable_files_are_one_sentence(tmp_path):
     path = write_mosi_pickle(tmp_path / "mosi.pkl")
     with pytest.raises(DataError, match=r"data\.source\.modalities names \['speech'\]"):
         Features(path, trust_pickle=True, modalities=["speech"]).load()
+
+
+def test_unlabeled_reads_every_split_as_training_decodes_it(tmp_path):
+    """Prediction input: all samples of the file, labels ignored, with the lengths and checks of training."""
+    path = write_mosi_pickle(tmp_path / "mosi.pkl")
+    with open(path, "rb") as fh:
+        raw = pickle.load(fh)
+    raw["valid"]["audio"][2, 0, 0] = np.nan
+    for part in raw.values():
+        del part["regression_labels"]  # new data has no labels
+    with open(path, "wb") as fh:
+        pickle.dump(raw, fh)
+    samples, problems = Features(path, trust_pickle=True).unlabeled({"modalities": ["audio", "vision"]}, {})
+    assert [(p.id, p.modality, p.kind) for p in problems] == [("valid_2", "audio", "NaN or infinite values")]
+    assert len(samples) == 24 + 8 + 8 - 1 and samples[0].target is None
+    by_id = {s.id: s for s in samples}
+    n = int(raw["test"]["vision_lengths"][3])
+    np.testing.assert_array_equal(by_id["test_3"].modalities["vision"], raw["test"]["vision"][3, :n])
+    assert set(by_id["test_3"].modalities) == {"audio", "vision"}  # text: not the model's
+
+
+def test_unlabeled_npz_without_splits_and_an_absent_modality(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 1, 4])
+    np.savez(tmp_path / "new.npz", series=rng.normal(size=(8, 2)).astype(np.float32), series_lengths=lengths)
+    samples, problems = Features(tmp_path / "new.npz").unlabeled({"modalities": ["series", "audio"]}, {})
+    assert problems == [] and [s.id for s in samples] == ["000000", "000001", "000002"]
+    assert [len(s.modalities["series"]) for s in samples] == [3, 1, 4]
+    assert all(s.modalities["audio"] is None for s in samples)  # not in the file: absent, as an empty cell
+    with pytest.raises(DataError, match=r"new\.npz has none of the model's modalities \['text'\]"):
+        Features(tmp_path / "new.npz").unlabeled({"modalities": ["text"]}, {})
+    np.savez(tmp_path / "odd.npz", a=np.zeros((3, 2, 1)), b=np.zeros((4, 2, 1)))
+    with pytest.raises(DataError, match=r"different numbers of samples \{'a': 3, 'b': 4\}"):
+        Features(tmp_path / "odd.npz").unlabeled({"modalities": ["a", "b"]}, {})

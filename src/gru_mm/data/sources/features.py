@@ -78,16 +78,19 @@ class Features(LoadedSource):
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
 
-    def _read(self) -> dict[str, dict[str, Any]]:
+    def _read(self, unsplit_ok: bool = False) -> dict[str, dict[str, Any]]:
+        """{split: {key: value}}; with `unsplit_ok` (prediction) a file without splits is one part, ""."""
         if not self.path.is_file():
             raise DataError(f"data.path={self.path}: no such features file")
         try:
             if self.path.suffix.lower() == ".npz":
-                return _npz_splits(self.path)
+                return _npz_splits(self.path, unsplit_ok)
             with open(self.path, "rb") as fh:
                 data = pickle.load(fh)  # noqa: S301 (the user set data.trust_pickle=true)
         except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as err:
             raise DataError(f"data.path={self.path} cannot be read: {err}") from None
+        if isinstance(data, Mapping) and unsplit_ok and not any(k in SPLIT_NAMES for k in data):
+            return {"": dict(data)}
         if not isinstance(data, Mapping) or not any(k in SPLIT_NAMES for k in data):
             raise DataError(f"data.path={self.path} is not a dict of splits (train, valid/val, test)")
         return {SPLIT_NAMES[k]: dict(v) for k, v in data.items() if k in SPLIT_NAMES}
@@ -173,6 +176,44 @@ class Features(LoadedSource):
         self._splits = samples
         return samples
 
+    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]
+                  ) -> tuple[list[Sample], list[Problem]]:
+        """Every sample in the file (all its splits, or a file without splits) decoded as in training,
+        for a model whose modalities are `state["modalities"]`; labels are ignored, samples with
+        problems are left out and listed. (`vocab` is unused: features are numbers already.)"""
+        modalities = list(state["modalities"])
+        samples, problems, seen = [], [], set()
+        for split, part in self._read(unsplit_ok=True).items():
+            present = [m for m in modalities if m in part]
+            if not present:
+                raise DataError(f"{self.path.name} has none of the model's modalities {modalities} "
+                                f"(it has {sorted(part)})")
+            counts = {m: len(part[m]) for m in present}
+            if len(set(counts.values())) > 1:
+                raise DataError(f"{self.path.name}: the modalities hold different numbers of samples {counts}")
+            n = counts[present[0]]
+            absent = sorted(set(modalities) - set(present))
+            if absent:
+                log.warning("%s lacks %s: absent from all its samples", self.path.name, absent)
+            prefix = f"{split}-" if split else ""
+            ids = part.get("id", part.get("ids", [f"{prefix}{i:06d}" for i in range(n)]))
+            for i in range(n):
+                rid = _plain_id(ids[i])
+                if rid in seen:
+                    problems.append(Problem(rid, "id", "duplicate id", "ids must be unique"))
+                    continue
+                seen.add(rid)
+                arrays, row_problems = {m: None for m in absent}, []
+                for m in present:
+                    try:
+                        arrays[m] = self._array(part[m][i], _length(part, m, i))
+                    except SampleError as err:
+                        row_problems.append(Problem(rid, m, err.kind, err.detail))
+                problems += row_problems
+                if not row_problems:
+                    samples.append(Sample(rid, None, arrays))
+        return samples, problems
+
     def _sample(self, rid: str, label: Any, values: dict[str, Any]) -> tuple[Sample, list[Problem]]:
         problems, arrays, target = [], {}, None
         try:
@@ -237,16 +278,18 @@ def _plain_id(value: Any) -> str:
     return str(value)
 
 
-def _npz_splits(path: Path) -> dict[str, dict[str, Any]]:
-    """`<split>/<key>` arrays -> {split: {key: value}}; concatenated modalities are cut by their lengths."""
+def _npz_splits(path: Path, unsplit_ok: bool = False) -> dict[str, dict[str, Any]]:
+    """`<split>/<key>` arrays -> {split: {key: value}}; concatenated modalities are cut by their lengths.
+    With `unsplit_ok`, a file whose keys are all plain names is one part, ""."""
     with np.load(path, allow_pickle=False) as f:
         flat = {k: f[k] for k in f.files}
     parts: dict[str, dict[str, Any]] = {}
+    unsplit = unsplit_ok and not any("/" in k for k in flat)
     for key, value in flat.items():
-        split, _, name = key.partition("/")
-        if split not in SPLIT_NAMES or not name:
+        split, _, name = ("", "", key) if unsplit else key.partition("/")
+        if not unsplit and (split not in SPLIT_NAMES or not name):
             raise DataError(f"{path.name} key {key!r} is not <split>/<name> with split train, val or test")
-        parts.setdefault(SPLIT_NAMES[split], {})[name] = value
+        parts.setdefault(SPLIT_NAMES.get(split, split), {})[name] = value
     for part in parts.values():
         for name in list(part):
             lengths = part.get(f"{name}_lengths")
