@@ -47,6 +47,7 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     assert f"`mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}`, then {page}" in result.stdout + result.stderr
     assert run.info.status == "FINISHED"
+    assert "litlogger" not in result.stdout + result.stderr  # Lightning's advertisement is filtered out
     params = run.data.params
     assert params["model/gru/hidden_size"] == "64"
     assert params["data/batch_size"] == "32"

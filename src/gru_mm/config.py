@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -125,6 +126,9 @@ def silence_known_warnings() -> None:
         ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 with torch 2.11
     ):
         warnings.filterwarnings("ignore", message=message)
+    # Lightning 2.6 advertises a cloud logger at every fit; runs here log to MLflow
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip:"))
 
 
 def exit_with_status(prog: str, run: Callable[[], int], errors: tuple[type[BaseException], ...]) -> None:
