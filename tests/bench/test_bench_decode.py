@@ -9,8 +9,10 @@ def test_decode_bench_runs_real_ranks_and_shared_decodes_each_file_about_once(tm
     out = tmp_path / "decode.json"
     assert main(["decode", "--rows", "8", "--seconds", "0.2", "--rounds", "1", "--out", str(out)]) == 0
     records = json.loads(out.read_text())
-    assert [r["mode"] for r in records] == ["each", "shared"]
+    assert [(r["mode"], r["ranks"], r["threads"]) for r in records] == [
+        ("each", 2, 1), ("shared", 2, 1), ("threads", 1, 1), ("threads", 1, 2)]
     for r in records:  # every rank read every row, decoded or from the cache
-        assert r["decoded_total"] + r["from_cache_total"] == 2 * 8 and r["wall_s"] > 0
+        assert r["decoded_total"] + r["from_cache_total"] == r["ranks"] * 8 and r["wall_s"] > 0
     assert records[1]["decoded_total"] >= 8  # every file decoded at least once
+    assert [r["decoded_total"] for r in records[2:]] == [8, 8]  # threads decode each file once
     assert "decoded" in capsys.readouterr().out

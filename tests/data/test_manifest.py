@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from byod_files import make_corpus, write_manifest, write_png, write_wav
 
 from gru_mm.data.collate import Collate
 from gru_mm.data.datamodule import SequenceDataModule
-from gru_mm.data.sources.base import SPLITS, Source
+from gru_mm.data.sources.base import SPLITS, DataError, Source
 from gru_mm.data.sources.manifest import Manifest
 from gru_mm.data.transforms import UNK, SeriesTransform, Vocabulary, tokenize
 
@@ -79,7 +81,7 @@ def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monke
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    source = Manifest(path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL)  # one thread: a strict order
     calls, sample = [], source._sample
     source._sample = lambda row, labeled=True: calls.append(row["id"]) or sample(row, labeled)
     source.load()
@@ -94,6 +96,43 @@ def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monke
     for sid, s in _by_id(source).items():
         for m, a in s.modalities.items():
             np.testing.assert_array_equal(a, alone[sid].modalities[m])
+
+
+def test_threads_decode_the_same_samples_each_file_once(corpus, tmp_path):
+    _, path, rows = corpus
+    one = Manifest(path, cache_dir=tmp_path / "one", decode_threads=1, **SMALL)
+    many = Manifest(path, cache_dir=tmp_path / "many", decode_threads=5, **SMALL)
+    for split in SPLITS:  # the same samples in the same order
+        assert [s.id for s in many.split(split)] == [s.id for s in one.split(split)]
+    reference = _by_id(one)
+    for sid, s in _by_id(many).items():
+        assert s.target == reference[sid].target
+        for m, a in s.modalities.items():
+            np.testing.assert_array_equal(a, reference[sid].modalities[m])
+    assert (many.cache.misses, many.cache.hits) == (3 * len(rows), 0)  # counted exactly across threads
+    assert len(list((tmp_path / "many").rglob("*.npz"))) == 3 * len(rows)  # no temporary file left behind
+    with pytest.raises(DataError, match=r"data\.source\.decode_threads must be null or an integer >= 1, got 0"):
+        Manifest(path, decode_threads=0)
+
+
+def test_a_progress_bar_shows_on_a_terminal_when_decoding_is_slow(corpus, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    _, path, rows = corpus
+    source = Manifest(path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL)
+    sample = source._sample
+    source._sample = lambda row, labeled=True: time.sleep(0.15) or sample(row, labeled)  # 12 rows: 1.8 s
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    source.load()
+    assert f"decoding {path.name}" in sys.stderr.getvalue() and f"/{len(rows)}" in sys.stderr.getvalue()
+    monkeypatch.undo()
+    Manifest(path, cache_dir=tmp_path / "cache2", **SMALL).load()  # not a terminal (a log file, CI): no bar
+    assert "decoding" not in capsys.readouterr().err
 
 
 def test_audio_is_mixed_down_and_resampled(tmp_path):

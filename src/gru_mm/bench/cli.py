@@ -42,22 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         "threads contending with other jobs on a small machine made runs 5-10x slower)",
     )
     decode = sub.add_parser(
-        "decode", help="first-run manifest decoding by ranks started together: shared out vs each rank all"
+        "decode", help="first-run manifest decoding: ranks started together (shared out vs each rank all), "
+        "and one process with 1 vs N decoding threads"
     )
     decode.add_argument("--ranks", type=int, default=2, help="processes started together")
     decode.add_argument("--rows", type=int, default=200, help="audio files in the generated manifest")
     decode.add_argument("--seconds", type=float, default=3.0, help="length of each audio file")
     decode.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternated")
+    decode.add_argument("--threads", type=int, default=2, help="decoding threads compared with 1 in one process")
     decode.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     args = parser.parse_args(argv)
     if args.bench == "decode":
         from gru_mm.bench.decode import run
 
-        if min(args.ranks, args.rows, args.rounds) < 1 or args.seconds <= 0:
-            print("gru-mm-bench: --ranks, --rows, --rounds and --seconds must be positive", file=sys.stderr)
+        if min(args.ranks, args.rows, args.rounds, args.threads) < 1 or args.seconds <= 0:
+            print("gru-mm-bench: --ranks, --rows, --rounds, --threads and --seconds must be positive", file=sys.stderr)
             return 2
         print(f"gru-mm-bench decode: {_machine('cpu')}")
-        run(args.ranks, args.rows, args.seconds, args.rounds, args.out)
+        run(args.ranks, args.rows, args.seconds, args.rounds, args.out, args.threads)
         return 0
 
     import torch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,14 @@ class FeatureCache:
         self.root = None if root is None else Path(root)
         self.hits = 0
         self.misses = 0
+        self._count_lock = threading.Lock()  # rows are decoded by several threads
+
+    def _count(self, hit: bool) -> None:
+        with self._count_lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def key(self, settings: dict[str, Any], files: list[Path]) -> str:
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -54,21 +63,21 @@ class FeatureCache:
     def get(self, kind: str, key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """{name: array} from the cache, else from `build()` (saved atomically unless caching is off)."""
         if self.root is None:
-            self.misses += 1
+            self._count(hit=False)
             return build()
         path = self.root / kind / key[:2] / f"{key}.npz"
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as f:
                     value = {k: f[k] for k in f.files}
-                self.hits += 1
+                self._count(hit=True)
                 return value
             except (OSError, ValueError, EOFError):  # a corrupt entry is rebuilt, not trusted
                 path.unlink(missing_ok=True)
-        self.misses += 1
+        self._count(hit=False)
         value = build()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}-{threading.get_ident()}.npz")
         with open(tmp, "wb") as fh:
             np.savez(fh, **value)
         os.replace(tmp, path)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from gru_mm.data.batch import Sample
 from gru_mm.data.cache import FeatureCache
@@ -71,8 +74,13 @@ class Manifest(LoadedSource):
         text: Mapping | None = None,
         series: Mapping | None = None,
         n_mels: int | None = None,
+        decode_threads: int | None = None,
     ):
         # Everything here checks config only: no file is opened until a property or load() needs it.
+        if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(decode_threads, int)
+                                           or decode_threads < 1):
+            raise DataError(f"data.source.decode_threads must be null or an integer >= 1, got {decode_threads!r}")
+        self.decode_threads = decode_threads or min(8, len(os.sched_getaffinity(0)))
         if path in (None, "", "???"):
             raise DataError("data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv")
         self.path = Path(path).expanduser()
@@ -216,11 +224,12 @@ class Manifest(LoadedSource):
         # rest of the rows are then mostly cache hits. (No lock: flock can hang on network filesystems,
         # and a row decoded twice is only wasted time, as cache writes are atomic.)
         rank, world = launch_rank()
-        first = {r["id"]: self._sample(r) for r in good[rank::world]}
+        ordered = good[rank::world] + [r for i, r in enumerate(good) if i % world != rank]
+        results = dict(zip([r["id"] for r in ordered], self._decode_rows(ordered), strict=True))
         samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
         decoded: list[tuple[dict[str, Any], Sample]] = []
         for r in good:
-            sample, row_problems = first.pop(r["id"], None) or self._sample(r)
+            sample, row_problems = results.pop(r["id"])
             problems += row_problems
             if not row_problems:
                 decoded.append((r, sample))
@@ -266,7 +275,7 @@ class Manifest(LoadedSource):
             raise DataError(f"{self.path} has no 'id' column")
         if not set(self.kinds) & columns:
             raise DataError(f"{self.path.name} has none of the model's modality columns {sorted(self.kinds)}")
-        samples, problems, seen = [], [], set()
+        good, problems, seen = [], [], set()
         for where, row in rows:
             if isinstance(row, SampleError):
                 problems.append(Problem(where, "-", row.kind, row.detail))
@@ -277,7 +286,9 @@ class Manifest(LoadedSource):
                                         "ids must be unique" if rid else "the row has no id"))
                 continue
             seen.add(rid)
-            sample, row_problems = self._sample({**row, "id": rid}, labeled=False)
+            good.append({**row, "id": rid})
+        samples = []
+        for sample, row_problems in self._decode_rows(good, labeled=False):
             problems += row_problems
             if not row_problems:
                 samples.append(sample)
@@ -332,6 +343,19 @@ class Manifest(LoadedSource):
         transform = self.transforms[kind]
         files = transform.files(target)
         return self.cache.get(kind, self.cache.key(transform.settings(), files), lambda: transform(target))
+
+    def _decode_rows(self, rows: list[dict[str, Any]], labeled: bool = True) -> list[tuple[Sample, list[Problem]]]:
+        """`_sample` of every row, in order, `decode_threads` rows at a time (reading files, resampling
+        and decoding images release the GIL, so threads overlap them without the start-up and pickling
+        of processes). A progress bar shows on a terminal when decoding takes more than a second."""
+        with ThreadPoolExecutor(self.decode_threads) as pool, tqdm(
+            total=len(rows), desc=f"decoding {self.path.name}", unit="row", delay=1.0, disable=None, leave=False
+        ) as bar:
+            results = []
+            for result in pool.map(lambda row: self._sample(row, labeled), rows):
+                results.append(result)
+                bar.update()
+        return results
 
     def _sample(self, row: dict[str, Any], labeled: bool = True) -> tuple[Sample, list[Problem]]:
         rid, problems = row["id"], []
