@@ -61,7 +61,10 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert len(grad_norms) == 3  # one per training step of the smoke run
     shares = [metrics[f"test_attribution/{m}/share"] for m in ("audio", "video")]
     assert sum(shares) == pytest.approx(1.0) and min(shares) > 0  # both modalities carry the prediction
-    assert "plots/attribution.png" in _artifact_paths(client, run.info.run_id, "plots")
+    plots = _artifact_paths(client, run.info.run_id, "plots")
+    assert {"plots/attribution.png", "plots/gradient_through_time.png"} <= set(plots)
+    for m in ("audio", "video"):  # how much gradient reaches each sequence's first step
+        assert 0 < metrics[f"test_gradient/{m}/start_vs_peak"] <= 1
     cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert cpu and all(0 <= m.value <= 100 for m in cpu)  # sampled every 0.5 s while fitting
     assert "system/system_memory_usage_megabytes" in metrics

@@ -51,8 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         mlflow = mlflow_logger(loggers)
         table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
         log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
-        shares = log_attributions(module, datamodule, mlflow)
-        metrics |= {f"test_attribution/{m}/share": v for m, v in shares.items()}
+        metrics |= log_attributions(module, datamodule, mlflow)
         metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
     if (mlflow := mlflow_logger(loggers)) and trainer.is_global_zero:
         log.info("MLflow: %s", run_location(mlflow))

@@ -61,3 +61,43 @@ def test_frozen_text_embedding_is_still_attributed(tmp_path):
                              "video": np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)})
     result = attributions(net, Collate(shapes)([sample]).inputs)
     assert float(result["audio"]["share"][0]) > 0 and result["audio"]["steps"][0, :3].all()
+
+
+def test_gradient_profile_aligns_samples_at_their_last_step():
+    from gru_mm.models.attribution import GradientProfile
+
+    profile = GradientProfile()
+    grad = torch.tensor([[1.0, 2.0, 4.0, 0.0], [3.0, 99.0, 99.0, 99.0], [0.0, 0.0, 0.0, 0.0]])
+    profile.add(grad, torch.tensor([3, 1, 0]))  # sample 1's padding holds garbage; sample 2 is absent
+    back, mean = profile.curve()
+    assert back.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mean, [1.0, 0.5, 0.25])  # last steps: (1 + 1) / 2; then sample 0 alone
+    assert profile.start_vs_peak() == pytest.approx(0.25)  # only sample 0 has two steps or more
+    profile.add(torch.tensor([[2.0, 2.0, 2.0, 2.0, 1.0]]), torch.tensor([5]))  # a longer batch later
+    back, mean = profile.curve(min_samples=2)
+    assert back.tolist() == [0, 1, 2]  # steps 3 and 4 back: one sample only
+    np.testing.assert_allclose(mean, [(1 + 1 + 0.5) / 3, (0.5 + 1) / 2, (0.25 + 1) / 2])
+    assert profile.start_vs_peak() == pytest.approx((0.25 + 1.0) / 2)
+
+
+@pytest.mark.parametrize("z_bias, reaches", [(8.0, True), (-8.0, False)])
+def test_the_gradient_reaches_early_steps_only_when_the_update_gate_keeps_the_state(z_bias, reaches):
+    """torch's cell: z near 1 keeps the previous state, so the gradient reaches the first step nearly
+    undiminished; z near 0 with a weak recurrence forgets, so the gradient vanishes within a few steps."""
+    from gru_mm.models.attribution import GradientProfile
+
+    net = build_model("model/fusion=late").eval()
+    gru = net.grus["audio"]
+    with torch.no_grad():
+        for name, p in gru.named_parameters():
+            if name.startswith("bias_ih"):
+                p[gru.hidden_size: 2 * gru.hidden_size] = z_bias
+            elif name.startswith("bias_hh"):
+                p[gru.hidden_size: 2 * gru.hidden_size] = 0.0
+            elif name.startswith("weight_hh"):
+                p.mul_(0.01)
+    result = attributions(net, Collate(SHAPES)(_samples([(60, 4), (40, 6), (80, 5)])).inputs)
+    profile = GradientProfile()
+    profile.add(result["audio"]["grad"], result["audio"]["lengths"])
+    ratio = profile.start_vs_peak()
+    assert (ratio > 0.5) if reaches else (ratio < 1e-3), ratio

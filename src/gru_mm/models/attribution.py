@@ -4,12 +4,17 @@ encoded steps (what its GRU or the fusion reads), for each sample's predicted ou
 A first-order attribution: one backward pass per batch, defined for every fusion and GRU cell.
 Padded steps are zeros, so they get nothing; a sample lacking a modality gives it no share (the
 learned stand-in that replaces it is not an input).
+
+The same pass gives the gradient's size at each step. How it falls with the distance from a
+sequence's last step shows how far back the recurrence carries gradient: a steep fall is the
+vanishing gradient of long sequences (`GradientProfile`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,8 +31,9 @@ def _explained_output(out: Tensor, task: str) -> Tensor:
 
 @torch.enable_grad()
 def attributions(net, inputs: Mapping[str, Seq], task: str = "multiclass") -> dict[str, dict[str, Tensor]]:
-    """{modality: {"steps": [B, T'] |gradient . encoded step| (zeros at padding), "lengths": [B],
-    "share": [B] that modality's part of the sample's total (shares sum to 1 over modalities)}}.
+    """{modality: {"steps": [B, T'] |gradient . encoded step| (zeros at padding), "grad": [B, T'] the
+    gradient's L2 norm at each encoded step (zeros at padding), "lengths": [B], "share": [B] that
+    modality's part of the sample's total (shares sum to 1 over modalities)}}.
     `net` is a MultimodalGRU in eval mode; nothing accumulates in its parameters' .grad."""
     encoded: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -51,10 +57,65 @@ def attributions(net, inputs: Mapping[str, Seq], task: str = "multiclass") -> di
     grads = torch.autograd.grad(_explained_output(out, task).sum(), ys, allow_unused=True)
     result, totals = {}, []
     for m, y, g in zip(net.modalities, ys, grads, strict=True):
-        steps = torch.zeros(y.shape[:2], device=y.device) if g is None else (g * y).sum(-1).abs().float()
-        result[m] = {"steps": steps.detach(), "lengths": encoded[m][1]}
-        totals.append(steps.detach().sum(1))
+        if g is None:
+            steps = norm = torch.zeros(y.shape[:2], device=y.device)
+        else:
+            steps, norm = (g * y).sum(-1).abs().float(), g.float().norm(dim=-1)
+        real = _real_steps(encoded[m][1], y.shape[1], y.device)
+        result[m] = {"steps": steps.detach() * real, "grad": norm.detach() * real, "lengths": encoded[m][1]}
+        totals.append(result[m]["steps"].sum(1))
     total = torch.stack(totals).sum(0).clamp_min(torch.finfo(torch.float32).tiny)
     for m, t in zip(net.modalities, totals, strict=True):
         result[m]["share"] = t / total
     return result
+
+
+def _real_steps(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    return (torch.arange(steps).unsqueeze(0) < lengths.cpu().unsqueeze(1)).to(device)
+
+
+class GradientProfile:
+    """How much gradient reaches each step, by its distance from the sequence's last real step,
+    accumulated over batches of `attributions(...)[modality]["grad"]`.
+
+    Each sample's gradient norms are divided by their largest, so every sample counts alike; `curve()`
+    is their mean at 0, 1, 2, ... steps before the last. `start_vs_peak()` is the mean of that ratio
+    at each sample's first step (samples of 2 steps or more): near 0, the earliest steps barely move
+    the prediction; near 1, the gradient reaches them undiminished.
+    """
+
+    def __init__(self):
+        self.sums = torch.zeros(0, dtype=torch.float64)
+        self.counts = torch.zeros(0, dtype=torch.int64)
+        self.start_sum, self.start_count = 0.0, 0
+
+    def add(self, grad: Tensor, lengths: Tensor) -> None:
+        grad, lengths = grad.detach().double().cpu(), lengths.cpu()
+        t = torch.arange(grad.shape[1]).unsqueeze(0)
+        grad = grad * (t < lengths.unsqueeze(1))  # padding never counts
+        peak = grad.max(dim=1, keepdim=True).values
+        use = (lengths > 0) & (peak.squeeze(1) > 0)  # absent, or no gradient at all: nothing to compare
+        if not use.any():
+            return
+        grad, lengths, peak = grad[use], lengths[use], peak[use]
+        ratio = grad / peak
+        real = t < lengths.unsqueeze(1)
+        back = (lengths.unsqueeze(1) - 1 - t)[real]  # steps before the last real one
+        if len(self.sums) < grad.shape[1]:
+            grow = grad.shape[1] - len(self.sums)
+            self.sums = torch.cat([self.sums, torch.zeros(grow, dtype=torch.float64)])
+            self.counts = torch.cat([self.counts, torch.zeros(grow, dtype=torch.int64)])
+        self.sums.index_add_(0, back, ratio[real])
+        self.counts.index_add_(0, back, torch.ones_like(back))
+        long = lengths >= 2
+        self.start_sum += float(ratio[long, 0].sum())
+        self.start_count += int(long.sum())
+
+    def curve(self, min_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(steps before the last, mean gradient ratio) where at least `min_samples` samples reach back."""
+        keep = (self.counts >= max(min_samples, 1)).numpy()
+        mean = (self.sums / self.counts.clamp_min(1)).numpy()
+        return np.flatnonzero(keep), mean[keep]
+
+    def start_vs_peak(self) -> float | None:
+        return self.start_sum / self.start_count if self.start_count else None

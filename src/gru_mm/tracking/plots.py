@@ -1,5 +1,6 @@
 """Plots logged to MLflow where a picture beats numbers: the test confusion matrix, the GRU gates over
-time of a few test samples, and which modality and steps their predictions rest on."""
+time of a few test samples, which modality and steps their predictions rest on, and how far back
+through time the gradient reaches."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from gru_mm.data.batch import Batch  # noqa: E402
+from gru_mm.models.attribution import GradientProfile  # noqa: E402
 
 
 class ConfusionCounter:
@@ -156,9 +158,30 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
     return fig
 
 
+def gradient_figure(profiles: dict[str, GradientProfile], samples: int):
+    """Mean gradient ratio (each sample's norm over its largest) against steps before the last, a line
+    per modality, on a log scale where vanishing gradients fall as a straight line."""
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for k, (m, profile) in enumerate(profiles.items()):
+        back, ratio = profile.curve(min_samples=max(3, samples // 20))
+        shown = ratio > 0
+        if shown.any():
+            ax.plot(back[shown], ratio[shown], color=f"C{k}", label=m)
+    ax.set(yscale="log", xlabel="encoded steps before the sequence's last step",
+           ylabel="|gradient| / its largest in the sample",
+           title="how far back through time the gradient reaches\n"
+                 "(mean over the test split; a steep fall means vanishing gradients)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.lines:
+        ax.legend()
+    return fig
+
+
 def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> dict[str, float]:
-    """Each modality's mean share of the test predictions (metrics `test_attribution/<modality>/share`)
-    and `plots/attribution.png` for the first test samples. Returns the shares."""
+    """From one gradient pass over the test split: each modality's mean share of the predictions
+    (`test_attribution/<modality>/share`), `plots/attribution.png` for the first test samples, and how far
+    back the gradient reaches (`test_gradient/<modality>/start_vs_peak`, `plots/gradient_through_time.png`).
+    Returns the metrics logged."""
     from gru_mm.models.ablation import full_test_loader
     from gru_mm.models.attribution import attributions
 
@@ -170,6 +193,7 @@ def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMP
     was_training = module.training
     module.eval()
     sums: dict[str, float] = {}
+    profiles: dict[str, GradientProfile] = {}
     count, first = 0, None
     try:
         for batch in full_test_loader(datamodule):
@@ -177,14 +201,17 @@ def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMP
             result = attributions(net, batch.inputs, task)
             for m, r in result.items():
                 sums[m] = sums.get(m, 0.0) + float(r["share"].sum())
+                profiles.setdefault(m, GradientProfile()).add(r["grad"], r["lengths"])
             count += len(batch.ids)
             first = first or (batch.ids, result)
     finally:
         module.train(was_training)
-    shares = {m: v / max(count, 1) for m, v in sums.items()}
+    metrics = {f"test_attribution/{m}/share": v / max(count, 1) for m, v in sums.items()}
+    metrics |= {f"test_gradient/{m}/start_vs_peak": v for m, p in profiles.items()
+                if (v := p.start_vs_peak()) is not None}
     run = mlflow_logger.run_id
-    for m, v in shares.items():
-        mlflow_logger.experiment.log_metric(run, f"test_attribution/{m}/share", v)
+    for name, v in metrics.items():
+        mlflow_logger.experiment.log_metric(run, name, v)
     if first is not None:
         ids, result = first
         keep = list(range(min(samples, len(ids))))
@@ -192,5 +219,7 @@ def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMP
         fig = attribution_figure(picked, [ids[i] for i in keep])
         mlflow_logger.experiment.log_figure(run, fig, "plots/attribution.png")
         plt.close(fig)
-    return shares
-
+        fig = gradient_figure(profiles, count)
+        mlflow_logger.experiment.log_figure(run, fig, "plots/gradient_through_time.png")
+        plt.close(fig)
+    return metrics
