@@ -46,8 +46,9 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("trainer.gradient_clip_val", float, 0.0, None),
     ("trainer.accumulate_grad_batches", int, 1, None),
     ("callbacks.system_metrics.interval_s", float, 0.1, None),
+    ("loss.label_smoothing", float, 0.0, 1.0),
 ]
-_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout"}  # a probability of 1 would drop everything
+_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout", "loss.label_smoothing"}  # a probability of 1 would drop everything
 _BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional"]
 
 
@@ -97,6 +98,12 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
+    weights = OmegaConf.select(cfg, "loss.class_weights", default=None)
+    if weights is not None and weights != "balanced" and not (
+        isinstance(weights, ListConfig) and len(weights) > 0
+        and all(isinstance(w, int | float) and not isinstance(w, bool) and w > 0 for w in weights)
+    ):
+        raise ConfigError(f"loss.class_weights must be null, balanced or a list of positive numbers, got {weights!r}")
     _check_targets(cfg, "")
 
 

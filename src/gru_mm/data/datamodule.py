@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -86,6 +87,10 @@ class SequenceDataModule(pl.LightningDataModule):
     def vocab_sizes(self) -> dict[str, int]:
         """{modality: vocabulary size} for token modalities (text), which their embeddings need."""
         return dict(getattr(self.source, "vocab_sizes", {}))
+
+    def train_targets(self) -> torch.Tensor:
+        """The training split's targets, stacked (what `loss.class_weights=balanced` counts)."""
+        return torch.as_tensor(np.stack([np.asarray(s.target) for s in self.source.split("train")]))
 
     def meta(self) -> dict:
         """What a trained model's inputs and outputs mean: task, classes, vocabularies, shapes."""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gru_mm.config import ConfigError
 from gru_mm.data.sources.base import DataError
-from gru_mm.models.module import DEFAULT_MONITOR, SequenceClassifier, metric_names
+from gru_mm.models.module import DEFAULT_MONITOR, SequenceClassifier, loss_class_weights, metric_names
 from gru_mm.nn.pretrained import PretrainedError
+
+log = logging.getLogger("gru_mm.train")
 
 PRETRAINED_FILES = ("vectors_path", "weights_path")  # encoder keys naming files of pretrained weights
 
@@ -105,13 +108,23 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         raise
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    loss = cfg.get("loss") or {}  # checkpoints of older runs have no loss group
+    setting = OmegaConf.to_object(loss.class_weights) if isinstance(loss.get("class_weights"), ListConfig) \
+        else loss.get("class_weights")
+    counts_from = getattr(datamodule, "train_targets", None) if setting == "balanced" else None
+    weights = loss_class_weights(setting, task, num_classes, counts_from() if counts_from else None,
+                                 (meta or {}).get("classes"))
+    if weights is not None:
+        log.info("loss.class_weights=%s: %s", setting, [round(w, 4) for w in weights.tolist()])
     module = SequenceClassifier(
         net,
         num_classes=num_classes,
         optimizer=optimizer,
         scheduler=scheduler,
         scheduler_interval=cfg.get("scheduler_interval", "epoch"),
+        label_smoothing=float(loss.get("label_smoothing", 0.0)),
         task=task,
+        class_weights=weights,
     )
     if meta is not None:
         module.data_meta = meta

@@ -11,6 +11,7 @@ import torchmetrics
 from torch import nn
 
 from gru_mm.checkpoints import CheckpointError
+from gru_mm.config import ConfigError
 from gru_mm.data.batch import Batch
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -90,14 +91,51 @@ class TaskMetrics(torchmetrics.MetricCollection):
         super().update(out, target)
 
 
-def task_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
+def task_loss(task: str, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None) -> nn.Module:
     """Cross-entropy for one class per sample, a sigmoid per output for binary/multilabel, L1 for regression
-    (the MOSI literature's loss, and the MAE it reports)."""
+    (the MOSI literature's loss, and the MAE it reports). `class_weights` (from `loss_class_weights`):
+    multiclass, a weight per class; binary/multilabel, the weight of positives per output."""
     if task == "multiclass":
-        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    if task in ("binary", "multilabel"):
-        return nn.BCEWithLogitsLoss()
-    return nn.L1Loss()
+        loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        name = "weight"
+    elif task in ("binary", "multilabel"):
+        loss, name = nn.BCEWithLogitsLoss(pos_weight=class_weights), "pos_weight"
+    else:
+        return nn.L1Loss()
+    if class_weights is not None:  # come from the training data, not checkpoints: weighted or not, state dicts match
+        loss.register_buffer(name, class_weights, persistent=False)
+    return loss
+
+
+def loss_class_weights(setting: Any, task: str, num_classes: int, train_targets: torch.Tensor | None,
+                       classes: list[str] | None = None) -> torch.Tensor | None:
+    """`loss.class_weights` as the tensor `task_loss` takes. `balanced`: multiclass, n / (classes x the
+    class's training count), as scikit-learn's "balanced"; binary and multilabel, negatives / positives
+    per output. A list: multiclass, one weight per class; binary, [negative, positive] (positives get
+    positive / negative); multilabel, the weight of each label's positives. A class without training
+    samples counts as one."""
+    key = "loss.class_weights"
+    if setting is None:
+        return None
+    if task == "regression":
+        raise ConfigError(f"{key} weighs classes, and this task is regression; leave it null")
+    outputs = 2 if task == "binary" else num_classes
+    if setting == "balanced":
+        if train_targets is None:
+            return None  # rebuilding a trained model for prediction: no loss is computed
+        t = train_targets
+        if task == "multiclass":
+            counts = torch.bincount(t.long(), minlength=num_classes).double().clamp_min(1)
+            return (len(t) / (num_classes * counts)).float()
+        positives = t.reshape(len(t), -1).double().sum(0)
+        return ((len(t) - positives) / positives.clamp_min(1)).float()
+    values = list(setting)  # its form (positive numbers) was checked with the rest of the config
+    if len(values) != outputs:
+        names = f" ({', '.join(classes)})" if classes and task != "binary" else ""
+        what = "[negative, positive]" if task == "binary" else f"one per class{names}"
+        raise ConfigError(f"{key} has {len(values)} weights, and this {task} task needs {outputs}: {what}")
+    weights = torch.tensor(values, dtype=torch.float32)
+    return weights[1:] / weights[0] if task == "binary" else weights
 
 
 def metric_names(task: str, num_classes: int = 2) -> set[str]:
@@ -126,6 +164,7 @@ class SequenceClassifier(pl.LightningModule):
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
         task: str = "multiclass",
+        class_weights: torch.Tensor | None = None,
     ):
         super().__init__()
         self.net = net
@@ -133,7 +172,7 @@ class SequenceClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.loss_fn = task_loss(task, label_smoothing)
+        self.loss_fn = task_loss(task, label_smoothing, class_weights)
         metrics = TaskMetrics(task, num_classes)
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
