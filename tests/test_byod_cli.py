@@ -208,9 +208,14 @@ def test_features_pickle_regression(tmp_path):
 def test_features_npz_binary(tmp_path):
     path = write_npz(tmp_path / "feats.npz")
     result = run_cli("gru-mm-train", "data=features", f"data.path={path}", "data.source.task=binary",
-                     f"paths.root={tmp_path}", "logger=csv", "+model/encoder@model.encoders.series=series_linear", *TINY)
+                     f"paths.root={tmp_path}", "logger=csv", "+model/encoder@model.encoders.series=series_linear",
+                     "loss.class_weights=balanced", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/auroc" in result.stdout
+    with np.load(path) as f:  # positives weigh negatives / positives of the training split
+        labels = f["train/labels"]
+    weight = round(float((labels == 0).sum() / (labels == 1).sum()), 4)
+    assert f"loss.class_weights=balanced: [{weight}]" in result.stdout + result.stderr
     # new samples in an npz without splits: predicted as the model predicts them in Python
     from gru_mm.data.sources.features import Features
     from gru_mm.serving.predictor import Predictor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -134,3 +136,69 @@ def test_several_regression_targets_pool_mae_and_average_correlation():
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert values["corr"] == pytest.approx(0.0, abs=1e-6)  # the mean of r = 1 and r = -1
     assert values["mae"] == pytest.approx(4 / 6)  # |errors| 0,0,0 and 2,0,2 over six values
+
+
+def test_class_weights_follow_the_training_counts_per_task():
+    from gru_mm.models.module import loss_class_weights
+
+    multiclass = torch.tensor([0, 0, 0, 1, 2, 2])  # class 3 never occurs: it counts as one
+    torch.testing.assert_close(loss_class_weights("balanced", "multiclass", 4, multiclass),
+                               torch.tensor([6 / 12, 6 / 4, 6 / 8, 6 / 4]))
+    binary = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    torch.testing.assert_close(loss_class_weights("balanced", "binary", 1, binary), torch.tensor([3.0]))
+    torch.testing.assert_close(loss_class_weights([1, 4], "binary", 1, None), torch.tensor([4.0]))
+    multilabel = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    torch.testing.assert_close(loss_class_weights("balanced", "multilabel", 2, multilabel), torch.tensor([1 / 3, 3.0]))
+    assert loss_class_weights(None, "multiclass", 3, multiclass) is None
+    assert loss_class_weights("balanced", "multiclass", 3, None) is None  # prediction: no data, no loss
+    with pytest.raises(ConfigError, match=r"loss\.class_weights has 2 weights, and this multiclass task needs 3: "
+                                          r"one per class \(a, b, c\)"):
+        loss_class_weights([1, 2], "multiclass", 3, None, ["a", "b", "c"])
+    with pytest.raises(ConfigError, match="this task is regression"):
+        loss_class_weights("balanced", "regression", 1, torch.zeros(3))
+
+
+def test_weighted_loss_is_the_weighted_mean_and_checkpoints_stay_alike(tmp_path):
+    cfg, dm = _setup(tmp_path, "multiclass", SERIES, TEXT, "loss.class_weights=balanced", "loss.label_smoothing=0.1")
+    module = build_module(cfg, datamodule=dm)
+    targets = dm.train_targets()
+    counts = torch.bincount(targets, minlength=3).float()
+    expected = len(targets) / (3 * counts)
+    torch.testing.assert_close(module.loss_fn.weight, expected)
+    assert module.loss_fn.label_smoothing == 0.1
+    batch = next(iter(dm.train_dataloader()))
+    module.eval()
+    logits = module.outputs(batch)
+    manual = torch.nn.functional.cross_entropy(logits, batch.target, weight=expected, label_smoothing=0.1)
+    torch.testing.assert_close(module.loss_fn(logits, batch.target), manual)
+    # weights come from the data each time: a weighted run's state dict loads into an unweighted module
+    assert "loss_fn.weight" not in module.state_dict()
+    cfg_plain, _ = _setup(tmp_path / "plain", "multiclass", SERIES, TEXT)
+    build_module(cfg_plain, datamodule=dm).load_state_dict(module.state_dict())
+
+
+def test_bad_class_weights_fail_before_data_is_read(tmp_path):
+    from gru_mm.config import check_config
+
+    for value, message in (("balance", "got 'balance'"), ("[1,-2]", "got [1, -2]")):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"loss.class_weights={value}"])
+        with pytest.raises(ConfigError, match=r"loss\.class_weights must be null, balanced or a list of positive "
+                                              rf"numbers, {re.escape(message)}"):
+            check_config(cfg)
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_balanced_weights_weigh_the_positives_of_each_output(tmp_path, task):
+    cfg, dm = _setup(tmp_path, task, SERIES, TEXT, "loss.class_weights=balanced")
+    module = build_module(cfg, datamodule=dm)
+    targets = dm.train_targets().reshape(len(dm.train_targets()), -1).float()
+    positives = targets.sum(0)
+    torch.testing.assert_close(module.loss_fn.pos_weight, (len(targets) - positives) / positives)
+    module.eval()  # no dropout: the two forward passes below agree
+    module.log = lambda *a, **k: None
+    batch = next(iter(dm.train_dataloader()))
+    logits = module.outputs(batch)
+    manual = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.target,
+                                                                  pos_weight=module.loss_fn.pos_weight)
+    torch.testing.assert_close(module._step(batch, "val"), manual)
