@@ -13,6 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
+# np.load parses every array header with ast.literal_eval, and CPython 3.11's AST construction is not
+# thread-safe ("SystemError: AST constructor recursion depth mismatch", gh-106905), so the decoding
+# threads take turns reading .npy/.npz files; decoding itself still runs in parallel.
+NUMPY_READ_LOCK = threading.Lock()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with NUMPY_READ_LOCK, np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def read_npy(path: Path) -> np.ndarray:
+    with NUMPY_READ_LOCK:
+        return np.load(path, allow_pickle=False)
+
 
 def fingerprint(settings: dict[str, Any]) -> str:
     """A stable short hash of JSON-able settings: any change gives a new cache entry."""
@@ -68,8 +83,7 @@ class FeatureCache:
         path = self.root / kind / key[:2] / f"{key}.npz"
         if path.exists():
             try:
-                with np.load(path, allow_pickle=False) as f:
-                    value = {k: f[k] for k in f.files}
+                value = read_npz(path)
                 self._count(hit=True)
                 return value
             except (OSError, ValueError, EOFError):  # a corrupt entry is rebuilt, not trusted

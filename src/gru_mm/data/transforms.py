@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gru_mm.data.cache import read_npy
 from gru_mm.data.sources.base import SampleError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -189,7 +190,7 @@ class SeriesTransform:
         suffix = path.suffix.lower()
         if suffix == ".npy":
             try:
-                array = np.load(path, allow_pickle=False)
+                array = read_npy(path)
             except (ValueError, OSError, EOFError) as err:
                 raise SampleError("unreadable array", f"{path.name}: {err}") from None
             times = None
