@@ -161,7 +161,7 @@ def test_multirun_jobs_get_distinct_run_names_and_log_their_gates(isolated_root)
     plots = {name: _artifact_paths(client, r.info.run_id, "plots") for name, r in runs.items()}
     for name in runs:  # both cells: torch's gates are recomputed from its outputs
         assert plots[name] == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
-                               "plots/test_confusion_matrix.png"]
+                               "plots/gradient_through_time.png", "plots/test_confusion_matrix.png"]
 
 
 def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_root):

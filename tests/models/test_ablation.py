@@ -134,5 +134,5 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     # the confusion matrix from the ablation's pass; gates for the per-modality GRUs of the late fusion
     assert plots == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
-                     "plots/test_confusion_matrix.png"]
+                     "plots/gradient_through_time.png", "plots/test_confusion_matrix.png"]
     assert metrics["test_attribution/audio/share"] + metrics["test_attribution/video/share"] == pytest.approx(1)

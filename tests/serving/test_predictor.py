@@ -139,3 +139,51 @@ def test_the_mlflow_model_loads_through_pyfunc_and_predicts_the_same(multiclass,
         loaded.predict(samples)[CLASSES].to_numpy(),
         Predictor.from_checkpoint(path).predict(samples)[CLASSES].to_numpy(),
     )
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_same_predictions(multiclass, tmp_path):
+    """The model behind a real `mlflow models serve` scoring server: JSON records in (nested lists, a
+    record without video), the Predictor's probabilities out."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import BIN
+    from tracking.mlflow_testlib import free_port
+
+    path, _ = multiclass
+    model_dir = save_model(path, tmp_path / "model")
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server writes to it while it runs)
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True,  # its own process group: the workers stop with it
+                              env=os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"})  # it execs `uvicorn`
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        samples = _samples(4, seed=2)  # samples 0 and 3 have no video
+        records = [{m: a.tolist() for m, a in s.items()} for s in samples]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"dataframe_records": records}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    expected = Predictor.from_checkpoint(path).predict(samples)
+    got = np.array([[p[c] for c in CLASSES] for p in predictions])
+    np.testing.assert_allclose(got, expected[CLASSES].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert [p["predicted"] for p in predictions] == expected["predicted"].tolist()
