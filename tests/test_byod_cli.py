@@ -118,6 +118,29 @@ def test_predict_decodes_new_rows_as_in_training(corpus, skip_run):
     assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_eval_on_another_labeled_manifest_tests_every_row_as_training_decoded_it(corpus, skip_run):
+    """gru-mm-eval data.path=...: the run's test rows in a new manifest (their split column says train,
+    which is ignored) reproduce the run's test accuracy; a row with a class the model never saw is a
+    problem that stops the run, or is left out with data.on_error=skip."""
+    root, _, bad = corpus
+    project, client, run = skip_run
+    ckpt = next(project.glob("logs/train/runs/*/checkpoints/epoch*.ckpt"))
+    test = pd.read_csv(bad, dtype=str, keep_default_na=False).query("split == 'test'").to_dict("records")
+    rows = [{**r, "split": "train"} for r in test] + [{**test[0], "id": "x1", "label": "huge"}]
+    held = write_manifest(root / "media" / "held-out.csv", rows)
+    common = ["gru-mm-eval", f"ckpt_path={ckpt}", f"data.path={held}", f"paths.root={project}", "run_name=held-out"]
+    refused = run_cli(*common)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "x1\tlabel\tunknown label: 'huge' is not one of the classes ['high', 'low', 'mid']" in refused.stderr
+    result = run_cli(*common, "data.on_error=skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (held_run,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_name == "held-out"
+                   and r.info.status == "FINISHED"]
+    assert held_run.data.tags["gru_mm.eval_data"] == str(held)
+    assert held_run.data.metrics["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
+    assert "test_ablation/audio/acc" in held_run.data.metrics  # the whole evaluation, on the new rows
+
+
 def test_manifest_jsonl_multilabel(tmp_path):
     path, _ = make_corpus(tmp_path / "media", n=15, task="multilabel", fmt="jsonl", modalities=("text", "series"))
     result = run_cli("gru-mm-train", "data=manifest", f"data.path={path}", "data.source.task=multilabel",

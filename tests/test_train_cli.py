@@ -123,12 +123,13 @@ def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
     assert eval_run.data.metrics["test/acc"] == pytest.approx(train_run.data.metrics["test/acc"])
 
 
-def test_predict_refuses_a_model_of_the_built_in_data_in_one_sentence(smoke_run):
+def test_predict_and_eval_on_a_new_file_refuse_a_model_of_the_built_in_data_in_one_sentence(smoke_run):
     root, _ = smoke_run
     ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
-    result = run_cli("gru-mm-predict", f"ckpt_path={ckpt}", f"data_path={root / 'new.csv'}", f"paths.root={root}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "reads manifests and features files, and this model was trained on AVDigits" in result.stderr
+    for command, key in (("gru-mm-predict", "data_path"), ("gru-mm-eval", "data.path")):
+        result = run_cli(command, f"ckpt_path={ckpt}", f"{key}={root / 'new.csv'}", f"paths.root={root}")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert f"{command}: {key}: this model was trained on AVDigits, which reads no files" in result.stderr
 
 
 def test_resume_from_last_continues_the_same_run(smoke_run):

@@ -1,5 +1,6 @@
 """`gru-mm-eval ckpt_path=...`: test a checkpoint with the config it was trained with, ablate each
-modality in turn, log both to MLflow."""
+modality in turn, log both to MLflow. With `data.path=FILE`, test it on every sample of another
+labeled file of its data's kind instead (decoded as its training data was)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
+from gru_mm.data.sources.held_out import HeldOut
 from gru_mm.models.ablation import run_ablation
-from gru_mm.models.build import build_datamodule, build_module
+from gru_mm.models.build import build_datamodule, build_module, retarget_data
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.plots import log_attributions, log_gate_plots
 from gru_mm.tracking.run import mlflow_logger, run_location, run_tags
@@ -32,12 +34,27 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     train_cfg = OmegaConf.create(meta["config"])
     if cfg.eval_batch_size:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
+    held_out = cfg.get("data") and cfg.data.get("path")
 
-    datamodule = build_datamodule(train_cfg)
+    if held_out and cfg.data.on_error not in ("fail", "skip"):
+        raise ConfigError(f"data.on_error={cfg.data.on_error!r} must be fail or skip")
+    if held_out:  # another labeled file, decoded with the checkpoint's vocabularies, statistics, classes
+        data_meta = checkpoints.load(path).get("gru_mm_data")
+        if not data_meta or "feature_shapes" not in data_meta:
+            raise checkpoints.CheckpointError(f"ckpt_path={path}: the checkpoint predates data.path for gru-mm-eval "
+                                              "(it lacks its data's shapes); evaluate it on its own data")
+        datamodule = build_datamodule(retarget_data(train_cfg, held_out, cfg.paths.data_dir, cfg.data.trust_pickle,
+                                                    what="data.path"))
+        datamodule.source = HeldOut(datamodule.source, data_meta)
+        datamodule.path, datamodule.on_error = held_out, cfg.data.on_error
+    else:
+        datamodule = build_datamodule(train_cfg)
     datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
     module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
     tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
+    if held_out:
+        tags["gru_mm.eval_data"] = str(held_out)
     if meta.get("mlflow_run_id"):
         tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
     loggers = [

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, exit_with_status, register_resolvers, silence_known_warnings
-from gru_mm.data.sources.base import DataError, Problem
-from gru_mm.models.build import build_datamodule
+from gru_mm.data.sources.base import DataError
+from gru_mm.data.sources.held_out import with_model_shapes
+from gru_mm.models.build import build_datamodule, retarget_data
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.predictor import TIMES, Predictor
 
@@ -32,34 +33,11 @@ def predict(cfg: DictConfig) -> int:
     predictor = Predictor.from_checkpoint(path, device=cfg.device, batch_size=cfg.batch_size)
     state = {"modalities": sorted(predictor.shapes), **(predictor.meta.get("source_state") or {})}
     train_cfg = OmegaConf.create(predictor.config)
-    if "path" not in train_cfg.data.source:  # the built-in data set: nothing new to read
-        raise ConfigError(
-            f"ckpt_path={path}: gru-mm-predict reads manifests and features files, and this model was trained "
-            f"on {train_cfg.data.source._target_.rsplit('.', 1)[-1]}; use gru_mm.serving.predictor.Predictor "
-            "on decoded arrays instead"
-        )
-    data_path = Path(cfg.data_path).expanduser()
-    if data_path.suffix.lower() in (".pkl", ".pickle") and cfg.trust_pickle is not True:
-        raise ConfigError(f"data_path={data_path} is a pickle, and loading a pickle runs any code inside it, "
-                          "so set trust_pickle=true only if you trust where the file came from")
-    with open_dict(train_cfg):  # the new file, decoded into this project's cache
-        train_cfg.data.source.path = str(data_path)
-        if "cache_dir" in train_cfg.data.source:
-            train_cfg.data.source.cache_dir = f"{cfg.paths.data_dir}/cache"
-        if "trust_pickle" in train_cfg.data.source:  # trusting the training file says nothing of this one
-            train_cfg.data.source.trust_pickle = cfg.trust_pickle is True
+    train_cfg = retarget_data(train_cfg, cfg.data_path, cfg.paths.data_dir, cfg.trust_pickle)
     source = build_datamodule(train_cfg).source
-    samples, problems = source.unlabeled(state, predictor.meta.get("vocab") or {})
-    good = []
-    for s in samples:  # a series with other columns than in training, say: listed, not fatal
-        wrong = [m for m, a in s.modalities.items()
-                 if a is not None and tuple(a.shape[1:]) != predictor.shapes[m]]
-        for m in wrong:
-            shape = list(s.modalities[m].shape[1:])
-            problems.append(Problem(s.id, m, "wrong feature size", f"steps of shape {shape}, the model takes "
-                                    f"{list(predictor.shapes[m])}"))
-        if not wrong:
-            good.append(s)
+    samples, problems = source.as_trained(state, predictor.meta.get("vocab") or {})
+    good, wrong = with_model_shapes(samples, predictor.shapes)  # listed, not fatal
+    problems += wrong
     frame = predictor.predict([{**s.modalities, TIMES: s.timestamps} for s in good])
     frame.insert(0, "id", [s.id for s in good])
     out = Path(cfg.out).expanduser()

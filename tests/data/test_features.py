@@ -87,7 +87,7 @@ def test_unusable_files_are_one_sentence(tmp_path):
         Features(path, trust_pickle=True, modalities=["speech"]).load()
 
 
-def test_unlabeled_reads_every_split_as_training_decodes_it(tmp_path):
+def test_as_trained_reads_every_split_as_training_decodes_it(tmp_path):
     """Prediction input: all samples of the file, labels ignored, with the lengths and checks of training."""
     path = write_mosi_pickle(tmp_path / "mosi.pkl")
     with open(path, "rb") as fh:
@@ -97,7 +97,7 @@ def test_unlabeled_reads_every_split_as_training_decodes_it(tmp_path):
         del part["regression_labels"]  # new data has no labels
     with open(path, "wb") as fh:
         pickle.dump(raw, fh)
-    samples, problems = Features(path, trust_pickle=True).unlabeled({"modalities": ["audio", "vision"]}, {})
+    samples, problems = Features(path, trust_pickle=True).as_trained({"modalities": ["audio", "vision"]}, {})
     assert [(p.id, p.modality, p.kind) for p in problems] == [("valid_2", "audio", "NaN or infinite values")]
     assert len(samples) == 24 + 8 + 8 - 1 and samples[0].target is None
     by_id = {s.id: s for s in samples}
@@ -106,16 +106,37 @@ def test_unlabeled_reads_every_split_as_training_decodes_it(tmp_path):
     assert set(by_id["test_3"].modalities) == {"audio", "vision"}  # text: not the model's
 
 
-def test_unlabeled_npz_without_splits_and_an_absent_modality(tmp_path):
+def test_as_trained_npz_without_splits_and_an_absent_modality(tmp_path):
     rng = np.random.default_rng(0)
     lengths = np.array([3, 1, 4])
     np.savez(tmp_path / "new.npz", series=rng.normal(size=(8, 2)).astype(np.float32), series_lengths=lengths)
-    samples, problems = Features(tmp_path / "new.npz").unlabeled({"modalities": ["series", "audio"]}, {})
+    samples, problems = Features(tmp_path / "new.npz").as_trained({"modalities": ["series", "audio"]}, {})
     assert problems == [] and [s.id for s in samples] == ["000000", "000001", "000002"]
     assert [len(s.modalities["series"]) for s in samples] == [3, 1, 4]
     assert all(s.modalities["audio"] is None for s in samples)  # not in the file: absent, as an empty cell
     with pytest.raises(DataError, match=r"new\.npz has none of the model's modalities \['text'\]"):
-        Features(tmp_path / "new.npz").unlabeled({"modalities": ["text"]}, {})
+        Features(tmp_path / "new.npz").as_trained({"modalities": ["text"]}, {})
     np.savez(tmp_path / "odd.npz", a=np.zeros((3, 2, 1)), b=np.zeros((4, 2, 1)))
     with pytest.raises(DataError, match=r"different numbers of samples \{'a': 3, 'b': 4\}"):
-        Features(tmp_path / "odd.npz").unlabeled({"modalities": ["a", "b"]}, {})
+        Features(tmp_path / "odd.npz").as_trained({"modalities": ["a", "b"]}, {})
+
+
+def test_as_trained_with_labels_encodes_them_with_the_trained_classes(tmp_path):
+    from gru_mm.data.targets import LabelCoder
+
+    path = write_npz(tmp_path / "f.npz", {"train": 6, "test": 4})
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["test/labels"] = np.array([1, 0, 7, 1])  # 7: not a class of the trained model
+    np.savez(path, **arrays)
+    coder = LabelCoder.from_meta({"task": "multiclass", "classes": None, "num_classes": 2})
+    samples, problems = Features(path, task="multiclass").as_trained({"modalities": ["series"]}, {}, coder)
+    assert [(p.id, p.modality, p.kind) for p in problems] == [("test2", "label", "label out of range")]
+    by_id = {s.id: s.target for s in samples}
+    assert by_id["test0"] == 1 and by_id["test1"] == 0 and len(by_id) == 6 + 4 - 1
+    named = LabelCoder.from_meta({"task": "binary", "classes": ["no", "yes"], "num_classes": 1})
+    assert named.encode("yes") == 1.0 and named.num_outputs == 1
+    arrays["test/labels"] = arrays["test/labels"][:3]
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match="split 'test' has 3 labels for 4 samples"):
+        Features(path).as_trained({"modalities": ["series"]}, {}, coder)

@@ -68,7 +68,7 @@ def test_masked_series_train_and_predict_alike(gappy, tmp_path):
         v = train[measured[:, f], f]
         assert abs(v.mean()) < 1e-5 and v.std() == pytest.approx(1.0, abs=1e-4)
     assert (measured == 0).any()
-    again, problems = Manifest(path, cache_dir=tmp_path / "cache", series={"missing": "mask"}).unlabeled(
+    again, problems = Manifest(path, cache_dir=tmp_path / "cache", series={"missing": "mask"}).as_trained(
         source.state(), {})
     assert problems == []
     trained = {s.id: s for split in SPLITS for s in source.split(split)}

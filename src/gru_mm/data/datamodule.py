@@ -88,9 +88,11 @@ class SequenceDataModule(pl.LightningDataModule):
         """{modality: vocabulary size} for token modalities (text), which their embeddings need."""
         return dict(getattr(self.source, "vocab_sizes", {}))
 
-    def train_targets(self) -> torch.Tensor:
-        """The training split's targets, stacked (what `loss.class_weights=balanced` counts)."""
-        return torch.as_tensor(np.stack([np.asarray(s.target) for s in self.source.split("train")]))
+    def train_targets(self) -> torch.Tensor | None:
+        """The training split's targets, stacked (what `loss.class_weights=balanced` counts); None when
+        there is no training split (a held-out file under test)."""
+        samples = self.source.split("train")
+        return torch.as_tensor(np.stack([np.asarray(s.target) for s in samples])) if samples else None
 
     def meta(self) -> dict:
         """What a trained model's inputs and outputs mean: task, classes, vocabularies, shapes."""

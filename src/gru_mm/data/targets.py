@@ -54,6 +54,14 @@ class LabelCoder:
         self.separator = separator
         self.numeric = False  # labels are indices rather than names
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], separator: str = ";") -> LabelCoder:
+        """The coder a trained model's data meta describes (its classes fixed, nothing to fit)."""
+        task, classes = meta["task"], meta.get("classes")
+        coder = cls(task, classes, 2 if task == "binary" else meta["num_classes"], separator)
+        coder.numeric = not classes and task != "regression"  # classes were label indices
+        return coder
+
     def _items(self, raw: Any) -> list[Any]:
         if self.task not in ("multilabel", "regression"):
             return [raw]

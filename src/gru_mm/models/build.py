@@ -20,6 +20,30 @@ log = logging.getLogger("gru_mm.train")
 PRETRAINED_FILES = ("vectors_path", "weights_path")  # encoder keys naming files of pretrained weights
 
 
+def retarget_data(train_cfg: DictConfig, data_path: str | Path, data_dir: str, trust_pickle: bool,
+                  what: str = "data_path") -> DictConfig:
+    """A trained model's config with its data source pointed at another file of the same kind (a
+    manifest or a features file), decoded into this project's cache. `trust_pickle` is this command's
+    own: trusting the training file says nothing of the new one."""
+    source = train_cfg.data.source
+    if "path" not in source:  # the built-in data set: nothing else to read
+        raise ConfigError(f"{what}: this model was trained on {source._target_.rsplit('.', 1)[-1]}, which reads "
+                          "no files; only models trained on a manifest or a features file read another file")
+    path = Path(data_path).expanduser()
+    if path.suffix.lower() in (".pkl", ".pickle") and trust_pickle is not True:
+        key = "trust_pickle" if what == "data_path" else "data.trust_pickle"
+        raise ConfigError(f"{what}={path} is a pickle, and loading a pickle runs any code inside it, "
+                          f"so set {key}=true only if you trust where the file came from")
+    cfg = copy.deepcopy(train_cfg)
+    with open_dict(cfg):
+        cfg.data.source.path = str(path)
+        if "cache_dir" in cfg.data.source:
+            cfg.data.source.cache_dir = f"{data_dir}/cache"
+        if "trust_pickle" in cfg.data.source:
+            cfg.data.source.trust_pickle = trust_pickle is True
+    return cfg
+
+
 def build_datamodule(cfg: DictConfig):
     """Instantiating reads no data: sources load lazily in validate/prepare_data/setup."""
     try:

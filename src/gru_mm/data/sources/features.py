@@ -176,14 +176,15 @@ class Features(LoadedSource):
         self._splits = samples
         return samples
 
-    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]
-                  ) -> tuple[list[Sample], list[Problem]]:
+    def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
+                   labels: LabelCoder | None = None) -> tuple[list[Sample], list[Problem]]:
         """Every sample in the file (all its splits, or a file without splits) decoded as in training,
-        for a model whose modalities are `state["modalities"]`; labels are ignored, samples with
+        for a model whose modalities are `state["modalities"]`. Without `labels` (prediction) labels are
+        ignored; with them (the trained model's classes) each part needs its labels. Samples with
         problems are left out and listed. (`vocab` is unused: features are numbers already.)"""
         modalities = list(state["modalities"])
         samples, problems, seen = [], [], set()
-        for split, part in self._read(unsplit_ok=True).items():
+        for split, part in self._read(unsplit_ok=labels is None).items():
             present = [m for m in modalities if m in part]
             if not present:
                 raise DataError(f"{self.path.name} has none of the model's modalities {modalities} "
@@ -197,13 +198,21 @@ class Features(LoadedSource):
                 log.warning("%s lacks %s: absent from all its samples", self.path.name, absent)
             prefix = f"{split}-" if split else ""
             ids = part.get("id", part.get("ids", [f"{prefix}{i:06d}" for i in range(n)]))
+            targets = self._labels(part, split) if labels is not None else None
+            if targets is not None and len(targets) != n:
+                raise DataError(f"{self.path.name} split {split!r} has {len(targets)} labels for {n} samples")
             for i in range(n):
                 rid = _plain_id(ids[i])
                 if rid in seen:
                     problems.append(Problem(rid, "id", "duplicate id", "ids must be unique"))
                     continue
                 seen.add(rid)
-                arrays, row_problems = {m: None for m in absent}, []
+                arrays, row_problems, target = {m: None for m in absent}, [], None
+                if targets is not None:
+                    try:
+                        target = labels.encode(_label_value(targets[i]))
+                    except SampleError as err:
+                        row_problems.append(Problem(rid, "label", err.kind, err.detail))
                 for m in present:
                     try:
                         arrays[m] = self._array(part[m][i], _length(part, m, i))
@@ -211,7 +220,7 @@ class Features(LoadedSource):
                         row_problems.append(Problem(rid, m, err.kind, err.detail))
                 problems += row_problems
                 if not row_problems:
-                    samples.append(Sample(rid, None, arrays))
+                    samples.append(Sample(rid, target, arrays))
         return samples, problems
 
     def _sample(self, rid: str, label: Any, values: dict[str, Any]) -> tuple[Sample, list[Problem]]:

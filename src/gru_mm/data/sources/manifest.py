@@ -262,14 +262,17 @@ class Manifest(LoadedSource):
                              for c, (mean, std) in self.series_stats.items()},
         }
 
-    def unlabeled(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]]
-                  ) -> tuple[list[Sample], list[Problem]]:
-        """The manifest's rows decoded as a trained model saw its data: the kinds, vocabularies and
+    def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
+                   labels: LabelCoder | None = None) -> tuple[list[Sample], list[Problem]]:
+        """Every row of the manifest decoded as a trained model saw its data: the kinds, vocabularies and
         series statistics come from training (`state()`, the checkpoint's vocabularies), not from these
-        rows. `label` and `split` columns are ignored; rows with problems are left out and listed."""
+        rows. Without `labels` (prediction) `label` is ignored; with them (the trained model's classes)
+        every row needs one. `split` is ignored; rows with problems are left out and listed."""
         rows = self._read_rows()
         self.kinds = dict(state["kinds"])
         self.vocab = {c: Vocabulary(tokens) for c, tokens in vocab.items()}
+        if labels is not None:
+            self.labels = labels
         columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict))) if rows else set()
         if "id" not in columns:
             raise DataError(f"{self.path} has no 'id' column")
@@ -286,9 +289,12 @@ class Manifest(LoadedSource):
                                         "ids must be unique" if rid else "the row has no id"))
                 continue
             seen.add(rid)
+            if labels is not None and is_empty(row.get("label")) and not isinstance(row.get("label"), list):
+                problems.append(Problem(rid, "label", "empty required column", "the row has no label"))
+                continue
             good.append({**row, "id": rid})
         samples = []
-        for sample, row_problems in self._decode_rows(good, labeled=False):
+        for sample, row_problems in self._decode_rows(good, labeled=labels is not None):
             problems += row_problems
             if not row_problems:
                 samples.append(sample)
