@@ -13,7 +13,7 @@ from model_testlib import FUSIONS, SHAPES, build_test_module
 from conftest import run_cli
 from gru_mm.data.batch import Batch, Sample
 from gru_mm.data.collate import Collate
-from gru_mm.models.ablation import ablation_table, log_ablation, table_csv
+from gru_mm.models.ablation import ablation_table, log_ablation, per_class_table, table_csv
 from gru_mm.models.multimodal import set_absent
 
 _module = build_test_module
@@ -136,3 +136,23 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     assert plots == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
                      "plots/gradient_through_time.png", "plots/test_confusion_matrix.png"]
     assert metrics["test_attribution/audio/share"] + metrics["test_attribution/video/share"] == pytest.approx(1)
+    # per class, from the same pass: the support sums to the test split, and recall weighted by it is acc
+    per_class = client.download_artifacts(run.info.run_id, "per_class/test_per_class.csv", str(root))
+    rows = [line.split(",") for line in Path(per_class).read_text().splitlines()]
+    assert rows[0] == ["class", "precision", "recall", "f1", "support"] and len(rows) == 1 + 10
+    support = [int(r[4]) for r in rows[1:]]
+    recall_acc = sum(float(r[2]) * n for r, n in zip(rows[1:], support, strict=True)) / sum(support)
+    assert recall_acc == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert metrics["test_class/3/recall"] == pytest.approx(float(rows[4][2]))
+
+
+def test_per_class_table_from_confusion_counts():
+    counts = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])  # class b never occurs and is predicted once
+    table = per_class_table(counts, ["a", "b", "c"])
+    assert [r["class"] for r in table] == ["a", "b", "c"] and [r["support"] for r in table] == [4, 0, 6]
+    a, b, c = table
+    assert (a["precision"], a["recall"]) == (pytest.approx(3 / 5), pytest.approx(3 / 4))
+    assert a["f1"] == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))
+    assert (b["precision"], b["recall"], b["f1"]) == (0.0, 0.0, 0.0)  # never right: 0, not NaN
+    assert (c["precision"], c["recall"]) == (pytest.approx(1.0), pytest.approx(4 / 6))
+    assert per_class_table(np.eye(2, dtype=int))[1]["class"] == "1"  # unnamed classes: their index

@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,6 +97,30 @@ def log_ablation(client, run_id: str, table: list[dict], prefix: str = "test_abl
     client.log_text(run_id, table_markdown(table), f"{artifact_dir}/ablation.md")
 
 
+def per_class_table(counts: np.ndarray, classes: Sequence[str] | None = None) -> list[dict]:
+    """Precision, recall, F1 and support of each class from [true, predicted] counts; 0 where a class
+    was never predicted or never occurs (as scikit-learn's zero_division=0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    hits, support, predicted = np.diag(counts), counts.sum(1), counts.sum(0)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
+    names = list(classes) if classes else [str(i) for i in range(len(counts))]
+    return [{"class": str(names[k]), "precision": float(precision[k]), "recall": float(recall[k]),
+             "f1": float(f1[k]), "support": int(support[k])} for k in range(len(counts))]
+
+
+def log_per_class(client, run_id: str, table: list[dict], prefix: str = "test_class") -> None:
+    """Metrics `<prefix>/<class>/{precision,recall,f1}` and the table as `per_class/test_per_class.{csv,md}`."""
+    for row in table:
+        name = re.sub(r"[^\w\-. /]", "_", row["class"])  # what MLflow allows in a metric name
+        for key in ("precision", "recall", "f1"):
+            client.log_metric(run_id, f"{prefix}/{name}/{key}", row[key])
+    client.log_text(run_id, table_csv(table), "per_class/test_per_class.csv")
+    client.log_text(run_id, table_markdown(table), "per_class/test_per_class.md")
+
+
 def full_test_loader(datamodule):
     """The whole test split in one process (the datamodule shards by the attached trainer's world size)."""
     trainer = getattr(datamodule, "trainer", None)
@@ -108,7 +134,7 @@ def full_test_loader(datamodule):
 def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None,
                  ckpt_path: str | None = None) -> list[dict]:
     """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given,
-    and for multiclass tasks the confusion matrix of the same pass (the "none" row).
+    and for multiclass tasks the per-class table and the confusion matrix of the same pass (the "none" row).
 
     ckpt_path: the tested checkpoint, loaded first (a spawned-process strategy tests in its children,
     leaving this process's module with other weights).
@@ -124,5 +150,10 @@ def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torc
     if mlflow_logger is not None:
         log_ablation(mlflow_logger.experiment, mlflow_logger.run_id, table)
     if counter is not None:
+        meta = datamodule.meta() if hasattr(datamodule, "meta") else {}
+        per_class = per_class_table(counter.counts, meta.get("classes"))
+        log.info("per class on the test split:\n%s", table_markdown(per_class))
+        if mlflow_logger is not None:
+            log_per_class(mlflow_logger.experiment, mlflow_logger.run_id, per_class)
         log_confusion_matrix(counter.counts, datamodule, mlflow_logger)
     return table
