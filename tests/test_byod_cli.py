@@ -239,6 +239,9 @@ def test_features_npz_binary(tmp_path):
         labels = f["train/labels"]
     weight = round(float((labels == 0).sum() / (labels == 1).sum()), 4)
     assert f"loss.class_weights=balanced: [{weight}]" in result.stdout + result.stderr
+    out = result.stdout + result.stderr  # the per-class table of the test split: 8 samples, 2 classes
+    table = out[out.index("| class | precision | recall | f1 | support |"):].splitlines()[2:4]
+    assert sum(int(line.strip("| ").split(" | ")[-1]) for line in table) == 8
     # new samples in an npz without splits: predicted as the model predicts them in Python
     from gru_mm.data.sources.features import Features
     from gru_mm.serving.predictor import Predictor

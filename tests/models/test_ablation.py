@@ -156,3 +156,12 @@ def test_per_class_table_from_confusion_counts():
     assert (b["precision"], b["recall"], b["f1"]) == (0.0, 0.0, 0.0)  # never right: 0, not NaN
     assert (c["precision"], c["recall"]) == (pytest.approx(1.0), pytest.approx(4 / 6))
     assert per_class_table(np.eye(2, dtype=int))[1]["class"] == "1"  # unnamed classes: their index
+
+
+def test_binary_confusion_counts_threshold_the_logit_at_zero():
+    from gru_mm.tracking.plots import ConfusionCounter
+
+    counter = ConfusionCounter(1, binary=True)
+    batch = Batch(["a", "b", "c", "d"], torch.tensor([0.0, 1.0, 1.0, 0.0]), {})
+    counter(torch.tensor([-2.0, 0.5, -0.1, 3.0]), batch)
+    assert counter.counts.tolist() == [[1, 1], [1, 1]]  # rows: true 0, 1; columns: predicted 0, 1

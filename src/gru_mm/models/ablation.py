@@ -134,7 +134,8 @@ def full_test_loader(datamodule):
 def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torch.device | str | None = None,
                  ckpt_path: str | None = None) -> list[dict]:
     """Ablate on the datamodule's test split; log the table to the MLflow logger's run if given,
-    and for multiclass tasks the per-class table and the confusion matrix of the same pass (the "none" row).
+    and for multiclass and binary tasks the per-class table and the confusion matrix of the same pass
+    (the "none" row).
 
     ckpt_path: the tested checkpoint, loaded first (a spawned-process strategy tests in its children,
     leaving this process's module with other weights).
@@ -143,8 +144,9 @@ def run_ablation(module: nn.Module, datamodule, mlflow_logger=None, device: torc
 
     if ckpt_path:
         module.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
-    multiclass = getattr(module, "task", "multiclass") == "multiclass"
-    counter = ConfusionCounter(datamodule.num_classes) if multiclass else None
+    task = getattr(module, "task", "multiclass")
+    counter = ConfusionCounter(datamodule.num_classes, binary=task == "binary") \
+        if task in ("multiclass", "binary") else None
     table = ablation_table(module, full_test_loader(datamodule), device, on_kept=counter)
     log.info("modality ablation on the test split:\n%s", table_markdown(table))
     if mlflow_logger is not None:

@@ -19,16 +19,18 @@ from gru_mm.models.attribution import GradientProfile  # noqa: E402
 
 
 class ConfusionCounter:
-    """Accumulates [true, predicted] counts from (logits, batch) pairs of a multiclass model."""
+    """Accumulates [true, predicted] counts from (logits, batch) pairs of a multiclass model, or of a
+    binary one (`binary=True`: one logit per sample, positive above 0, as probability 0.5)."""
 
-    def __init__(self, num_classes: int):
-        self.num_classes = num_classes
-        self._flat = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    def __init__(self, num_classes: int, binary: bool = False):
+        self.binary = binary
+        self.num_classes = 2 if binary else num_classes
+        self._flat = torch.zeros(self.num_classes * self.num_classes, dtype=torch.int64)
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> None:
         n = self.num_classes
-        pred = logits.argmax(-1).cpu()
-        self._flat += torch.bincount(batch.target.cpu() * n + pred, minlength=n * n)
+        pred = (logits.reshape(-1) > 0).long().cpu() if self.binary else logits.argmax(-1).cpu()
+        self._flat += torch.bincount(batch.target.cpu().long().reshape(-1) * n + pred, minlength=n * n)
 
     @property
     def counts(self) -> np.ndarray:
