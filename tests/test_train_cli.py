@@ -177,6 +177,25 @@ def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_r
 
 
 
+def test_lr_find_trains_from_the_suggested_rate_and_keeps_its_steps_out_of_the_run(isolated_root):
+    refused = run_cli("gru-mm-train", "debug=smoke", "lr_find.enabled=true", "trainer=ddp_cpu",
+                      f"paths.root={isolated_root}")
+    assert refused.returncode == 1 and "lr_find.enabled runs in one process" in refused.stderr
+    result = run_cli("gru-mm-train", "debug=smoke", "lr_find.enabled=true", "lr_find.steps=30", "test=false",
+                     "log_model=false", f"paths.root={isolated_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = _client(isolated_root)
+    (run,) = _runs(client, "avdigits")  # the refused command started no run
+    suggested = run.data.metrics["lr_find/suggested_lr"]
+    (lr,) = client.get_metric_history(run.info.run_id, "lr-AdamW")
+    assert lr.value == pytest.approx(suggested) and suggested != pytest.approx(0.003)  # not optimizer.lr
+    assert "plots/lr_find.png" in _artifact_paths(client, run.info.run_id, "plots")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/grad_norm")]
+    assert steps == [0, 1, 2]  # the smoke run's own three steps; the test's 30 are not in the run
+    run_dir = next((isolated_root / "logs").glob("train/runs/*"))
+    assert not list(run_dir.rglob(".lr_find_*"))  # its temporary checkpoint is gone
+
+
 def test_a_diverging_run_stops_with_one_sentence_and_keeps_what_it_had(isolated_root):
     # the learning rate jumps by 1e32 after epoch 0: epoch 1 diverges, epoch 0's state and metrics stay
     result = run_cli("gru-mm-train", "debug=smoke", "trainer.max_epochs=2", f"paths.root={isolated_root}",

@@ -47,9 +47,13 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("trainer.accumulate_grad_batches", int, 1, None),
     ("callbacks.system_metrics.interval_s", float, 0.1, None),
     ("loss.label_smoothing", float, 0.0, 1.0),
+    ("lr_find.min_lr", float, 1e-12, None),
+    ("lr_find.max_lr", float, 1e-12, None),
+    ("lr_find.steps", int, 2, None),
 ]
 _BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout", "loss.label_smoothing"}  # a probability of 1 would drop everything
-_BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional"]
+_BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional",
+              "lr_find.enabled"]
 
 
 def _check_number(key: str, value: Any, kind: type, low: float | None, high: float | None) -> None:
@@ -98,6 +102,9 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
+    low, high = (OmegaConf.select(cfg, f"lr_find.{k}", default=None) for k in ("min_lr", "max_lr"))
+    if low is not None and high is not None and low >= high:
+        raise ConfigError(f"lr_find.min_lr={low} must be below lr_find.max_lr={high}")
     weights = OmegaConf.select(cfg, "loss.class_weights", default=None)
     if weights is not None and weights != "balanced" and not (
         isinstance(weights, ListConfig) and len(weights) > 0

@@ -178,11 +178,19 @@ class SequenceClassifier(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self._padded_steps = 0
         self._real_steps = 0
+        # A learning-rate range test drives the loss to infinity on purpose and stops itself there.
+        self.stop_on_nonfinite_loss = True
         # Saved into every checkpoint: the resolved config, experiment name and MLflow run id,
         # so `ckpt_path=last` resumes the same run and gru-mm-eval rebuilds the same model.
         self.run_meta: dict[str, Any] = {}
         # The data's meaning (task, class names, vocabularies), saved with the weights and checked on load.
         self.data_meta: dict[str, Any] = {}
+
+    def reset_running_state(self) -> None:
+        """Forget what steps outside training proper (a learning-rate range test) accumulated."""
+        for metrics in self.metrics.values():
+            metrics.reset()
+        self._padded_steps = self._real_steps = 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gru_mm"] = self.run_meta
@@ -226,7 +234,7 @@ class SequenceClassifier(pl.LightningModule):
         if stage == "train" and (penalty := self._regularization()) is not None:
             self.log("train/l2_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(batch))
             loss = loss + penalty
-        if not torch.isfinite(loss):
+        if self.stop_on_nonfinite_loss and not torch.isfinite(loss):
             ids = ", ".join(batch.ids[:3]) + (", ..." if len(batch.ids) > 3 else "")
             raise FloatingPointError(
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
