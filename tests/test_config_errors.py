@@ -50,6 +50,11 @@ def test_default_config_is_valid_and_commented():
         ("optimizer.lr=-0.1", "optimizer.lr must be >= 0.0"),
         ("data.bucket=maybe", "data.bucket must be true or false"),
         ("model.gru._target_=gru_mm.nn.NoSuchGRU", "model.gru._target_"),
+        ("data.train_crop_steps=0", "data.train_crop_steps must be >= 1"),
+        ("loss.label_smoothing=1.0", "loss.label_smoothing must be < 1.0"),
+        ("lr_find.steps=1", "lr_find.steps must be >= 2"),
+        ("lr_find.min_lr=0.1 lr_find.max_lr=0.01", "lr_find.min_lr=0.1 must be below lr_find.max_lr=0.01"),
+        ("lr_find.enabled=yes", "lr_find.enabled must be true or false"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -30,6 +30,7 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("data.eval_batch_size", int, 1, None),
     ("data.num_workers", int, 0, None),
     ("data.pool_batches", int, 1, None),
+    ("data.train_crop_steps", int, 1, None),
     ("model.gru.hidden_size", int, 1, None),
     ("model.gru.num_layers", int, 1, None),
     ("model.gru.dropout", float, 0.0, 1.0),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from byod_files import make_corpus, write_manifest, write_png, write_wav
 
+from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.data.datamodule import SequenceDataModule
 from gru_mm.data.sources.base import SPLITS, DataError, Source
@@ -222,6 +223,40 @@ def test_collate_puts_times_in_seq_and_task_targets(corpus, tmp_path):
     assert batch.inputs["text"].data.dtype == torch.int64 and batch.inputs["frames"].times is None
     regression = Collate(source.feature_shapes, target_dtype=torch.float32)(samples)
     assert regression.target.dtype == torch.float32
+
+
+def test_crop_cuts_long_sequences_at_the_same_relative_position():
+    from gru_mm.data.collate import crop
+
+    a, b, short = np.arange(20.0)[:, None], np.arange(40.0)[:, None], np.arange(3.0)[:, None]
+    sample = Sample("x", 1, {"a": a, "b": b, "short": short, "gone": None}, {"b": np.arange(40.0) * 0.5})
+    out = crop(sample, 5, 0.5)
+    assert out.modalities["a"][:, 0].tolist() == [8, 9, 10, 11, 12]  # int(0.5 * 16)
+    assert out.modalities["b"][:, 0].tolist() == [18, 19, 20, 21, 22]  # int(0.5 * 36): the same stretch
+    assert out.timestamps["b"].tolist() == [9.0, 9.5, 10.0, 10.5, 11.0]  # the times of those steps
+    assert out.modalities["short"] is short and out.modalities["gone"] is None and out.target == 1
+    assert crop(sample, 5, 0.0).modalities["a"][0, 0] == 0 and crop(sample, 5, 0.9999).modalities["a"][-1, 0] == 19
+    assert len(sample.modalities["a"]) == 20  # the source's sample is left as it was
+
+
+def test_training_batches_are_cropped_and_evaluation_batches_are_whole(corpus, tmp_path):
+    _, path, _ = corpus
+    source = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
+    dm = SequenceDataModule(source, batch_size=4, train_crop_steps=3)
+    dm.validate()
+    torch.manual_seed(0)
+    first = list(dm.train_dataloader())
+    assert max(int(b.inputs[m].lengths.max()) for b in first for m in b.inputs) == 3
+    longest = max(len(s.modalities["audio"]) for s in source.split("train"))
+    assert longest > 3  # something was cut
+    torch.manual_seed(0)  # seeded: the same windows again
+    again = list(dm.train_dataloader())
+    for x, y in zip(first, again, strict=True):
+        torch.testing.assert_close(x.inputs["audio"].data, y.inputs["audio"].data)
+    val = {s.id: s for s in source.split("val")}
+    for batch in dm.val_dataloader():
+        for i, sid in enumerate(batch.ids):
+            assert int(batch.inputs["audio"].lengths[i]) == len(val[sid].modalities["audio"])
 
 
 def test_datamodule_reads_nothing_until_asked(corpus, tmp_path):

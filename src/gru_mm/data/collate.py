@@ -19,11 +19,15 @@ class Collate:
     step indices, padding gets zeros.
     """
 
-    def __init__(self, feature_shapes: Mapping[str, Sequence[int]], target_dtype: torch.dtype = torch.int64):
+    def __init__(self, feature_shapes: Mapping[str, Sequence[int]], target_dtype: torch.dtype = torch.int64,
+                 crop_steps: int | None = None):
         self.feature_shapes = {m: tuple(shape) for m, shape in feature_shapes.items()}
         self.target_dtype = target_dtype
+        self.crop_steps = crop_steps  # training: longer sequences become a random window (`crop`)
 
     def __call__(self, samples: list[Sample]) -> Batch:
+        if self.crop_steps is not None:  # torch's generator: seeded runs crop alike (workers too)
+            samples = [crop(s, self.crop_steps, float(torch.rand(()))) for s in samples]
         inputs = {}
         for m, shape in self.feature_shapes.items():
             arrays = [s.modalities.get(m) for s in samples]
@@ -38,3 +42,17 @@ class Collate:
             inputs[m] = seq
         target = torch.as_tensor(np.asarray([s.target for s in samples]), dtype=self.target_dtype)
         return Batch([s.id for s in samples], target, inputs)
+
+
+def crop(sample: Sample, steps: int, position: float) -> Sample:
+    """The sample with every modality longer than `steps` cut to `steps` consecutive steps (and their
+    times), starting at the same relative `position` (0..1) of each, so that modalities of similar
+    duration keep covering about the same stretch of time."""
+    modalities, times = dict(sample.modalities), dict(sample.timestamps)
+    for m, a in sample.modalities.items():
+        if a is not None and len(a) > steps:
+            start = min(int(position * (len(a) - steps + 1)), len(a) - steps)
+            modalities[m] = a[start: start + steps]
+            if m in times:
+                times[m] = times[m][start: start + steps]
+    return Sample(sample.id, sample.target, modalities, times)

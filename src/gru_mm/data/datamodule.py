@@ -53,6 +53,7 @@ class SequenceDataModule(pl.LightningDataModule):
         on_error: str = "fail",
         path: str | None = None,
         trust_pickle: bool = False,
+        train_crop_steps: int | None = None,
     ):
         # `path` and `trust_pickle` are read by the sources (their configs interpolate ${..path}); they
         # live at this level so that `data.path=FILE` is the one key a user sets.
@@ -71,6 +72,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.bucket = bucket
         self.pool_batches = pool_batches
         self.seed = seed
+        self.train_crop_steps = train_crop_steps
         self.report: DataReport | None = None
         self._collate: Collate | None = None
 
@@ -148,7 +150,7 @@ class SequenceDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int, collate: Collate | None = None) -> DataLoader:
         samples = self.source.split(split)
         present = [[s.modalities.get(m) for s in samples] for m in self.source.feature_shapes]
         means = {
@@ -169,14 +171,17 @@ class SequenceDataModule(pl.LightningDataModule):
         return DataLoader(
             samples,
             batch_sampler=sampler,
-            collate_fn=self.collate,
+            collate_fn=collate or self.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+        collate = self.collate
+        if self.train_crop_steps is not None:  # validation and test read whole sequences
+            collate = Collate(collate.feature_shapes, collate.target_dtype, crop_steps=self.train_crop_steps)
+        return self._loader("train", shuffle=True, batch_size=self.batch_size, collate=collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
