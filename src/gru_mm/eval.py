@@ -24,6 +24,22 @@ register_resolvers()
 silence_known_warnings()
 
 
+def _held_out_data(cfg: DictConfig, train_cfg: DictConfig, ckpt: str):
+    """The datamodule of `data.path`: another labeled file, all of it the test split, decoded with the
+    checkpoint's vocabularies, statistics and classes."""
+    if cfg.data.on_error not in ("fail", "skip"):
+        raise ConfigError(f"data.on_error={cfg.data.on_error!r} must be fail or skip")
+    data_meta = checkpoints.load(ckpt).get("gru_mm_data")
+    if not data_meta or "feature_shapes" not in data_meta:
+        raise checkpoints.CheckpointError(f"ckpt_path={ckpt}: the checkpoint predates data.path for gru-mm-eval "
+                                          "(it lacks its data's shapes); evaluate it on its own data")
+    retargeted = retarget_data(train_cfg, cfg.data.path, cfg.paths.data_dir, cfg.data.trust_pickle, what="data.path")
+    datamodule = build_datamodule(retargeted)
+    datamodule.source = HeldOut(datamodule.source, data_meta)
+    datamodule.path, datamodule.on_error = cfg.data.path, cfg.data.on_error  # what its problem list names
+    return datamodule
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path == "last" and not cfg.experiment_name:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
@@ -35,20 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.eval_batch_size:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
     held_out = cfg.get("data") and cfg.data.get("path")
-
-    if held_out and cfg.data.on_error not in ("fail", "skip"):
-        raise ConfigError(f"data.on_error={cfg.data.on_error!r} must be fail or skip")
-    if held_out:  # another labeled file, decoded with the checkpoint's vocabularies, statistics, classes
-        data_meta = checkpoints.load(path).get("gru_mm_data")
-        if not data_meta or "feature_shapes" not in data_meta:
-            raise checkpoints.CheckpointError(f"ckpt_path={path}: the checkpoint predates data.path for gru-mm-eval "
-                                              "(it lacks its data's shapes); evaluate it on its own data")
-        datamodule = build_datamodule(retarget_data(train_cfg, held_out, cfg.paths.data_dir, cfg.data.trust_pickle,
-                                                    what="data.path"))
-        datamodule.source = HeldOut(datamodule.source, data_meta)
-        datamodule.path, datamodule.on_error = held_out, cfg.data.on_error
-    else:
-        datamodule = build_datamodule(train_cfg)
+    datamodule = _held_out_data(cfg, train_cfg, path) if held_out else build_datamodule(train_cfg)
     datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
     module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name

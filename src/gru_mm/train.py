@@ -22,7 +22,6 @@ from gru_mm.data.validation import log_report
 from gru_mm.models import lr_find
 from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
-from gru_mm.models.lr_find import find_lr
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.plots import log_attributions, log_gate_plots
@@ -113,7 +112,7 @@ def train(cfg: DictConfig) -> float | None:
         log_report(mlflow, report)
 
     if range_test:
-        find_lr(cfg, module, datamodule, mlflow if trainer.is_global_zero else None)
+        lr_find.find_lr(cfg, module, datamodule, mlflow if trainer.is_global_zero else None)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except Exception as err:  # Lightning marks the run FAILED; say why there, and what is kept

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gru_mm.config import ConfigError
 from gru_mm.data.sources.base import DataError
@@ -132,12 +132,10 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         raise
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    loss = cfg.get("loss") or {}  # checkpoints of older runs have no loss group
-    setting = OmegaConf.to_object(loss.class_weights) if isinstance(loss.get("class_weights"), ListConfig) \
-        else loss.get("class_weights")
-    counts_from = getattr(datamodule, "train_targets", None) if setting == "balanced" else None
-    weights = loss_class_weights(setting, task, num_classes, counts_from() if counts_from else None,
-                                 (meta or {}).get("classes"))
+    loss = OmegaConf.to_container(cfg.loss, resolve=True) if cfg.get("loss") else {}  # older checkpoints: none
+    setting = loss.get("class_weights")
+    targets = datamodule.train_targets() if setting == "balanced" and hasattr(datamodule, "train_targets") else None
+    weights = loss_class_weights(setting, task, num_classes, targets, (meta or {}).get("classes"))
     if weights is not None:
         log.info("loss.class_weights=%s: %s", setting, [round(w, 4) for w in weights.tolist()])
     module = SequenceClassifier(

@@ -1,5 +1,5 @@
 """`lr_find.enabled=true`: Lightning's learning-rate range test before training; the run then trains
-with the rate it suggests.
+from a tenth of the rate at the lowest loss (`suggest`).
 
 The test runs on a trainer of its own (no loggers, callbacks or checkpoints), so the run's trainer,
 MLflow run and checkpoint folder see nothing of it; Lightning restores the weights afterwards.

@@ -79,7 +79,8 @@ class Features(LoadedSource):
         self._shapes: dict[str, tuple[int, ...]] = {}
 
     def _read(self, unsplit_ok: bool = False) -> dict[str, dict[str, Any]]:
-        """{split: {key: value}}; with `unsplit_ok` (prediction) a file without splits is one part, ""."""
+        """{split: {key: value}}; with `unsplit_ok` (new data for a trained model) a file without splits
+        is one part, ""."""
         if not self.path.is_file():
             raise DataError(f"data.path={self.path}: no such features file")
         try:
@@ -184,7 +185,7 @@ class Features(LoadedSource):
         problems are left out and listed. (`vocab` is unused: features are numbers already.)"""
         modalities = list(state["modalities"])
         samples, problems, seen = [], [], set()
-        for split, part in self._read(unsplit_ok=labels is None).items():
+        for split, part in self._read(unsplit_ok=True).items():
             present = [m for m in modalities if m in part]
             if not present:
                 raise DataError(f"{self.path.name} has none of the model's modalities {modalities} "
