@@ -84,3 +84,11 @@ def test_overrides_compose():
     cfg = _compose("paths.output_dir=/tmp/x", "model.gru.hidden_size=32", "trainer.max_epochs=1", "data.batch_size=16")
     assert (cfg.model.gru.hidden_size, cfg.trainer.max_epochs, cfg.data.batch_size) == (32, 1, 16)
     assert OmegaConf.select(cfg, "scheduler.T_max") == 1
+
+
+@pytest.mark.parametrize("command", ["gru-mm-train", "gru-mm-eval", "gru-mm-predict", "gru-mm-validate-data"])
+def test_every_command_explains_itself_in_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"{command}: ")  # its own header, not "app is powered by Hydra"
+    assert f"Examples:\n  {command} " in result.stdout
