@@ -185,27 +185,15 @@ class Manifest(LoadedSource):
 
         # 1. ids, labels present, splits
         good: list[dict[str, Any]] = []
-        seen: dict[str, str] = {}
-        for where, row in rows:
-            if isinstance(row, SampleError):
-                problems.append(Problem(where, "-", row.kind, row.detail))
-                continue
-            rid = "" if is_empty(row.get("id")) else str(row["id"]).strip()
-            if not rid:
-                problems.append(Problem(where, "id", "empty required column", "the row has no id"))
-                continue
-            if rid in seen:
-                problems.append(Problem(rid, "id", "duplicate id", f"{where} repeats the id of {seen[rid]}"))
-                continue
-            seen[rid] = where
+        for row in _with_unique_ids(rows, problems):
+            rid = row["id"]
             split = "" if is_empty(row.get("split")) else str(row["split"]).strip().lower()
             if split and split not in SPLITS:
                 problems.append(Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)"))
                 continue
-            if is_empty(row.get("label")) and not isinstance(row.get("label"), list):
-                problems.append(Problem(rid, "label", "empty required column", "the row has no label"))
+            if _lacks_label(row, problems):
                 continue
-            good.append({**row, "id": rid, "split": split})
+            good.append({**row, "split": split})
         unassigned = [r["id"] for r in good if not r["split"]]
         if unassigned:
             assigned = seeded_split(unassigned, self.fractions, self.split_seed)
@@ -278,21 +266,8 @@ class Manifest(LoadedSource):
             raise DataError(f"{self.path} has no 'id' column")
         if not set(self.kinds) & columns:
             raise DataError(f"{self.path.name} has none of the model's modality columns {sorted(self.kinds)}")
-        good, problems, seen = [], [], set()
-        for where, row in rows:
-            if isinstance(row, SampleError):
-                problems.append(Problem(where, "-", row.kind, row.detail))
-                continue
-            rid = "" if is_empty(row.get("id")) else str(row["id"]).strip()
-            if not rid or rid in seen:
-                problems.append(Problem(rid or where, "id", "duplicate id" if rid else "empty required column",
-                                        "ids must be unique" if rid else "the row has no id"))
-                continue
-            seen.add(rid)
-            if labels is not None and is_empty(row.get("label")) and not isinstance(row.get("label"), list):
-                problems.append(Problem(rid, "label", "empty required column", "the row has no label"))
-                continue
-            good.append({**row, "id": rid})
+        problems: list[Problem] = []
+        good = [row for row in _with_unique_ids(rows, problems) if labels is None or not _lacks_label(row, problems)]
         samples = []
         for sample, row_problems in self._decode_rows(good, labeled=labels is not None):
             problems += row_problems
@@ -445,6 +420,33 @@ class Manifest(LoadedSource):
             self.series_stats[column] = (mean, std)
             for split in SPLITS:
                 _standardise(samples[split], column, mean, std)
+
+
+def _with_unique_ids(rows: list[tuple[str, Any]], problems: list[Problem]) -> list[dict[str, Any]]:
+    """The readable rows with an id not seen before (stripped); the others become problems."""
+    out, seen = [], {}
+    for where, row in rows:
+        if isinstance(row, SampleError):
+            problems.append(Problem(where, "-", row.kind, row.detail))
+            continue
+        rid = "" if is_empty(row.get("id")) else str(row["id"]).strip()
+        if not rid:
+            problems.append(Problem(where, "id", "empty required column", "the row has no id"))
+            continue
+        if rid in seen:
+            problems.append(Problem(rid, "id", "duplicate id", f"{where} repeats the id of {seen[rid]}"))
+            continue
+        seen[rid] = where
+        out.append({**row, "id": rid})
+    return out
+
+
+def _lacks_label(row: dict[str, Any], problems: list[Problem]) -> bool:
+    """True (and a problem) for a row whose label is empty; a list (a JSONL multilabel row) always counts."""
+    if is_empty(row.get("label")) and not isinstance(row.get("label"), list):
+        problems.append(Problem(row["id"], "label", "empty required column", "the row has no label"))
+        return True
+    return False
 
 
 def _standardise(samples: list[Sample], column: str, mean: np.ndarray, std: np.ndarray) -> None:
