@@ -40,9 +40,14 @@ def load(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The `gru_mm` entry our LightningModule stores: resolved config, MLflow run id, experiment name."""
+def read(path: str | Path) -> dict[str, Any]:
+    """The whole checkpoint, or {} when it cannot be read (callers say what they miss in it)."""
     try:
-        return load(path).get("gru_mm", {})
+        return load(path)
     except CheckpointError:
         return {}
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The `gru_mm` entry our LightningModule stores: resolved config, MLflow run id, experiment name."""
+    return read(path).get("gru_mm", {})

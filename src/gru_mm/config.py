@@ -52,7 +52,8 @@ _NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
     ("lr_find.max_lr", float, 1e-12, None),
     ("lr_find.steps", int, 2, None),
 ]
-_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout", "loss.label_smoothing"}  # a probability of 1 would drop everything
+# dropout or smoothing of 1 would leave nothing to learn from
+_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout", "loss.label_smoothing"}
 _BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional",
               "lr_find.enabled"]
 

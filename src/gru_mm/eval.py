@@ -24,12 +24,11 @@ register_resolvers()
 silence_known_warnings()
 
 
-def _held_out_data(cfg: DictConfig, train_cfg: DictConfig, ckpt: str):
+def _held_out_data(cfg: DictConfig, train_cfg: DictConfig, ckpt: str, data_meta: dict | None):
     """The datamodule of `data.path`: another labeled file, all of it the test split, decoded with the
-    checkpoint's vocabularies, statistics and classes."""
+    checkpoint's vocabularies, statistics and classes (`data_meta`)."""
     if cfg.data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error={cfg.data.on_error!r} must be fail or skip")
-    data_meta = checkpoints.load(ckpt).get("gru_mm_data")
     if not data_meta or "feature_shapes" not in data_meta:
         raise checkpoints.CheckpointError(f"ckpt_path={ckpt}: the checkpoint predates data.path for gru-mm-eval "
                                           "(it lacks its data's shapes); evaluate it on its own data")
@@ -44,14 +43,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path == "last" and not cfg.experiment_name:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
     path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
-    meta = checkpoints.read_meta(path)
+    checkpoint = checkpoints.read(path)  # read once, for its config and data meta
+    meta, data_meta = checkpoint.get("gru_mm", {}), checkpoint.get("gru_mm_data")
+    del checkpoint  # its weights: Lightning loads them for the test
     if "config" not in meta:
         raise checkpoints.CheckpointError(f"ckpt_path={path}: not a gru-mm checkpoint (it holds no config)")
     train_cfg = OmegaConf.create(meta["config"])
     if cfg.eval_batch_size:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
     held_out = cfg.get("data") and cfg.data.get("path")
-    datamodule = _held_out_data(cfg, train_cfg, path) if held_out else build_datamodule(train_cfg)
+    datamodule = _held_out_data(cfg, train_cfg, path, data_meta) if held_out else build_datamodule(train_cfg)
     datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
     module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name

@@ -2,7 +2,8 @@
 (models trained with data=manifest) or held in a features file (data=features).
 
 The samples are decoded exactly as the model's training data was (the same transforms, the training
-vocabularies and series statistics, saved in the checkpoint); labels and splits are ignored. Writes `out` (CSV: id, a probability column per class, predicted). Rows that cannot be
+vocabularies and series statistics, saved in the checkpoint); labels and splits are ignored. Writes
+`out` (CSV: id, a probability column per class, predicted). Rows that cannot be
 read are left out and listed as `<id>\t<column>\t<problem>`; the exit status is then 1.
 """
 
