@@ -151,7 +151,7 @@ class Features(LoadedSource):
                     problems.append(Problem(rid, "id", "duplicate id", f"again in {split}"))
                     continue
                 seen.add(rid)
-                sample, sample_problems = self._sample(rid, label, values)
+                sample, sample_problems = self._sample(rid, label, values, self.labels)
                 problems += sample_problems
                 if not sample_problems:
                     samples[split].append(sample)
@@ -208,26 +208,20 @@ class Features(LoadedSource):
                     problems.append(Problem(rid, "id", "duplicate id", "ids must be unique"))
                     continue
                 seen.add(rid)
-                arrays, row_problems, target = {m: None for m in absent}, [], None
-                if targets is not None:
-                    try:
-                        target = labels.encode(_label_value(targets[i]))
-                    except SampleError as err:
-                        row_problems.append(Problem(rid, "label", err.kind, err.detail))
-                for m in present:
-                    try:
-                        arrays[m] = self._array(part[m][i], _length(part, m, i))
-                    except SampleError as err:
-                        row_problems.append(Problem(rid, m, err.kind, err.detail))
+                values = {m: (part[m][i], _length(part, m, i)) for m in present}
+                sample, row_problems = self._sample(rid, None if targets is None else targets[i], values, labels)
                 problems += row_problems
                 if not row_problems:
-                    samples.append(Sample(rid, target, arrays))
+                    sample.modalities.update({m: None for m in absent})
+                    samples.append(sample)
         return samples, problems
 
-    def _sample(self, rid: str, label: Any, values: dict[str, Any]) -> tuple[Sample, list[Problem]]:
+    def _sample(self, rid: str, label: Any, values: dict[str, Any], labels: LabelCoder | None
+                ) -> tuple[Sample, list[Problem]]:
+        """One sample from its raw label (encoded by `labels`; None: unlabeled) and (array, length) per modality."""
         problems, arrays, target = [], {}, None
         try:
-            target = self.labels.encode(_label_value(label))
+            target = None if labels is None else labels.encode(_label_value(label))
         except SampleError as err:
             problems.append(Problem(rid, "label", err.kind, err.detail))
         for m, (raw, length) in values.items():
