@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: train test ui lint format bench clean-store help
+.PHONY: train test test-fast ui lint format bench clean-store help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,13 +22,18 @@ train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.
 test: $(STAMP)  ## run the whole test suite
 	$(VENV)/bin/python -m pytest $(ARGS)
 
+test-fast: $(STAMP)  ## the tests not marked slow or service (about 2 minutes)
+	$(VENV)/bin/python -m pytest -m "not slow and not service" $(ARGS)
+
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff: lint rules and formatting
 	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
-format: $(STAMP)  ## ruff format + import sorting
+format: $(STAMP)  ## ruff format, then the lint fixes (import sorting, ...)
+	$(VENV)/bin/ruff format src tests scripts
 	$(VENV)/bin/ruff check --fix src tests scripts
 
 bench: $(STAMP)  ## GRU benchmark on the CPU (quick grid)
