@@ -29,13 +29,9 @@ class DataReport:
         return "".join(p.line() + "\n" for p in self.problems)
 
 
-def sample_length(sample, mean_lengths: dict[str, float]) -> float:
-    """Bucketing key: the sum of each modality's length relative to its mean, so no modality dominates."""
-    total = 0.0
-    for m, mean in mean_lengths.items():
-        a = sample.modalities.get(m)
-        total += (0 if a is None else len(a)) / mean
-    return total
+def sample_lengths(sample, modalities) -> list[int]:
+    """Bucketing key: each modality's length (0 where absent)."""
+    return [0 if (a := sample.modalities.get(m)) is None else len(a) for m in modalities]
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -152,14 +148,9 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, batch_size: int, collate: Collate | None = None) -> DataLoader:
         samples = self.source.split(split)
-        present = [[s.modalities.get(m) for s in samples] for m in self.source.feature_shapes]
-        means = {
-            m: max(1.0, sum(0 if a is None else len(a) for a in arrays) / max(1, len(arrays)))
-            for m, arrays in zip(self.source.feature_shapes, present, strict=True)
-        }
         replicas, rank = self._replicas()
         sampler = LengthBucketBatchSampler(
-            [sample_length(s, means) for s in samples],
+            [sample_lengths(s, self.source.feature_shapes) for s in samples],
             batch_size,
             shuffle=shuffle,
             seed=self.seed,
