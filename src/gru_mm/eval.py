@@ -7,16 +7,15 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.sources.held_out import HeldOut
-from gru_mm.models.ablation import run_ablation
+from gru_mm.evaluation.report import report
 from gru_mm.models.build import build_datamodule, build_module, retarget_data
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.plots import log_attributions, log_gate_plots
 from gru_mm.tracking.run import mlflow_logger, run_location, run_tags
 
 log = logging.getLogger("gru_mm.eval")
@@ -43,12 +42,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path == "last" and not cfg.experiment_name:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
     path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
-    checkpoint = checkpoints.read(path)  # read once, for its config and data meta
+    checkpoint = checkpoints.load(path)  # read once (weights_only), for its config and data meta
     meta, data_meta = checkpoint.get("gru_mm", {}), checkpoint.get("gru_mm_data")
     del checkpoint  # its weights: Lightning loads them for the test
     if "config" not in meta:
         raise checkpoints.CheckpointError(f"ckpt_path={path}: not a gru-mm checkpoint (it holds no config)")
-    train_cfg = OmegaConf.create(meta["config"])
+    # nothing is built before the whole config passed the allow-list; eval's own data.trust_pickle decides
+    train_cfg = checkpoints.trusted_config(meta["config"], path, trust_pickle=cfg.data.get("trust_pickle"))
     if cfg.eval_batch_size:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
     held_out = cfg.get("data") and cfg.data.get("path")
@@ -66,14 +66,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for name, node in (cfg.get("logger") or {}).items()
     ]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=True)
     metrics = dict(results[0]) if results else {}
     if cfg.get("ablation", True) and trainer.is_global_zero:
-        mlflow = mlflow_logger(loggers)
-        table = run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, str(path))
-        log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
-        metrics |= log_attributions(module, datamodule, mlflow)
-        metrics |= {f"test_ablation/{row['removed']}/{k}": v for row in table for k, v in row.items() if k != "removed"}
+        metrics |= report(module, datamodule, mlflow_logger(loggers), trainer.strategy.root_device, str(path))
     if (mlflow := mlflow_logger(loggers)) and trainer.is_global_zero:
         log.info("MLflow: %s", run_location(mlflow))
     return metrics

@@ -19,12 +19,11 @@ from gru_mm import checkpoints
 from gru_mm.config import ConfigError, check_config, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.validation import log_report
+from gru_mm.evaluation.report import report as evaluation_report
 from gru_mm.models import lr_find
-from gru_mm.models.ablation import run_ablation
 from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
-from gru_mm.tracking.plots import log_attributions, log_gate_plots
 from gru_mm.tracking.run import (
     check_tracking,
     log_checkpoint,
@@ -129,10 +128,8 @@ def train(cfg: DictConfig) -> float | None:
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-        if trainer.is_global_zero:  # per-modality ablation and confusion matrix of the tested weights
-            run_ablation(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
-            log_gate_plots(module, datamodule, mlflow)  # models with a GRU per modality
-            log_attributions(module, datamodule, mlflow)
+        if trainer.is_global_zero:  # ablation, per-class table and plots of the tested weights
+            evaluation_report(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
     if mlflow and trainer.is_global_zero and best:
         log_checkpoint(mlflow, best)
         log.info("best checkpoint: %s", best)

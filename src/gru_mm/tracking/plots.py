@@ -1,10 +1,10 @@
-"""Plots logged to MLflow where a picture beats numbers: the test confusion matrix, the GRU gates over
+"""Figures logged to MLflow where a picture beats numbers: the test confusion matrix, the GRU gates over
 time of a few test samples, which modality and steps their predictions rest on, and how far back
-through time the gradient reaches."""
+through time the gradient reaches. Drawing and logging only: `gru_mm.evaluation` computes what is drawn."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -14,43 +14,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from gru_mm.data.batch import Batch  # noqa: E402
-from gru_mm.models.attribution import GradientProfile  # noqa: E402
 
-
-class ConfusionCounter:
-    """Accumulates [true, predicted] counts from (logits, batch) pairs of a multiclass model, or of a
-    binary one (`binary=True`: one logit per sample, positive above 0, as probability 0.5)."""
-
-    def __init__(self, num_classes: int, binary: bool = False):
-        self.binary = binary
-        self.num_classes = 2 if binary else num_classes
-        self._flat = torch.zeros(self.num_classes * self.num_classes, dtype=torch.int64)
-
-    def __call__(self, logits: torch.Tensor, batch: Batch) -> None:
-        n = self.num_classes
-        pred = (logits.reshape(-1) > 0).long().cpu() if self.binary else logits.argmax(-1).cpu()
-        self._flat += torch.bincount(batch.target.cpu().long().reshape(-1) * n + pred, minlength=n * n)
-
-    @property
-    def counts(self) -> np.ndarray:
-        return self._flat.reshape(self.num_classes, self.num_classes).numpy()
-
-
-@torch.no_grad()
-def confusion_counts(module: torch.nn.Module, batches: Iterable[Batch], num_classes: int) -> np.ndarray:
-    """[true, predicted] counts of a multiclass module over the batches (module in eval mode)."""
-    device = next(module.parameters()).device
-    counter = ConfusionCounter(num_classes)
-    was_training = module.training
-    module.eval()
-    try:
-        for batch in batches:
-            batch = batch.to(device)
-            counter(module(batch), batch)
-    finally:
-        module.train(was_training)
-    return counter.counts
+def log_figure(mlflow_logger, fig, path: str) -> None:
+    """The figure as the run's artifact `path` (a .png), then closed."""
+    mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, path)
+    plt.close(fig)
 
 
 def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = None, title: str = "test"):
@@ -62,8 +30,9 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = Non
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, label="share of the true class")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title=f"{title}: confusion matrix (accuracy {np.trace(counts) / max(counts.sum(), 1):.3f})")
+           xlabel="predicted", ylabel="true", title=f"{title}: confusion matrix (accuracy {accuracy:.3f})")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     if n <= 20:
         for i in range(n):
@@ -74,17 +43,9 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = Non
     return fig
 
 
-def log_confusion_matrix(counts: np.ndarray, datamodule, mlflow_logger) -> None:
-    """The test split's confusion matrix as `plots/test_confusion_matrix.png` (class names from the data)."""
-    if mlflow_logger is None:
-        return
-    meta = datamodule.meta() if hasattr(datamodule, "meta") else {}
-    fig = confusion_figure(counts, meta.get("classes"))
-    mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, "plots/test_confusion_matrix.png")
-    plt.close(fig)
-
-
-GATE_SAMPLES = 3  # test samples shown per modality
+def log_confusion_matrix(mlflow_logger, counts: np.ndarray, class_names: Sequence[str] | None = None) -> None:
+    """The test split's confusion matrix as `plots/test_confusion_matrix.png`."""
+    log_figure(mlflow_logger, confusion_figure(counts, class_names), "plots/test_confusion_matrix.png")
 
 
 def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: str):
@@ -108,34 +69,12 @@ def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: s
     return fig
 
 
-@torch.no_grad()
-def log_gate_plots(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> list[str]:
-    """For models with a GRU per modality: `plots/gates_<modality>.png` from the first test samples.
-
-    Returns the artifact paths logged (none when the model has no gates or there is no logger)."""
-    net = getattr(module, "net", None)
-    if mlflow_logger is None or net is None or not net.has_gates():
-        return []
-    from gru_mm.models.ablation import full_test_loader
-
-    batch = next(iter(full_test_loader(datamodule)))
-    device = next(module.parameters()).device
-    was_training = module.training
-    module.eval()
-    try:
-        gates = net.gates(batch.to(device).inputs)
-    finally:
-        module.train(was_training)
+def log_gate_plots(mlflow_logger, gates: Mapping[str, tuple[dict, Sequence[str]]]) -> list[str]:
+    """`plots/gates_<modality>.png` for each {modality: (gates, sample ids)}; returns the paths logged."""
     paths = []
-    for m, g in gates.items():
-        keep = [i for i in range(len(batch.ids)) if int(g["lengths"][i]) > 0][:samples]
-        if not keep:
-            continue
-        picked = {"z": g["z"][:, keep], "r": g["r"][:, keep], "lengths": g["lengths"][keep], "cell": g["cell"]}
-        fig = gates_figure(picked, [batch.ids[i] for i in keep], m)
+    for m, (g, ids) in gates.items():
         path = f"plots/gates_{m}.png"
-        mlflow_logger.experiment.log_figure(mlflow_logger.run_id, fig, path)
-        plt.close(fig)
+        log_figure(mlflow_logger, gates_figure(g, ids, m), path)
         paths.append(path)
     return paths
 
@@ -150,7 +89,8 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
         for col in range(n):
             ax = axes[row][col]
             length = int(result[m]["lengths"][col])
-            ax.bar(np.arange(length), result[m]["steps"][col, :length].cpu().numpy(), width=1.0, color=f"C{row}")
+            steps = result[m]["steps"][col, :length].cpu().numpy()
+            ax.bar(np.arange(length), steps, width=1.0, color=f"C{row}")
             share = float(result[m]["share"][col])
             ax.set(title=f"{ids[col]}: {m} {share:.0%}" if length else f"{ids[col]}: no {m}",
                    xlabel="encoded step" if row == len(modalities) - 1 else "",
@@ -160,12 +100,12 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
     return fig
 
 
-def gradient_figure(profiles: dict[str, GradientProfile], samples: int):
+def gradient_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
     """Mean gradient ratio (each sample's norm over its largest) against steps before the last, a line
-    per modality, on a log scale where vanishing gradients fall as a straight line."""
+    per modality ({modality: (steps back, ratio)}), on a log scale where vanishing gradients fall as a
+    straight line."""
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    for k, (m, profile) in enumerate(profiles.items()):
-        back, ratio = profile.curve(min_samples=max(3, samples // 20))
+    for k, (m, (back, ratio)) in enumerate(curves.items()):
         shown = ratio > 0
         if shown.any():
             ax.plot(back[shown], ratio[shown], color=f"C{k}", label=m)
@@ -179,49 +119,9 @@ def gradient_figure(profiles: dict[str, GradientProfile], samples: int):
     return fig
 
 
-def log_attributions(module, datamodule, mlflow_logger, samples: int = GATE_SAMPLES) -> dict[str, float]:
-    """From one gradient pass over the test split: each modality's mean share of the predictions
-    (`test_attribution/<modality>/share`), `plots/attribution.png` for the first test samples, and how far
-    back the gradient reaches (`test_gradient/<modality>/start_vs_peak`, `plots/gradient_through_time.png`).
-    Returns the metrics logged."""
-    from gru_mm.models.ablation import full_test_loader
-    from gru_mm.models.attribution import attributions
-
-    net = getattr(module, "net", None)
-    if mlflow_logger is None or net is None or not hasattr(net, "encoders"):
-        return {}
-    device = next(module.parameters()).device
-    task = getattr(module, "task", "multiclass")
-    was_training = module.training
-    module.eval()
-    sums: dict[str, float] = {}
-    profiles: dict[str, GradientProfile] = {}
-    count, first = 0, None
-    try:
-        for batch in full_test_loader(datamodule):
-            batch = batch.to(device)
-            result = attributions(net, batch.inputs, task)
-            for m, r in result.items():
-                sums[m] = sums.get(m, 0.0) + float(r["share"].sum())
-                profiles.setdefault(m, GradientProfile()).add(r["grad"], r["lengths"])
-            count += len(batch.ids)
-            first = first or (batch.ids, result)
-    finally:
-        module.train(was_training)
-    metrics = {f"test_attribution/{m}/share": v / max(count, 1) for m, v in sums.items()}
-    metrics |= {f"test_gradient/{m}/start_vs_peak": v for m, p in profiles.items()
-                if (v := p.start_vs_peak()) is not None}
-    run = mlflow_logger.run_id
-    for name, v in metrics.items():
-        mlflow_logger.experiment.log_metric(run, name, v)
-    if first is not None:
-        ids, result = first
-        keep = list(range(min(samples, len(ids))))
-        picked = {m: {k: v[keep] for k, v in r.items()} for m, r in result.items()}
-        fig = attribution_figure(picked, [ids[i] for i in keep])
-        mlflow_logger.experiment.log_figure(run, fig, "plots/attribution.png")
-        plt.close(fig)
-        fig = gradient_figure(profiles, count)
-        mlflow_logger.experiment.log_figure(run, fig, "plots/gradient_through_time.png")
-        plt.close(fig)
-    return metrics
+def log_attribution_plots(mlflow_logger, result: dict[str, dict[str, torch.Tensor]], ids: Sequence[str],
+                          curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """`plots/attribution.png` of the samples `ids` (`result`: their attributions, in that order) and
+    `plots/gradient_through_time.png` of the curves."""
+    log_figure(mlflow_logger, attribution_figure(result, ids), "plots/attribution.png")
+    log_figure(mlflow_logger, gradient_figure(curves), "plots/gradient_through_time.png")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_testlib import FUSIONS, SHAPES, build_model
 
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
-from gru_mm.models.attribution import attributions
+from gru_mm.evaluation.attribution import GradientProfile, attributions
+from models.model_testlib import FUSIONS, SHAPES, build_model
 
 
 def _samples(lengths, seed=0):
@@ -64,8 +64,6 @@ def test_frozen_text_embedding_is_still_attributed(tmp_path):
 
 
 def test_gradient_profile_aligns_samples_at_their_last_step():
-    from gru_mm.models.attribution import GradientProfile
-
     profile = GradientProfile()
     grad = torch.tensor([[1.0, 2.0, 4.0, 0.0], [3.0, 99.0, 99.0, 99.0], [0.0, 0.0, 0.0, 0.0]])
     profile.add(grad, torch.tensor([3, 1, 0]))  # sample 1's padding holds garbage; sample 2 is absent
@@ -84,8 +82,6 @@ def test_gradient_profile_aligns_samples_at_their_last_step():
 def test_the_gradient_reaches_early_steps_only_when_the_update_gate_keeps_the_state(z_bias, reaches):
     """torch's cell: z near 1 keeps the previous state, so the gradient reaches the first step nearly
     undiminished; z near 0 with a weak recurrence forgets, so the gradient vanishes within a few steps."""
-    from gru_mm.models.attribution import GradientProfile
-
     net = build_model("model/fusion=late").eval()
     gru = net.grus["audio"]
     with torch.no_grad():

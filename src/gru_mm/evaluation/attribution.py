@@ -12,13 +12,15 @@ vanishing gradient of long sequences (`GradientProfile`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gru_mm.data.batch import Seq
+from gru_mm.data.batch import Batch, Seq
+from gru_mm.evaluation.mode import eval_mode
 
 
 def _explained_output(out: Tensor, task: str) -> Tensor:
@@ -119,3 +121,49 @@ class GradientProfile:
 
     def start_vs_peak(self) -> float | None:
         return self.start_sum / self.start_count if self.start_count else None
+
+
+@dataclass
+class AttributionSummary:
+    """What one gradient pass over the test split found: the modalities' summed shares over `count`
+    samples, their gradient profiles, and the first batch's (ids, attributions) to draw."""
+
+    share_sums: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, GradientProfile] = field(default_factory=dict)
+    count: int = 0
+    first: tuple[list[str], dict[str, dict[str, Tensor]]] | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """`test_attribution/<modality>/share` (mean over the samples) and
+        `test_gradient/<modality>/start_vs_peak` (where some sample has 2 steps or more)."""
+        metrics = {f"test_attribution/{m}/share": v / max(self.count, 1) for m, v in self.share_sums.items()}
+        return metrics | {f"test_gradient/{m}/start_vs_peak": v for m, p in self.profiles.items()
+                          if (v := p.start_vs_peak()) is not None}
+
+    def first_samples(self, n: int) -> tuple[list[str], dict[str, dict[str, Tensor]]]:
+        """The ids and attributions of the first `n` samples of the first batch."""
+        ids, result = self.first or ([], {})
+        keep = list(range(min(n, len(ids))))
+        return [ids[i] for i in keep], {m: {k: v[keep] for k, v in r.items()} for m, r in result.items()}
+
+    def gradient_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per modality, the mean gradient ratio by steps before the last, where enough samples reach
+        back for the mean to say something (3, or 5% of the samples)."""
+        return {m: p.curve(min_samples=max(3, self.count // 20)) for m, p in self.profiles.items()}
+
+
+def summarize_attributions(module, batches: Iterable[Batch], task: str = "multiclass") -> AttributionSummary:
+    """Attributions of `module.net` (a MultimodalGRU) over all batches, in eval mode, on the module's
+    device."""
+    device = next(module.parameters()).device
+    summary = AttributionSummary()
+    with eval_mode(module):
+        for batch in batches:
+            batch = batch.to(device)
+            result = attributions(module.net, batch.inputs, task)
+            for m, r in result.items():
+                summary.share_sums[m] = summary.share_sums.get(m, 0.0) + float(r["share"].sum())
+                summary.profiles.setdefault(m, GradientProfile()).add(r["grad"], r["lengths"])
+            summary.count += len(batch.ids)
+            summary.first = summary.first or (batch.ids, result)
+    return summary
