@@ -1,7 +1,15 @@
-"""Where the project lives on disk, found once from this file's location."""
+"""Where the project lives on disk, found once from this file's location.
+
+From a checkout (src/gru_mm/paths.py next to conf/ and pyproject.toml), the configs are the checkout's
+conf/ and data, logs and mlflow.db default to the repository root. From an installed wheel, the configs
+are the copy packed into gru_mm/conf (see setup.py) and those folders default to the working directory.
+"""
 
 from pathlib import Path
 
-# src/gru_mm/paths.py -> the repository root (the package is installed editable from src/).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parents[1]
+IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "conf").is_dir()
+
+PROJECT_ROOT = _CHECKOUT if IN_CHECKOUT else Path.cwd()
+CONF_DIR = _CHECKOUT / "conf" if IN_CHECKOUT else _PACKAGE / "conf"
