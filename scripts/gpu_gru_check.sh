@@ -10,7 +10,7 @@
 #  1. exactness on CUDA, standalone: every path of cell "torch" vs nn.GRU over pack_padded_sequence,
 #     cell "cho2014" vs float64 on the CPU, outputs + h_n + all gradients, to 5e-5 relative on CUDA
 #     (cuDNN's padded and packed kernels sum in different orders; see gru_check.RTOL)  (~15-40 s)
-#  2. the CUDA cases of the test suite (tests/nn), when pytest + hypothesis are importable (~20-60 s)
+#  2. the tests marked gpu in tests/nn, when pytest + hypothesis are importable (~20-60 s)
 #  3. gru-mm-bench gru --device cuda: the full grid, time-boxed to 270 s of cases (~5 min)
 #  4. host-side overhead of the CUDA paths on this machine's CPU (gru_mm.bench.gru_host, ~15 s)
 # Every step is time-limited and the script goes on after a failure; the exit status is the number
@@ -37,10 +37,11 @@ step "1. standalone exactness check on CUDA"
 timeout 90 "$PY" -m gru_mm.bench.gru_check --device cuda --cases 30 2>&1 | tee "$OUT/gru_check_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 
-step "2. CUDA cases of the GRU tests"
+step "2. the GRU tests marked gpu"
 if "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
-    # --noconftest: the project's conftest may import tools the GPU machine lacks (hydra, mlflow)
-    timeout 90 "$PY" -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -k cuda \
+    # --noconftest: the project's conftest may import tools the GPU machine lacks (hydra, mlflow);
+    # -m gpu selects by marker, not by name: every test that needs CUDA carries @pytest.mark.gpu
+    timeout 90 "$PY" -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -m gpu \
         tests/nn/test_gru_exact.py tests/nn/test_gru_api.py tests/nn/test_cho2014.py \
         tests/nn/test_cho2014_triton.py tests/nn/test_gru_host.py tests/nn/test_gru_gates.py 2>&1 | tail -n 40 | tee "$OUT/pytest_cuda.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))

@@ -36,7 +36,8 @@ def test_bad_lengths_raise_value_error(lengths, match):
 
 
 @CUDA
-def test_lengths_on_gpu_are_refused():
+@pytest.mark.gpu  # scripts/gpu_gru_check.sh runs the tests marked gpu
+def test_lengths_on_cuda_are_refused():
     with pytest.raises(ValueError, match="on the CPU"):
         GRU(3, 4).cuda()(torch.randn(2, 5, 3, device="cuda"), torch.tensor([1, 2], device="cuda"))
 
@@ -209,13 +210,14 @@ def test_choose_path():
 def test_kernel_calls_meet_cudnn_rules_on_cpu(monkeypatch, path):
     """cuDNN rejects a non-contiguous hx and cannot run backward after a train=False call; the CPU
     kernel accepts both, so check our calls here, where the CI runs."""
-    real = torch.gru
+    real, calls = torch.gru, []
 
     def strict(*args):
         packed = args[1].dim() == 1
         hx, train = (args[2], args[7]) if packed else (args[1], args[6])
         assert hx.is_contiguous()
         assert train or not torch.is_grad_enabled()
+        calls.append("packed" if packed else "padded")
         return real(*args)
 
     monkeypatch.setattr(torch, "gru", strict)
@@ -227,3 +229,11 @@ def test_kernel_calls_meet_cudnn_rules_on_cpu(monkeypatch, path):
     (out.sum() + h_n.sum()).backward()
     with torch.no_grad():
         m(x, lengths)
+    # the spy saw every kernel call of both forwards: packed runs all 4 (layer, direction)s in one
+    # call, padded_gather one call each, segments at least one each
+    if path == "packed":
+        assert calls == ["packed"] * 2
+    elif path == "padded_gather":
+        assert calls == ["padded"] * 8
+    else:
+        assert len(calls) >= 8 and set(calls) == {"padded"}

@@ -85,12 +85,14 @@ def test_plans_are_cached_per_lengths():
 
 
 def test_auto_on_cuda_skips_the_planner_where_segments_cannot_win(monkeypatch):
-    import gru_mm.nn.gru as gru_mod
+    import gru_mm.nn.gru_plan as gru_plan
 
     def no_planning(*args):
         raise AssertionError("the planner ran")
 
-    monkeypatch.setattr(gru_mod, "cached_plan", no_planning)
+    monkeypatch.setattr(gru_plan, "cached_plan", no_planning)
+    with pytest.raises(AssertionError, match="the planner ran"):  # the patch sits where the planner is called
+        GRU(128, 64).choose_path(torch.tensor([1500] + [100] * 127), "cuda")
     rng = np.random.default_rng(0)
     lens = torch.from_numpy(rng.integers(300, 401, 64))  # mild padding
     for hidden in (64, 128, 256, 512, 1024):

@@ -83,7 +83,7 @@ def _arange(n: int, device: torch.device) -> Tensor:
 
 
 class PaddedMaps:
-    """Device maps of the padded paths, time-major ([Tm, B] flattened as t * B + b).
+    """Device maps of the padded paths, time-major ([max_len, B] flattened as t * B + b).
 
     Built in two halves so that the first kernel call waits for as little host work as possible:
     up front only the lengths in the rows' order (and the sort permutation) are copied and the
@@ -91,30 +91,32 @@ class PaddedMaps:
     use, queued while the GPU already runs the recurrence.
     """
 
-    def __init__(self, lay: Layout, sort: bool, reverse: bool):
-        self._lay, self._sort, self._reverse = lay, sort, reverse
-        Tm, B = lay.max_len, lay.B
+    def __init__(self, layout: Layout, sort: bool, reverse: bool):
+        self._layout, self._sort, self._reverse = layout, sort, reverse
+        max_len, batch = layout.max_len, layout.batch_size
         if sort:
-            pre = lay._to_device(lay.sorted_lens, lay.perm_np)
-            self._lens, self.perm = pre[0], pre[1]  # perm: [B] longest first (only when sorted)
+            up_front = layout._to_device(layout.sorted_lens, layout.perm_np)
+            # perm: [B] longest first (only when sorted)
+            self._row_lengths, self.perm = up_front[0], up_front[1]
         else:
-            self._lens, self.perm = lay._to_device(lay.lengths), None
-        self._t = _arange(Tm, lay.device).view(Tm, 1)
-        self.mask_tm = (self._t < self._lens).view(Tm, B, 1)  # bool, True at real steps, rows' order
+            self._row_lengths, self.perm = layout._to_device(layout.lengths), None
+        self._time = _arange(max_len, layout.device).view(max_len, 1)
+        # bool, True at real steps, in the rows' order
+        self.mask_tm = (self._time < self._row_lengths).view(max_len, batch, 1)
 
     @cached_property
     def _post(self) -> Tensor:
         """[k, B] rows: end, then the input-order lengths and inv_perm when sorted, then the flat
         index of each row's last step when reversing."""
-        lay, B = self._lay, self._lay.B
-        lens = lay.sorted_lens if self._sort else lay.lens
-        ar = np.arange(B)
-        rows = [np.maximum(lens - 1, 0) * B + ar]
+        layout, batch = self._layout, self._layout.batch_size
+        lens = layout.sorted_lens if self._sort else layout.lengths_np
+        row = np.arange(batch)
+        rows = [np.maximum(lens - 1, 0) * batch + row]
         if self._sort:
-            rows += [lay.lens, lay.inv_perm_np]
+            rows += [layout.lengths_np, layout.inv_perm_np]
         if self._reverse:
-            rows.append((lens - 1) * B + ar)
-        return lay._to_device(*rows)
+            rows.append((lens - 1) * batch + row)
+        return layout._to_device(*rows)
 
     @property
     def end(self) -> Tensor:
@@ -127,24 +129,28 @@ class PaddedMaps:
 
     @cached_property
     def mask_bm(self) -> Tensor:
-        """[B, Tm, 1] bool, the same in batch-major order and the input's row order."""
-        lens = self._post[1] if self._sort else self._lens
-        return (lens.view(-1, 1) > self._t.view(1, -1)).unsqueeze(-1)
+        """[B, max_len, 1] bool, the same in batch-major order and the input's row order."""
+        lens = self._post[1] if self._sort else self._row_lengths
+        return (lens.view(-1, 1) > self._time.view(1, -1)).unsqueeze(-1)
 
     @cached_property
     def empty(self) -> Tensor | None:
         """[B, 1] bool, rows of length 0 in the rows' order (None when there are none)."""
-        return (self._lens == 0).view(-1, 1) if self._lay.n_alive < self._lay.B else None
+        if self._layout.n_alive == self._layout.batch_size:
+            return None
+        return (self._row_lengths == 0).view(-1, 1)
 
     @cached_property
     def rev(self) -> Tensor | None:
-        """[Tm * B] flat time-major index reversing each row within its length (None unless asked)."""
+        """[max_len * B] flat time-major index reversing each row within its length (None unless asked)."""
         if not self._reverse:
             return None
         # step t of row b reads step len_b - 1 - t of it; padded steps read themselves
-        Tm, B = self.mask_tm.shape[0], self.mask_tm.shape[1]
-        flat = _arange(Tm * B, self._lay.device).view(Tm, B)
-        return torch.where(self.mask_tm.view(Tm, B), self._post[-1] - self._t * B, flat).view(Tm * B)
+        max_len, batch = self.mask_tm.shape[0], self.mask_tm.shape[1]
+        flat = _arange(max_len * batch, self._layout.device).view(max_len, batch)
+        last_step = self._post[-1]
+        within = torch.where(self.mask_tm.view(max_len, batch), last_step - self._time * batch, flat)
+        return within.view(max_len * batch)
 
 
 class Layout:
@@ -153,14 +159,14 @@ class Layout:
     def __init__(self, lengths: Tensor, steps: int, device: torch.device, _checked_stats=None):
         """lengths: int64 on the CPU, already checked (use `Layout.checked` for raw input)."""
         self.lengths = lengths
-        self.lens = lengths.numpy()
-        self.B = int(self.lens.shape[0])
-        self.T = steps  # padded time size of the input
+        self.lengths_np = lengths.numpy()
+        self.batch_size = int(self.lengths_np.shape[0])
+        self.steps = steps  # padded time size of the input
         self.device = device
         if _checked_stats is None:
-            _checked_stats = _checked(lengths, self.B, steps)[2]
-        lo, self.max_len, self.total, self.n_alive = _checked_stats  # total: real steps in the batch
-        self.uniform = self.B > 0 and lo == self.max_len
+            _checked_stats = _checked(lengths, self.batch_size, steps)[2]
+        shortest, self.max_len, self.total, self.n_alive = _checked_stats  # total: real steps in the batch
+        self.uniform = self.batch_size > 0 and shortest == self.max_len
 
     @classmethod
     def checked(cls, lengths: object, batch_size: int, steps: int, device: torch.device) -> Layout:
@@ -168,7 +174,7 @@ class Layout:
         lengths, _, stats = _checked(lengths, batch_size, steps)
         return cls(lengths, steps, device, stats)
 
-    def _dev(self, a: np.ndarray) -> Tensor:
+    def _index_to_device(self, a: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
         if self.device.type == "cuda":
             t = t.pin_memory()  # so that the non_blocking copy below is truly asynchronous
@@ -177,11 +183,11 @@ class Layout:
     # ---- sorting (longest first, stable, like pack_padded_sequence(enforce_sorted=False)) ----
     @cached_property
     def perm_np(self) -> np.ndarray:
-        return np.argsort(-self.lens, kind="stable")
+        return np.argsort(-self.lengths_np, kind="stable")
 
     @cached_property
     def sorted_lens(self) -> np.ndarray:
-        return self.lens[self.perm_np]
+        return self.lengths_np[self.perm_np]
 
     @cached_property
     def sorted_lens_i32(self) -> Tensor:
@@ -190,27 +196,27 @@ class Layout:
 
     @cached_property
     def perm(self) -> Tensor:
-        return self._dev(self.perm_np)
+        return self._index_to_device(self.perm_np)
 
     @cached_property
     def inv_perm_np(self) -> np.ndarray:
         inv = np.empty_like(self.perm_np)
-        inv[self.perm_np] = np.arange(self.B)
+        inv[self.perm_np] = np.arange(self.batch_size)
         return inv
 
     @cached_property
     def inv_perm(self) -> Tensor:
-        return self._dev(self.inv_perm_np)
+        return self._index_to_device(self.inv_perm_np)
 
     @cached_property
     def is_sorted(self) -> bool:
-        return bool(np.all(self.perm_np == np.arange(self.B)))
+        return bool(np.all(self.perm_np == np.arange(self.batch_size)))
 
     # ---- padded layout helpers ----
     @cached_property
     def mask(self) -> Tensor:
         """[B, max_len, 1] bool on the device, True at real steps (original order)."""
-        m = np.arange(self.max_len)[None, :] < self.lens[:, None]
+        m = np.arange(self.max_len)[None, :] < self.lengths_np[:, None]
         return torch.from_numpy(m[:, :, None]).to(self.device, non_blocking=True)
 
     def reverse_index(self, lens: np.ndarray, steps: int) -> Tensor:
@@ -218,11 +224,11 @@ class Layout:
         t = np.arange(steps)[None, :]
         within = t < lens[:, None]
         src = np.where(within, lens[:, None] - 1 - t, t)
-        return self._dev((src + np.arange(len(lens))[:, None] * steps).ravel())
+        return self._index_to_device((src + np.arange(len(lens))[:, None] * steps).ravel())
 
     def end_index(self, lens: np.ndarray) -> tuple[Tensor, Tensor]:
         """(row, step) indices of each row's last real step (step 0 for empty rows)."""
-        return self._dev(np.arange(len(lens))), self._dev(np.maximum(lens - 1, 0))
+        return self._index_to_device(np.arange(len(lens))), self._index_to_device(np.maximum(lens - 1, 0))
 
     def _to_device(self, *rows) -> Tensor:
         """One host-to-device copy of int64 rows (a [B] tensor, or [k, B] from NumPy rows); pinned
@@ -231,7 +237,7 @@ class Layout:
         if len(rows) == 1 and isinstance(rows[0], Tensor):
             buf = rows[0].pin_memory() if pin else rows[0]
         else:
-            buf = torch.empty(len(rows), self.B, dtype=torch.int64, pin_memory=pin)
+            buf = torch.empty(len(rows), self.batch_size, dtype=torch.int64, pin_memory=pin)
             host = buf.numpy()
             for i, r in enumerate(rows):  # row by row: np.stack(out=) costs ~20 us more
                 host[i] = r
@@ -249,7 +255,7 @@ class Layout:
     @cached_property
     def batch_sizes(self) -> list[int]:
         counts = np.bincount(self.sorted_lens, minlength=self.max_len + 1)
-        alive = self.B - np.cumsum(counts)[: self.max_len]
+        alive = self.batch_size - np.cumsum(counts)[: self.max_len]
         return [int(n) for n in alive]
 
     @cached_property
@@ -264,24 +270,24 @@ class Layout:
     def pack_index(self) -> Tensor:
         """Packed row -> flat index into the original (unsorted) [B*T] padded layout."""
         _, t, i = self._packed_rows
-        return self._dev(self.perm_np[i] * self.T + t)
+        return self._index_to_device(self.perm_np[i] * self.steps + t)
 
     @cached_property
     def packed_reverse(self) -> Tensor:
         """Packed row (t, i) -> packed row (len_i - 1 - t, i); an involution."""
         offsets, t, i = self._packed_rows
-        return self._dev(offsets[self.sorted_lens[i] - 1 - t] + i)
+        return self._index_to_device(offsets[self.sorted_lens[i] - 1 - t] + i)
 
     @cached_property
     def packed_prev(self) -> Tensor:
         """For the rows of steps >= 1, the packed row of the same sequence one step earlier."""
         offsets, t, i = self._packed_rows
         b0 = self.batch_sizes[0] if self.batch_sizes else 0
-        return self._dev(offsets[t[b0:] - 1] + i[b0:])
+        return self._index_to_device(offsets[t[b0:] - 1] + i[b0:])
 
     @cached_property
     def packed_end(self) -> Tensor:
         """Packed row of each non-empty sequence's last step, in sorted order."""
         offsets, _, _ = self._packed_rows
         ls = self.sorted_lens[: self.n_alive]
-        return self._dev(offsets[ls - 1] + np.arange(self.n_alive))
+        return self._index_to_device(offsets[ls - 1] + np.arange(self.n_alive))

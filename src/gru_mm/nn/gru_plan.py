@@ -1,4 +1,5 @@
-"""Choosing how to run the torch cell over a batch of lengths: one padded call, or sorted segments.
+"""Choosing how to run the torch cell over a batch of lengths (`resolve_path`): the packed kernel,
+one padded call, or sorted segments.
 
 "segments": sort the batch longest first and cut time into a few spans; each span is one padded
 kernel call over only the sequences still alive at its start, handing the state on to the next.
@@ -21,8 +22,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gru_mm.nn.gru_layout import Layout
 
 MAX_CANDIDATES = 12  # cut points considered (distinct lengths, subsampled): ~80 DP updates, tens of us
 # "auto" takes segments only for a predicted cost below this share of the padded call's: sorting,
@@ -142,3 +147,36 @@ def cached_plan(sorted_lens: np.ndarray, cost: StepCost) -> list[tuple[int, int,
 
 def plan_cost(spans: list[tuple[int, int, int]], cost: StepCost) -> float:
     return sum(cost.span(t1 - t0, n) for t0, t1, n in spans)
+
+
+def resolve_path(
+    cell: str, path: str, layout: Layout, device_type: str, input_size: int, hidden_size: int
+) -> tuple[str, list[tuple[int, int, int]] | None]:
+    """(path to run, segment plan or None) for a layer configured with `cell` and `path`.
+
+    On a GPU "auto" decides in O(1) from (B, max_len, sum of lengths, sizes): torch's packed
+    kernel where it wins (``packed_wins``), else whether sorted segments could beat the padded
+    call at all (``segments_can_win``, a lower bound on any plan); only then is the planner run
+    (cached per lengths). No device tensor is read.
+    """
+    if cell == "cho2014":
+        return "cho2014", None
+    if path == "auto" and device_type == "cpu":
+        return "scan", None
+    if path in ("packed", "scan", "padded_gather"):
+        return path, None
+    batch, max_len, total = layout.batch_size, layout.max_len, layout.total
+    if path == "auto" and (layout.uniform or batch < 2):
+        return "padded_gather", None
+    if path == "auto" and packed_wins(hidden_size, batch, max_len, total):
+        return "packed", None
+    cost = step_cost(device_type, input_size, hidden_size)
+    if path == "auto" and not segments_can_win(batch, max_len, total, cost):
+        return "padded_gather", None
+    spans = cached_plan(layout.sorted_lens, cost)
+    if path == "segments":
+        return path, spans
+    # sorting, gathers and extra calls must pay for themselves: ask for a clear predicted win
+    if len(spans) <= 1 or plan_cost(spans, cost) > WIN_MARGIN * cost.span(max_len, batch):
+        return "padded_gather", None
+    return "segments", spans

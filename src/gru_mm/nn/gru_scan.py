@@ -121,5 +121,6 @@ def torch_gates_packed(
     hid = weight_hh.shape[1]
     hprev = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
     pre = F.linear(x, weight_ih[: 2 * hid], None if bias_ih is None else bias_ih[: 2 * hid])
-    rz = torch.sigmoid(pre + F.linear(hprev, weight_hh[: 2 * hid], None if bias_hh is None else bias_hh[: 2 * hid]))
+    recurrent = F.linear(hprev, weight_hh[: 2 * hid], None if bias_hh is None else bias_hh[: 2 * hid])
+    rz = torch.sigmoid(pre + recurrent)
     return torch.cat([rz[:, hid:], rz[:, :hid]], 1)
