@@ -12,9 +12,10 @@ from byod_files import make_corpus, write_manifest, write_png, write_wav
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.data.datamodule import SequenceDataModule
+from gru_mm.data.kinds.series import Series
+from gru_mm.data.kinds.text import UNK, Vocabulary, tokenize
 from gru_mm.data.sources.base import SPLITS, DataError, Source
 from gru_mm.data.sources.manifest import Manifest
-from gru_mm.data.transforms import UNK, SeriesTransform, Vocabulary, tokenize
 
 SMALL = {"audio": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128}, "frames": {"height": 8, "width": 8}}
 
@@ -60,7 +61,7 @@ def test_second_load_decodes_nothing(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(soundfile, "read", boom)
     monkeypatch.setattr(Image, "open", boom)
-    monkeypatch.setattr(SeriesTransform, "__call__", boom)
+    monkeypatch.setattr(Series, "decode", boom)
     second = Manifest(path, cache_dir=tmp_path / "cache", **SMALL)
     second.load()
     assert (second.cache.misses, second.cache.hits) == (0, media)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from byod_files import make_corpus
 
+from gru_mm.data.kinds.series import with_missingness
 from gru_mm.data.sources.base import SPLITS, DataError
 from gru_mm.data.sources.manifest import Manifest
-from gru_mm.data.transforms import with_missingness
 
 
 def test_with_missingness_carries_forward_and_counts_time_since_the_last_measurement():

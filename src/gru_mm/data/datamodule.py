@@ -101,6 +101,8 @@ class SequenceDataModule(pl.LightningDataModule):
                 "vocab": {m: list(v.tokens) for m, v in vocab.items()},
                 # per-step input shapes: enough, with the config, to rebuild the model without the data
                 "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
+                # each modality's kind (gru_mm.data.kinds): what sizes its encoder takes from the data
+                "kinds": dict(getattr(self.source, "kinds", None) or {}),
                 # what decoding new recordings needs (manifest: modality kinds, series statistics)
                 "source_state": self.source.state() if hasattr(self.source, "state") else None}
 

@@ -11,13 +11,14 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gru_mm.config import ConfigError
+from gru_mm.data import kinds as modality_kinds
+from gru_mm.data.kinds import ModalityKind
 from gru_mm.data.sources.base import DataError
 from gru_mm.models.module import DEFAULT_MONITOR, SequenceClassifier, loss_class_weights, metric_names
+from gru_mm.nn.encoders import Encoder, declared
 from gru_mm.nn.pretrained import PretrainedError
 
 log = logging.getLogger("gru_mm.train")
-
-PRETRAINED_FILES = ("vectors_path", "weights_path")  # encoder keys naming files of pretrained weights
 
 
 def retarget_data(train_cfg: DictConfig, data_path: str | Path, data_dir: str, trust_pickle: bool,
@@ -55,14 +56,37 @@ def build_datamodule(cfg: DictConfig):
         raise
 
 
+def _encoder_class(enc: DictConfig, key: str) -> type[Encoder]:
+    """What the encoder a config builds declares (`Encoder`'s attributes), read from its class."""
+    target = enc.get("_target_") if isinstance(enc, DictConfig) else None
+    if not target:
+        raise ConfigError(f"{key} names no encoder class (_target_): use e.g. +model/encoder@{key}=series_linear")
+    try:
+        return declared(hydra.utils.get_object(target))
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"{key}._target_={target} cannot be imported ({err})") from None
+
+
+def _kind(modality: str, name: str | None, shape: tuple[int, ...], tokens: bool) -> type[ModalityKind]:
+    if name is None:  # data recorded before kinds were (an older checkpoint)
+        return modality_kinds.guess(shape, tokens)
+    try:
+        return modality_kinds.get(name)
+    except KeyError:
+        raise ConfigError(f"the data's modality {modality} is of kind {name!r}, which is not a registered "
+                          f"modality kind (kinds: {', '.join(modality_kinds.names())})") from None
+
+
 def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int],
-                  vocabs: dict[str, list[str]], pretrained: bool) -> DictConfig:
+                  vocabs: dict[str, list[str]], kinds: dict[str, str], pretrained: bool) -> DictConfig:
     """A copy of cfg whose model uses the data's modalities, with sizes only the data knows filled in.
 
-    Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video);
-    `null` sizes (vocab_size, in_features, in_channels) take the data's; a size that contradicts the
-    data is a config error naming the key. Word vectors get the vocabulary's tokens; with
-    `pretrained=False` (the weights come from a checkpoint) pretrained files are not read at all.
+    Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video).
+    Each encoder's declared size arguments (`Encoder.size_args`) take what its modality's kind gives
+    (`ModalityKind.encoder_sizes`: in_features, in_channels, vocab_size) where the config has null; a
+    size that contradicts the data, or one the data cannot give, is a config error naming the key. Word
+    vectors get the vocabulary's tokens; with `pretrained=False` (the weights come from a checkpoint)
+    pretrained files (`Encoder.weight_files`) are not read at all.
     """
     cfg = copy.deepcopy(cfg)
     model = cfg.model
@@ -72,31 +96,33 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
         if m not in shapes:
             raise ConfigError(f"model.modalities names {m!r}, which the data lacks (it has {sorted(shapes)})")
     wanted = chosen or sorted(shapes)
+    data_kinds = {m: _kind(m, kinds.get(m), shapes[m], m in vocab_sizes) for m in wanted}
     missing = [m for m in wanted if m not in encoders]
     if missing:
-        hint = " ".join(f"+model/encoder@model.encoders.{m}={'text_embedding' if m in vocab_sizes else 'series_linear'}"
+        hint = " ".join(f"+model/encoder@model.encoders.{m}={data_kinds[m].suggested_encoder(shapes[m])}"
                         for m in missing)
         raise ConfigError(f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}")
     with open_dict(model):
         for m in [m for m in encoders if m not in wanted]:
             del model.encoders[m]
         for m in wanted:
-            enc, shape = model.encoders[m], shapes[m]
+            enc, shape, kind = model.encoders[m], shapes[m], data_kinds[m]
             key = f"model.encoders.{m}"
-            if m in vocab_sizes and "vocab_size" not in enc:
-                raise ConfigError(f"{key} does not take token ids, but {m} is text: use "
-                                  f"model/encoder@model.encoders.{m}=text_embedding (with a leading + if it is new)")
-            sizes = {"vocab_size": vocab_sizes.get(m), "in_features": shape[-1] if len(shape) == 1 else None,
-                     "in_channels": shape[0] if len(shape) == 3 else None}
-            for name, size in sizes.items():
-                if name not in enc or size is None:
-                    continue
+            encoder = _encoder_class(enc, key)
+            sizes = kind.encoder_sizes(shape, vocab_sizes.get(m))
+            for name in encoder.size_args:
+                if name not in sizes:
+                    raise ConfigError(
+                        f"{key} ({enc._target_.rsplit('.', 1)[-1]}) takes {name}, which {m} ({kind.name} data) does "
+                        f"not give: use e.g. model/encoder@{key}={kind.suggested_encoder(shape)} (with a leading + "
+                        "if it is new)")
+                size = sizes[name]
                 given = OmegaConf.select(enc, name, default=None, throw_on_missing=False)
                 if given is None or OmegaConf.is_missing(enc, name):
                     enc[name] = size
                 elif given != size:
                     raise ConfigError(f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)")
-            for name in PRETRAINED_FILES:
+            for name in encoder.weight_files:
                 if enc.get(name) and not pretrained:
                     enc[name] = None
             if enc.get("vectors_path"):
@@ -107,8 +133,10 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
 def check_pretrained_files(cfg: DictConfig) -> None:
     """Pretrained weight files named in model.encoders must exist: checked before any data is read."""
     for m, enc in (OmegaConf.select(cfg, "model.encoders", default=None) or {}).items():
-        for name in PRETRAINED_FILES:
-            value = enc.get(name) if isinstance(enc, DictConfig) else None
+        if not isinstance(enc, DictConfig):
+            continue
+        for name in _encoder_class(enc, f"model.encoders.{m}").weight_files:
+            value = enc.get(name)
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"model.encoders.{m}.{name}={value}: no such file")
 
@@ -123,7 +151,8 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
     if datamodule is not None:
         num_classes, task, meta = datamodule.num_classes, datamodule.task, datamodule.meta()
         vocabs = meta.get("vocab") or {}
-        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes, vocabs, pretrained)
+        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes, vocabs,
+                            meta.get("kinds") or {}, pretrained)
     try:
         net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
     except InstantiationException as err:  # a bad pretrained file: its sentence, not Hydra's wrapper
@@ -147,6 +176,8 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         label_smoothing=float(loss.get("label_smoothing", 0.0)),
         task=task,
         class_weights=weights,
+        nonfinite_grad=OmegaConf.select(cfg, "nonfinite_grad.action", default="stop"),  # older checkpoints: none
+        max_skips_in_a_row=OmegaConf.select(cfg, "nonfinite_grad.max_skips_in_a_row", default=10),
     )
     if meta is not None:
         module.data_meta = meta

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gru_mm.data.batch import Seq
+from gru_mm.nn.encoders import Encoder
 from gru_mm.nn.fusion import STATES, STEPS, FusionInput
 from gru_mm.nn.fusion_steps import final_state, gru_state_size
 
@@ -126,8 +127,9 @@ class MultimodalGRU(nn.Module):
             return None
         if seq.times.shape[1] == steps:
             return seq.times
-        stride = getattr(self.encoders[m], "stride", None)
-        if isinstance(stride, int) and seq.times[:, ::stride].shape[1] == steps:
+        encoder = self.encoders[m]
+        stride = encoder.time_stride if isinstance(encoder, Encoder) else None  # a plain module declares none
+        if stride is not None and seq.times[:, ::stride].shape[1] == steps:
             return seq.times[:, ::stride]  # encoded step i starts at input step i * stride
         return None  # unknown mapping: the fusion falls back to its configured step durations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
@@ -9,7 +11,29 @@ from torchvision.ops import Conv2dNormActivation
 from gru_mm.nn import pretrained
 
 
-class AudioConvEncoder(nn.Module):
+class Encoder(nn.Module):
+    """What every encoder declares, so a model is assembled without guessing.
+
+    size_args:    constructor arguments whose values the data decides (in_features, in_channels,
+                  vocab_size); when a model is built for some data, each modality's kind gives them.
+    weight_files: constructor arguments naming files of pretrained weights (checked before any data is
+                  read; not read again when the weights come from a checkpoint).
+    time_stride:  input steps per output step: output step i starts at input step i * time_stride.
+    out_features: features per output step.
+    """
+
+    size_args: ClassVar[tuple[str, ...]] = ()
+    weight_files: ClassVar[tuple[str, ...]] = ()
+    time_stride: int = 1
+    out_features: int
+
+
+def declared(target: object) -> type[Encoder]:
+    """`target` when it is an `Encoder` class; else `Encoder` itself, which declares nothing."""
+    return target if isinstance(target, type) and issubclass(target, Encoder) else Encoder
+
+
+class AudioConvEncoder(Encoder):
     """Log-mel frames -> a small strided 1-D conv front end (shortens the sequence by `stride`).
 
     Padding never changes a result: each frame is normalised on its own (LayerNorm over mel bins,
@@ -17,12 +41,14 @@ class AudioConvEncoder(nn.Module):
     zeroed before every convolution, exactly as if the sequence stood alone with zero padding.
     """
 
+    size_args = ("in_features",)
+
     def __init__(self, in_features: int, out_features: int = 64, channels: int = 64, stride: int = 2,
                  kernel_size: int = 5):
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        self.stride = stride
+        self.time_stride = stride
         self.norm = nn.LayerNorm(in_features)
         self.conv1 = nn.Conv1d(in_features, channels, kernel_size, stride=stride, padding=kernel_size // 2)
         self.conv2 = nn.Conv1d(channels, out_features, 3, padding=1)
@@ -31,7 +57,7 @@ class AudioConvEncoder(nn.Module):
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         # ceil(L / stride): output frames whose window starts on a real input frame; 0 stays 0.
-        return torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+        return torch.div(lengths + self.time_stride - 1, self.time_stride, rounding_mode="floor")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1] == 0:  # the whole batch lacks audio: nothing to convolve
@@ -62,8 +88,10 @@ def _per_real_frame(cnn: nn.Module, x: Tensor, lengths: Tensor, out_features: in
     return out.reshape(B, T, out_features)
 
 
-class FrameCNNEncoder(nn.Module):
+class FrameCNNEncoder(Encoder):
     """A per-frame CNN for image sequences [B, T, C, H, W], run on real frames only, never on padding."""
+
+    size_args = ("in_channels",)
 
     def __init__(self, in_channels: int = 1, out_features: int = 64, channels: tuple[int, ...] = (16, 32)):
         super().__init__()
@@ -78,7 +106,7 @@ class FrameCNNEncoder(nn.Module):
         return _per_real_frame(self.cnn, x, lengths, self.out_features), lengths
 
 
-class BackboneFrameEncoder(nn.Module):
+class BackboneFrameEncoder(Encoder):
     """A torchvision classification model (resnet18, mobilenet_v3_small, ...) per real frame, then a
     projection to `out_features`.
 
@@ -88,6 +116,9 @@ class BackboneFrameEncoder(nn.Module):
     1-channel frames are repeated to 3. `freeze` fixes the backbone (and its BatchNorm statistics), so
     only the projection trains.
     """
+
+    size_args = ("in_channels",)
+    weight_files = ("weights_path",)
 
     def __init__(self, arch: str = "resnet18", weights_path: str | None = None, in_channels: int = 3,
                  out_features: int = 64, freeze: bool = False,
@@ -126,8 +157,10 @@ class BackboneFrameEncoder(nn.Module):
         return _per_real_frame(self._encode, x, lengths, self.out_features), lengths
 
 
-class LinearEncoder(nn.Module):
+class LinearEncoder(Encoder):
     """Numeric series or precomputed features [B, T, F] -> [B, T, D] with a per-step projection."""
+
+    size_args = ("in_features",)
 
     def __init__(self, in_features: int, out_features: int = 64):
         super().__init__()
@@ -138,13 +171,16 @@ class LinearEncoder(nn.Module):
         return self.proj(x) * _step_mask(lengths, x.shape[1], x.device), lengths
 
 
-class TokenEmbeddingEncoder(nn.Module):
+class TokenEmbeddingEncoder(Encoder):
     """Token ids [B, T] -> embeddings [B, T, D]; id 0 is padding (a zero vector, never trained).
 
     `vocab_size` comes from the data's vocabulary (built from the training split or read from a file).
     With `vectors_path` (a GloVe or fastText text file) the rows start from those word vectors; that
     needs `vocab`, the tokens in id order. `freeze` keeps the embedding fixed during training.
     """
+
+    size_args = ("vocab_size",)
+    weight_files = ("vectors_path",)
 
     def __init__(self, vocab_size: int, out_features: int = 64, dropout: float = 0.0,
                  vectors_path: str | None = None, freeze: bool = False, vocab: list[str] | None = None):

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from gru_mm import checkpoints
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
-from gru_mm.data.transforms import Vocabulary
+from gru_mm.data.kinds import Vocabulary
 from gru_mm.models.build import build_module
 
 TIMES = "timestamps"  # optional sample key: {modality: step times in seconds} for event fusion

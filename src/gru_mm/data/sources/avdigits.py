@@ -56,6 +56,7 @@ class AVDigits:
     name = "avdigits"
     num_classes = 10
     modalities = ("audio", "video")
+    kinds = {"audio": "audio", "video": "frames"}  # modality -> kind (gru_mm.data.kinds)
     task = "multiclass"
 
     def __init__(self, cache_dir: str | Path, **settings):

@@ -34,8 +34,9 @@ class Source(Protocol):
     Constructing a source reads nothing (so config errors fail first); the properties may read the
     cheap parts (a manifest table, an array header) on first use; `load()` reads and decodes
     everything (through the disk cache) and is idempotent.
-    Optional extras the datamodule uses when present: `vocab_sizes` ({modality: tokens}) and
-    `problems` (a list of `Problem`s found by `load()`; samples with problems are left out of the splits).
+    Optional extras the datamodule uses when present: `vocab_sizes` ({modality: tokens}), `kinds`
+    ({modality: kind name}, see `gru_mm.data.kinds`) and `problems` (a list of `Problem`s found by
+    `load()`; samples with problems are left out of the splits).
     """
 
     task: str

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gru_mm.data.batch import Sample
+from gru_mm.data.kinds import check_finite
 from gru_mm.data.sources.base import (
     SPLITS,
     DataError,
@@ -31,7 +32,6 @@ from gru_mm.data.sources.base import (
     seeded_split,
 )
 from gru_mm.data.targets import LabelCoder
-from gru_mm.data.transforms import _finite
 
 log = logging.getLogger("gru_mm.data")
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "dev": "val", "test": "test"}
@@ -77,6 +77,11 @@ class Features(LoadedSource):
         self._problems: list[Problem] = []
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Every modality is a numeric series of precomputed per-step vectors."""
+        return {m: "series" for m in self.feature_shapes}
 
     def _read(self, unsplit_ok: bool = False) -> dict[str, dict[str, Any]]:
         """{split: {key: value}}; with `unsplit_ok` (new data for a trained model) a file without splits
@@ -249,7 +254,7 @@ class Features(LoadedSource):
         elif self.trim_zero_steps:
             nonzero = np.flatnonzero(np.abs(a).sum(1) > 0)
             a = a[nonzero[0]: nonzero[-1] + 1] if len(nonzero) else a[:0]
-        _finite(a)
+        check_finite(a)
         return a if len(a) else None  # no steps: the modality is absent from this sample
 
 

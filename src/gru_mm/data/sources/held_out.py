@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from gru_mm.data.batch import Sample
+from gru_mm.data.kinds import Vocabulary
 from gru_mm.data.sources.base import SPLITS, Problem
 from gru_mm.data.targets import LabelCoder
-from gru_mm.data.transforms import Vocabulary
 
 
 class HeldOut:
@@ -49,6 +49,11 @@ class HeldOut:
     @property
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return {m: tuple(s) for m, s in self.data_meta["feature_shapes"].items()}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """The training data's modality kinds (checkpoints from before they were recorded: the manifest's)."""
+        return dict(self.data_meta.get("kinds") or (self.data_meta.get("source_state") or {}).get("kinds") or {})
 
     @property
     def num_classes(self) -> int:

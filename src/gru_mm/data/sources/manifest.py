@@ -1,9 +1,9 @@
 """`manifest`: the user's own recordings, listed one sample per row in a CSV, JSONL or Parquet file.
 
-Columns: `id`, `label`, optional `split`, and one column per modality. Columns named audio, frames,
-text and series are those kinds; other modality columns are declared in `columns` (name -> kind).
-Every value is read through the same decoders whether training or validating, so a file that
-validates is a file that trains. Decoded arrays are cached on disk per file and transform setting.
+Columns: `id`, `label`, optional `split`, and one column per modality. A column named after a modality
+kind (audio, frames, text, series: see `gru_mm.data.kinds`) is of that kind; other modality columns are
+declared in `columns` (name -> kind). Every value is read through its kind whether training or validating,
+so a file that validates is a file that trains. Decoded arrays are cached on disk per file and kind setting.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from gru_mm.data import kinds as modality_kinds
 from gru_mm.data.batch import Sample
 from gru_mm.data.cache import FeatureCache
+from gru_mm.data.kinds import Cell, ModalityKind, Vocabulary
 from gru_mm.data.sources.base import (
     SPLITS,
     DataError,
@@ -33,25 +35,9 @@ from gru_mm.data.sources.base import (
     seeded_split,
 )
 from gru_mm.data.targets import LabelCoder, is_empty
-from gru_mm.data.transforms import (
-    SERIES_MISSING,
-    AudioTransform,
-    FrameTransform,
-    SeriesTransform,
-    Vocabulary,
-    with_missingness,
-)
 
 log = logging.getLogger("gru_mm.data")
-KINDS = ("audio", "frames", "text", "series")
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
-
-
-def _settings(cls, values: Mapping | None, key: str):
-    try:
-        return cls(**dict(values or {}))
-    except TypeError as err:
-        raise DataError(f"data.source.{key} has an unknown setting ({err})") from None
 
 
 class Manifest(LoadedSource):
@@ -69,14 +55,13 @@ class Manifest(LoadedSource):
         required: list[str] | None = None,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
-        audio: Mapping | None = None,
-        frames: Mapping | None = None,
-        text: Mapping | None = None,
-        series: Mapping | None = None,
         n_mels: int | None = None,
         decode_threads: int | None = None,
+        **kind_settings: Mapping | None,
     ):
-        # Everything here checks config only: no file is opened until a property or load() needs it.
+        """`kind_settings`: each modality kind's settings by its name (audio={...}, series={...}, ...).
+
+        Everything here checks config only: no file is opened until a property or load() needs it."""
         if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(decode_threads, int)
                                            or decode_threads < 1):
             raise DataError(f"data.source.decode_threads must be null or an integer >= 1, got {decode_threads!r}")
@@ -90,35 +75,31 @@ class Manifest(LoadedSource):
         self.task = task
         self.declared = dict(columns or {})
         for column, kind in self.declared.items():
-            if kind not in KINDS:
-                raise DataError(f"data.source.columns.{column}={kind!r} is not one of {', '.join(KINDS)}")
+            if kind not in modality_kinds.names():
+                raise DataError(f"data.source.columns.{column}={kind!r} is not one of "
+                                f"{', '.join(modality_kinds.names())}")
         self.required = list(required or [])
         self.fractions = check_fractions(split_fractions)
         self.split_seed = split_seed
-        self.text_settings = dict(text or {})
-        unknown = set(self.text_settings) - {"vocab_file", "min_freq", "max_size"}
+        unknown = sorted(set(kind_settings) - set(modality_kinds.names()))
         if unknown:
-            raise DataError(f"data.source.text has unknown settings {sorted(unknown)}")
-        audio = dict(audio or {})
+            raise DataError(f"data.source.{unknown[0]} is neither a manifest setting nor a modality kind "
+                            f"(kinds: {', '.join(modality_kinds.names())})")
+        # n_mels mirrors audio.n_mels at the top level, where audio encoder configs interpolate it
+        audio = dict(kind_settings.get("audio") or {})
         if n_mels is not None and audio.setdefault("n_mels", n_mels) != n_mels:
             raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
-        series = dict(series or {})
-        self.normalize_series = bool(series.pop("normalize", True))
-        if series.get("missing", "error") not in SERIES_MISSING:
-            raise DataError(f"data.source.series.missing={series['missing']!r} must be one of {', '.join(SERIES_MISSING)}")
-        self.transforms = {
-            "audio": _settings(AudioTransform, audio, "audio"),
-            "frames": _settings(FrameTransform, frames, "frames"),
-            "series": _settings(SeriesTransform, series, "series"),
-        }
+        kind_settings["audio"] = audio
+        self.kind_of_name: dict[str, ModalityKind] = {
+            name: modality_kinds.get(name).from_settings(kind_settings.get(name)) for name in modality_kinds.names()}
         self.cache = FeatureCache(None if cache_dir is None else Path(cache_dir))
         self.root = self.path.parent.resolve()
         self._problems: list[Problem] = []
-        self.kinds: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}  # modality column -> kind name
         self.vocab: dict[str, Vocabulary] = {}
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self.series_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training split's mean, std
+        self.stats: dict[str, dict[str, np.ndarray]] = {}  # what each column's kind learned from the training split
 
     # --- what the datamodule asks -------------------------------------------------------------
     @property
@@ -163,11 +144,14 @@ class Manifest(LoadedSource):
         missing = [c for c in self.declared if c not in columns]
         if missing:
             raise DataError(f"data.source.columns names {missing}, which {self.path.name} does not have")
-        kinds = {c: c for c in KINDS if c in columns} | self.declared
-        if not kinds:
-            raise DataError(f"{self.path.name} has no modality column: name one {', '.join(KINDS)} "
-                            "or declare yours in data.source.columns")
-        return kinds
+        found = {c: c for c in modality_kinds.names() if c in columns} | self.declared
+        if not found:
+            raise DataError(f"{self.path.name} has no modality column: name one "
+                            f"{', '.join(modality_kinds.names())} or declare yours in data.source.columns")
+        return found
+
+    def _kind(self, column: str) -> ModalityKind:
+        return self.kind_of_name[self.kinds[column]]
 
     def load(self) -> dict[str, list[Sample]]:
         if self._splits is not None:
@@ -203,9 +187,10 @@ class Manifest(LoadedSource):
         # 2. what the training split teaches: classes and vocabularies
         train_rows = [r for r in good if r["split"] == "train"]
         self.labels.fit([r["label"] for r in train_rows])
-        for column, kind in self.kinds.items():
-            if kind == "text":
-                self.vocab[column] = self._vocabulary(column, train_rows)
+        for column in self.kinds:
+            vocab = self._kind(column).vocabulary([r.get(column) for r in train_rows])
+            if vocab is not None:
+                self.vocab[column] = vocab
 
         # 3. every value through the decoders. Ranks started together (SLURM, torchrun) each decode
         # their share first, so a first run decodes every file about once, not once per rank; the
@@ -227,10 +212,11 @@ class Manifest(LoadedSource):
         for r, sample in decoded:
             if sample.id not in bad:
                 samples[r["split"]].append(sample)
-        if self.normalize_series:
-            self._normalize(samples)
-        for column in self._add_missingness([s for split in SPLITS for s in samples[split]]):
-            self._shapes[column] = (3 * self._shapes[column][0],)
+        for column in self.kinds:  # what each kind learns from the training split (series: mean and std)
+            stats = self._kind(column).fit([a for s in samples["train"] if (a := s.modalities.get(column)) is not None])
+            if stats is not None:
+                self.stats[column] = stats
+        self._prepare([s for split in SPLITS for s in samples[split]], self.stats)
         for split in SPLITS:
             if not samples[split]:
                 problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
@@ -242,12 +228,12 @@ class Manifest(LoadedSource):
 
     def state(self) -> dict[str, Any]:
         """What decoding new rows needs beyond the config (saved in checkpoints): the modality
-        columns and their kinds, and the training split's series mean and std."""
+        columns and their kinds, and what the kinds learned from the training split (series: mean, std)."""
         self.load()
         return {
             "kinds": dict(self.kinds),
-            "series_stats": {c: {"mean": mean.tolist(), "std": std.tolist()}
-                             for c, (mean, std) in self.series_stats.items()},
+            # the key's name predates other kinds learning statistics: kept so older checkpoints read alike
+            "series_stats": {c: {k: np.asarray(v).tolist() for k, v in stats.items()} for c, stats in self.stats.items()},
         }
 
     def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
@@ -257,6 +243,10 @@ class Manifest(LoadedSource):
         rows. Without `labels` (prediction) `label` is ignored; with them (the trained model's classes)
         every row needs one. `split` is ignored; rows with problems are left out and listed."""
         rows = self._read_rows()
+        unknown = sorted(set(state["kinds"].values()) - set(modality_kinds.names()))
+        if unknown:
+            raise DataError(f"the model was trained on data of kind {unknown[0]!r}, which is not a registered "
+                            f"modality kind here (kinds: {', '.join(modality_kinds.names())})")
         self.kinds = dict(state["kinds"])
         self.vocab = {c: Vocabulary(tokens) for c, tokens in vocab.items()}
         if labels is not None:
@@ -273,34 +263,20 @@ class Manifest(LoadedSource):
             problems += row_problems
             if not row_problems:
                 samples.append(sample)
-        for column, stats in (state.get("series_stats") or {}).items():
-            mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))
-            _standardise(samples, column, mean, std)
-        self._add_missingness(samples)
+        self._prepare(samples, state.get("series_stats") or {})
         return samples, problems
 
-    def _add_missingness(self, samples: list[Sample]) -> list[str]:
-        """With series.missing=mask, every series becomes its `with_missingness` inputs (after
-        standardising, in training and prediction alike); returns the series columns changed."""
-        if self.transforms["series"].missing != "mask":
-            return []
-        columns = [c for c, k in self.kinds.items() if k == "series"]
-        for s in samples:
-            for column in columns:
+    def _prepare(self, samples: list[Sample], stats: Mapping[str, Mapping[str, Any]]) -> None:
+        """Each decoded array -> what the model sees, with the training split's statistics (series: standardised,
+        then with series.missing=mask its missingness inputs), in training and prediction alike."""
+        for column in self.kinds:
+            kind = self._kind(column)
+            for s in samples:
                 if s.modalities.get(column) is not None:
-                    s.modalities[column] = with_missingness(s.modalities[column], s.timestamps.get(column))
-        return columns
-
-    def _vocabulary(self, column: str, train_rows: list[dict[str, Any]]) -> Vocabulary:
-        file = self.text_settings.get("vocab_file")
-        if file:
-            path = Path(file).expanduser()
-            if not path.is_file():
-                raise DataError(f"data.source.text.vocab_file={file}: no such file")
-            return Vocabulary.read(path)
-        texts = [str(r[column]) for r in train_rows if not is_empty(r.get(column))]
-        return Vocabulary.build(texts, int(self.text_settings.get("min_freq", 1)),
-                                self.text_settings.get("max_size"))
+                    s.modalities[column] = kind.prepare(s.modalities[column], s.timestamps.get(column),
+                                                        stats.get(column))
+            if column in self._shapes:
+                self._shapes[column] = kind.prepared_shape(self._shapes[column])
 
     def _resolve(self, value: str) -> Path:
         path = (self.root / value.strip()).resolve()
@@ -309,21 +285,6 @@ class Manifest(LoadedSource):
         if not path.exists():
             raise SampleError("missing file", str(value).strip())
         return path
-
-    def _decode(self, kind: str, value: Any) -> dict[str, np.ndarray]:
-        if kind == "frames":
-            items = value if isinstance(value, list) else str(value).split(";")
-            items = [str(v) for v in items if str(v).strip()]
-            target: Any = [self._resolve(v) for v in items]
-            if len(target) == 1 and target[0].is_dir():
-                target = target[0]
-        else:
-            target = self._resolve(str(value))
-            if target.is_dir():
-                raise SampleError("unsupported file type", f"{value} is a folder")
-        transform = self.transforms[kind]
-        files = transform.files(target)
-        return self.cache.get(kind, self.cache.key(transform.settings(), files), lambda: transform(target))
 
     def _decode_rows(self, rows: list[dict[str, Any]], labeled: bool = True) -> list[tuple[Sample, list[Problem]]]:
         """`_sample` of every row, in order, `decode_threads` rows at a time (reading files, resampling
@@ -348,7 +309,7 @@ class Manifest(LoadedSource):
                 target = self.labels.encode(row["label"])
         except SampleError as err:
             problems.append(Problem(rid, "label", err.kind, err.detail))
-        for column, kind in self.kinds.items():
+        for column in self.kinds:
             value = row.get(column)
             if is_empty(value) or (isinstance(value, list) and not value):
                 if column in self.required:
@@ -356,13 +317,7 @@ class Manifest(LoadedSource):
                 modalities[column] = None  # absent: a length-0 sequence
                 continue
             try:
-                if kind == "text":
-                    ids = self.vocab[column].encode(str(value))
-                    if len(ids) == 0:
-                        raise SampleError("no words", f"{str(value)[:40]!r} has no words to tokenise")
-                    modalities[column] = ids
-                    continue
-                out = self._decode(kind, value)
+                out = self._kind(column).read(value, Cell(self._resolve, self.cache, self.vocab.get(column)))
             except SampleError as err:
                 problems.append(Problem(rid, column, err.kind, err.detail))
                 continue
@@ -377,13 +332,10 @@ class Manifest(LoadedSource):
     def _check_feature_sizes(self, decoded: list[tuple[dict[str, Any], Sample]]) -> list[Problem]:
         """Every sample's per-step shape must match the most common one (a series with 3 columns among 4s)."""
         problems = []
-        for column, kind in self.kinds.items():
-            if kind == "text":
-                self._shapes[column] = ()
-                continue
+        for column in self.kinds:
             shapes = Counter(s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None)
             if not shapes:
-                self._shapes[column] = self._default_shape(kind)
+                self._shapes[column] = self._kind(column).step_shape()
                 continue
             common = shapes.most_common(1)[0][0]
             self._shapes[column] = tuple(common)
@@ -393,33 +345,6 @@ class Manifest(LoadedSource):
                     problems.append(Problem(s.id, column, "wrong feature size",
                                             f"steps of shape {list(a.shape[1:])}, the others have {list(common)}"))
         return problems
-
-    def _default_shape(self, kind: str) -> tuple[int, ...]:
-        if kind == "audio":
-            return (self.transforms["audio"].n_mels,)
-        if kind == "frames":
-            t = self.transforms["frames"]
-            return (t.channels, t.height, t.width)
-        return (1,)
-
-    def _normalize(self, samples: dict[str, list[Sample]]) -> None:
-        """Standardise each series feature with the training split's mean and std (raw units vary wildly)."""
-        for column, kind in self.kinds.items():
-            if kind != "series":
-                continue
-            train = [s.modalities[column] for s in samples["train"] if s.modalities.get(column) is not None]
-            if not train:
-                continue
-            steps = np.concatenate(train)
-            observed = ~np.isnan(steps)  # with series.missing=mask: statistics of measured values only
-            count = np.maximum(observed.sum(0), 1)
-            mean = np.where(observed, steps, 0).sum(0) / count
-            std = np.sqrt(np.where(observed, (steps - mean) ** 2, 0).sum(0) / count)
-            mean = mean.astype(np.float32)
-            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-            self.series_stats[column] = (mean, std)
-            for split in SPLITS:
-                _standardise(samples[split], column, mean, std)
 
 
 def _with_unique_ids(rows: list[tuple[str, Any]], problems: list[Problem]) -> list[dict[str, Any]]:
@@ -447,12 +372,6 @@ def _lacks_label(row: dict[str, Any], problems: list[Problem]) -> bool:
         problems.append(Problem(row["id"], "label", "empty required column", "the row has no label"))
         return True
     return False
-
-
-def _standardise(samples: list[Sample], column: str, mean: np.ndarray, std: np.ndarray) -> None:
-    for s in samples:
-        if s.modalities.get(column) is not None:
-            s.modalities[column] = (s.modalities[column] - mean) / std
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,86 @@
+"""`audio`: a sound file (any rate and channel count) -> log-mel frames [T, n_mels]."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gru_mm.data.kinds.base import FileKind, check_finite
+from gru_mm.data.sources.base import SampleError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def _wav_declared_bytes(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a WAV file's data chunk; libsndfile silently reads a cut file short."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while chunk := fh.read(8):
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                start = fh.tell()
+                present = path.stat().st_size - start
+                return size, present
+            fh.seek(size + (size & 1), 1)
+    return None
+
+
+@dataclass(frozen=True)
+class Audio(FileKind):
+    """Mono at `sample_rate`, then log-mel frames with their centre times in seconds."""
+
+    name = "audio"
+    default_encoder = "audio_conv"
+
+    sample_rate: int = 16000
+    n_mels: int = 40
+    n_fft: int = 400
+    hop_length: int = 160
+    f_min: float = 0.0
+    f_max: float | None = None
+
+    def step_shape(self) -> tuple[int, ...]:
+        return (self.n_mels,)
+
+    def read_wave(self, path: Path) -> tuple[np.ndarray, int]:
+        """Mono float32 samples and their rate; checks the file is whole."""
+        import soundfile as sf
+
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
+            raise SampleError("unsupported file type", f"{path.name} (audio must be {'/'.join(AUDIO_SUFFIXES)})")
+        try:
+            info = sf.info(str(path))
+            wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as err:  # libsndfile's messages: "Format not recognised", ...
+            raise SampleError("unreadable audio", f"{path.name}: {err}") from None
+        if path.suffix.lower() == ".wav" and (sizes := _wav_declared_bytes(path)) and sizes[1] < sizes[0]:
+            raise SampleError("truncated audio", f"{path.name} holds {sizes[1]} of its {sizes[0]} data bytes")
+        if info.frames > 0 and len(wave) < info.frames:
+            raise SampleError("truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames")
+        if len(wave) == 0:
+            raise SampleError("empty audio", f"{path.name} has no samples")
+        return check_finite(wave.mean(axis=1)), rate
+
+    def decode(self, path: Path) -> dict[str, np.ndarray]:
+        import torchaudio
+
+        wave, rate = self.read_wave(path)
+        x = torch.from_numpy(wave)
+        if rate != self.sample_rate:
+            x = torchaudio.functional.resample(x, rate, self.sample_rate)
+        mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels,
+            f_min=self.f_min, f_max=self.f_max,
+        )
+        logmel = torch.log(mel(x) + 1e-6).T.contiguous().numpy()  # [T, n_mels]
+        # frame centres in seconds, for modalities fused on a common clock
+        times = (np.arange(len(logmel)) * self.hop_length / self.sample_rate).astype(np.float32)
+        return {"data": logmel, "times": times}

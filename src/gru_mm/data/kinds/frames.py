@@ -1,0 +1,80 @@
+"""`frames`: a folder of images (sorted by name) or a list of image files -> [T, C, H, W] floats in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gru_mm.data.kinds.base import FileKind
+from gru_mm.data.sources.base import SampleError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Frames(FileKind):
+    """Each image resized to height x width, grey (channels=1) or RGB; step times from `fps` if given."""
+
+    name = "frames"
+    default_encoder = "frame_cnn_rgb"
+
+    height: int = 64
+    width: int = 64
+    channels: int = 3
+    fps: float | None = None
+
+    def target(self, value: Any, resolve: Callable[[str], Path]) -> Path | list[Path]:
+        """A folder, or the files of a list (a JSON list, or a `;`-joined cell)."""
+        items = value if isinstance(value, list) else str(value).split(";")
+        paths = [resolve(str(v)) for v in items if str(v).strip()]
+        return paths[0] if len(paths) == 1 and paths[0].is_dir() else paths
+
+    def files(self, target: Path | list[Path]) -> list[Path]:
+        if isinstance(target, list):
+            return target
+        if not target.is_dir():
+            return [target]
+        images = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SampleError("no images", f"folder {target.name} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        return images
+
+    def step_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.height, self.width)
+
+    def _image(self, path: Path) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise SampleError("unsupported file type", f"{path.name} (frames must be {'/'.join(IMAGE_SUFFIXES)})")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                im = im.resize((self.width, self.height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(im, dtype=np.float32) / 255.0
+        except UnidentifiedImageError:
+            raise SampleError("unreadable image", f"{path.name} is not an image") from None
+        except OSError as err:
+            problem = "truncated image" if "truncated" in str(err) else "unreadable image"
+            raise SampleError(problem, f"{path.name}: {err}") from None
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    def decode(self, target: Path | list[Path]) -> dict[str, np.ndarray]:
+        frames = np.stack([self._image(p) for p in self.files(target)])
+        out = {"data": frames}
+        if self.fps:
+            out["times"] = (np.arange(len(frames)) / self.fps).astype(np.float32)
+        return out
+
+    @classmethod
+    def encoder_sizes(cls, shape: tuple[int, ...], vocab_size: int | None) -> dict[str, int]:
+        return {"in_channels": int(shape[0])}
+
+    @classmethod
+    def suggested_encoder(cls, shape: tuple[int, ...]) -> str:
+        return "frame_cnn_rgb" if shape[0] == 3 else "frame_cnn"

@@ -1,0 +1,118 @@
+"""`series`: a numeric series, `.npy` [T, F] (or [T]) or `.csv` with an optional time column -> [T, F] floats.
+
+Each feature is standardised with the training split's mean and std (`normalize`). missing="error": a NaN
+(an empty CSV cell) is a problem; "mask": NaNs become `with_missingness` inputs after standardising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gru_mm.data.cache import read_npy
+from gru_mm.data.kinds.base import FileKind, check_finite
+from gru_mm.data.sources.base import DataError, SampleError
+
+SERIES_MISSING = ("error", "mask")
+
+
+def with_missingness(values: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+    """[T, F] with NaN where a feature was not measured -> [T, 3F]: the last measured value carried
+    forward (0 before the first), whether it was measured at this step (1/0), and log(1 + time since
+    it was last measured) (since the series' start before the first), in the series' time unit (steps
+    without times). The inputs of GRU-Simple (Che et al. 2018, "Recurrent Neural Networks for
+    Multivariate Time Series with Missing Values")."""
+    steps, features = values.shape
+    observed = ~np.isnan(values)
+    t = np.arange(steps, dtype=np.float64) if times is None else times[:steps].astype(np.float64)
+    last = np.maximum.accumulate(np.where(observed, np.arange(steps)[:, None], -1), axis=0)
+    seen = last >= 0
+    at = np.clip(last, 0, None)
+    filled = np.where(seen, values[at, np.arange(features)], 0.0)
+    since = t[:, None] - np.where(seen, t[at], t[0])
+    return np.concatenate([filled, observed, np.log1p(since)], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Series(FileKind):
+    name = "series"
+    default_encoder = "series_linear"
+
+    time_column: str = "time"
+    missing: str = "error"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.missing not in SERIES_MISSING:
+            raise DataError(f"data.source.series.missing={self.missing!r} must be one of {', '.join(SERIES_MISSING)}")
+
+    def settings(self) -> dict[str, Any]:
+        # standardising happens after the cache: `normalize` is not part of what a file decodes to
+        return {"kind": self.name, "time_column": self.time_column, "missing": self.missing}
+
+    def decode(self, path: Path) -> dict[str, np.ndarray]:
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            try:
+                array = read_npy(path)
+            except (ValueError, OSError, EOFError) as err:
+                raise SampleError("unreadable array", f"{path.name}: {err}") from None
+            times = None
+        elif suffix == ".csv":
+            array, times = self._csv(path)
+        else:
+            raise SampleError("unsupported file type", f"{path.name} (series must be .npy or .csv)")
+        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+            raise SampleError("non-numeric values", f"{path.name} has dtype {array.dtype}")
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise SampleError("wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]")
+        if array.shape[0] == 0:
+            raise SampleError("empty series", f"{path.name} has no steps")
+        out = {"data": check_finite(array.astype(np.float32), allow_nan=self.missing == "mask")}
+        if times is not None:
+            out["times"] = times
+        return out
+
+    def _csv(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(path)
+        except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
+            raise SampleError("unreadable table", f"{path.name}: {err}") from None
+        for column in table.columns:
+            if not pd.api.types.is_numeric_dtype(table[column]):
+                raise SampleError("non-numeric values", f"{path.name} column {column!r}")
+        times = None
+        if self.time_column in table.columns:
+            times = check_finite(table.pop(self.time_column).to_numpy(np.float32))
+            if len(times) > 1 and (np.diff(times) < 0).any():
+                raise SampleError("time goes backwards", f"{path.name} column {self.time_column!r}")
+        if table.shape[1] == 0:
+            raise SampleError("empty series", f"{path.name} has no value columns")
+        return table.to_numpy(), times
+
+    def fit(self, train: list[np.ndarray]) -> dict[str, np.ndarray] | None:
+        """Each feature's mean and std over the training split's steps (measured values only)."""
+        if not self.normalize or not train:
+            return None
+        steps = np.concatenate(train)
+        observed = ~np.isnan(steps)  # with missing=mask: statistics of measured values only
+        count = np.maximum(observed.sum(0), 1)
+        mean = np.where(observed, steps, 0).sum(0) / count
+        std = np.sqrt(np.where(observed, (steps - mean) ** 2, 0).sum(0) / count)
+        return {"mean": mean.astype(np.float32), "std": np.where(std > 1e-8, std, 1.0).astype(np.float32)}
+
+    def prepare(self, data: np.ndarray, times: np.ndarray | None, stats: Mapping[str, Any] | None) -> np.ndarray:
+        if stats is not None:
+            data = (data - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(stats["std"], dtype=np.float32)
+        return with_missingness(data, times) if self.missing == "mask" else data
+
+    def prepared_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (3 * shape[0],) if self.missing == "mask" else shape
