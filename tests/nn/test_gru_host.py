@@ -164,3 +164,20 @@ def test_index_maps_made_under_inference_mode_serve_training_later():
     (out.sum() + h.sum()).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert m.weight_hh_l0.grad is not None
+
+
+@CUDA
+@pytest.mark.gpu
+def test_cuda_weights_share_one_buffer_per_layer_and_direction():
+    """flatten_parameters (torch's private _cudnn_rnn_flatten_weight, behind gru_kernels) succeeds:
+    each (layer, direction)'s weights view one buffer, so cuDNN neither copies nor warns."""
+    m = GRU(8, 16, num_layers=2, bidirectional=True, path="padded_gather").cuda()
+    assert m._flat
+    for layer, suffix in ((0, ""), (0, "_reverse"), (1, ""), (1, "_reverse")):
+        names = [f"{kind}_l{layer}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        assert len({getattr(m, n).untyped_storage().data_ptr() for n in names}) == 1, names
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, h = m(torch.randn(3, 5, 8, device="cuda", requires_grad=True), torch.tensor([5, 2, 0]))
+        (out.sum() + h.sum()).backward()
+    assert not [w for w in caught if "contiguous chunk" in str(w.message)]

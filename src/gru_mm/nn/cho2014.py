@@ -38,25 +38,25 @@ class ChoScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pre: Tensor, h0: Tensor, u: Tensor, batch_sizes: list[int], prev_index: Tensor):
-        n_rows, three_h = pre.shape
-        hid = three_h // 3
-        u_c_t = u[:hid].t()
-        u_zr_t = u[hid:].t()
-        y = pre.new_empty(n_rows, hid)
-        zr = pre.new_empty(n_rows, 2 * hid)
-        cand = pre.new_empty(n_rows, hid)
-        q = pre.new_empty(n_rows, hid)  # r_t * h_{t-1}, kept for dU_c
+        n_rows, gate_width = pre.shape
+        hidden = gate_width // 3
+        u_c_t = u[:hidden].t()
+        u_zr_t = u[hidden:].t()
+        y = pre.new_empty(n_rows, hidden)
+        zr = pre.new_empty(n_rows, 2 * hidden)
+        cand = pre.new_empty(n_rows, hidden)
+        q = pre.new_empty(n_rows, hidden)  # r_t * h_{t-1}, kept for dU_c
         h = h0
         off = 0
         for n in batch_sizes:
             end = off + n
-            hp = h[:n]
-            g = torch.addmm(pre[off:end, hid:], hp, u_zr_t, out=zr[off:end])
+            h_prev = h[:n]
+            g = torch.addmm(pre[off:end, hidden:], h_prev, u_zr_t, out=zr[off:end])
             g.sigmoid_()
-            torch.mul(g[:, hid:], hp, out=q[off:end])
-            c = torch.addmm(pre[off:end, :hid], q[off:end], u_c_t, out=cand[off:end])
+            torch.mul(g[:, hidden:], h_prev, out=q[off:end])
+            c = torch.addmm(pre[off:end, :hidden], q[off:end], u_c_t, out=cand[off:end])
             c.tanh_()
-            h = torch.lerp(hp, c, g[:, :hid], out=y[off:end])
+            h = torch.lerp(h_prev, c, g[:, :hidden], out=y[off:end])
             off = end
         ctx.batch_sizes = batch_sizes
         ctx.save_for_backward(h0, u, y, zr, cand, q, prev_index)
@@ -67,41 +67,41 @@ class ChoScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor, _dzr: Tensor | None):
         h0, u, y, zr, cand, q, prev_index = ctx.saved_tensors
-        bs = ctx.batch_sizes
-        n_rows, hid = y.shape
+        batch_sizes = ctx.batch_sizes
+        n_rows, hidden = y.shape
         if dy is None:
             dy = torch.zeros_like(y)
         dy = dy.contiguous()
-        b0 = bs[0]
+        first_rows = batch_sizes[0]
         # Everything that does not depend on the carried gradient is computed for all rows at once.
-        hprev = torch.cat([h0[:b0], y.index_select(0, prev_index)])
-        z, r = zr[:, :hid], zr[:, hid:]
-        k = torch.empty(n_rows, 2, hid, dtype=y.dtype, device=y.device)
+        prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+        z, r = zr[:, :hidden], zr[:, hidden:]
+        k = torch.empty(n_rows, 2, hidden, dtype=y.dtype, device=y.device)
         torch.mul(z, 1 - cand * cand, out=k[:, 0])  # d pre_c / d h_t
-        torch.mul((cand - hprev) * z, 1 - z, out=k[:, 1])  # d pre_z / d h_t
-        k_r = hprev * r * (1 - r)  # d pre_r / d q-grad
+        torch.mul((cand - prev_states) * z, 1 - z, out=k[:, 1])  # d pre_z / d h_t
+        k_r = prev_states * r * (1 - r)  # d pre_r / d q-grad
         one_minus_z = 1 - z
-        u_c = u[:hid]
-        u_zr = u[hid:]
+        u_c = u[:hidden]
+        u_zr = u[hidden:]
 
-        dpre = torch.empty(n_rows, 3 * hid, dtype=y.dtype, device=y.device)
-        dpre3 = dpre.view(n_rows, 3, hid)
-        carry = y.new_zeros(b0, hid)
-        dh = y.new_empty(b0, hid)
-        dq = y.new_empty(b0, hid)
-        tmp = y.new_empty(b0, hid)
+        dpre = torch.empty(n_rows, 3 * hidden, dtype=y.dtype, device=y.device)
+        dpre3 = dpre.view(n_rows, 3, hidden)
+        carry = y.new_zeros(first_rows, hidden)
+        dh = y.new_empty(first_rows, hidden)
+        dq = y.new_empty(first_rows, hidden)
+        tmp = y.new_empty(first_rows, hidden)
         end = n_rows
-        for n in reversed(bs):
+        for n in reversed(batch_sizes):
             off = end - n
             d = torch.add(dy[off:end], carry[:n], out=dh[:n])
             torch.mul(d.unsqueeze(1), k[off:end], out=dpre3[off:end, :2])
-            g = torch.mm(dpre[off:end, :hid], u_c, out=dq[:n])
-            torch.mul(g, k_r[off:end], out=dpre[off:end, 2 * hid :])
+            g = torch.mm(dpre[off:end, :hidden], u_c, out=dq[:n])
+            torch.mul(g, k_r[off:end], out=dpre[off:end, 2 * hidden :])
             t = torch.mul(d, one_minus_z[off:end], out=tmp[:n])
             t.addcmul_(g, r[off:end])
-            torch.addmm(t, dpre[off:end, hid:], u_zr, out=carry[:n])
+            torch.addmm(t, dpre[off:end, hidden:], u_zr, out=carry[:n])
             end = off
-        du = torch.cat([dpre[:, :hid].t() @ q, dpre[:, hid:].t() @ hprev])
+        du = torch.cat([dpre[:, :hidden].t() @ q, dpre[:, hidden:].t() @ prev_states])
         return dpre, carry, du, None, None
 
 
@@ -115,8 +115,8 @@ def cho2014_packed(
     prev_index: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """One layer, one direction on packed rows x [N, F]; returns (y [N, H], zr [N, 2H] in z|r order)."""
-    hid = weight_hh.shape[1]
-    w = to_internal(weight_ih, hid)
-    b = None if bias is None else to_internal(bias, hid)
+    hidden = weight_hh.shape[1]
+    w = to_internal(weight_ih, hidden)
+    b = None if bias is None else to_internal(bias, hidden)
     pre = F.linear(x, w, b)
-    return ChoScan.apply(pre, h0, to_internal(weight_hh, hid), batch_sizes, prev_index)
+    return ChoScan.apply(pre, h0, to_internal(weight_hh, hidden), batch_sizes, prev_index)

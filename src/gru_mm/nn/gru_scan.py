@@ -28,24 +28,26 @@ class TorchScan(torch.autograd.Function):
     def forward(
         ctx, pre: Tensor, h0: Tensor, u: Tensor, b_hh: Tensor, batch_sizes: list[int], prev_index: Tensor
     ):
-        n_rows, three_h = pre.shape
-        hid = three_h // 3
+        n_rows, gate_width = pre.shape
+        hidden = gate_width // 3
         u_t = u.t()
-        y = pre.new_empty(n_rows, hid)
-        g = pre.new_empty(n_rows, three_h)  # W_h h + b_h per row (its n part is needed backward)
-        rz = pre.new_empty(n_rows, 2 * hid)
-        cand = pre.new_empty(n_rows, hid)
+        y = pre.new_empty(n_rows, hidden)
+        g = pre.new_empty(n_rows, gate_width)  # W_h h + b_h per row (its n part is needed backward)
+        rz = pre.new_empty(n_rows, 2 * hidden)
+        cand = pre.new_empty(n_rows, hidden)
         h = h0
         off = 0
         for n in batch_sizes:
             end = off + n
-            hp = h[:n]
-            gs = torch.addmm(b_hh, hp, u_t, out=g[off:end])
-            s = torch.add(pre[off:end, : 2 * hid], gs[:, : 2 * hid], out=rz[off:end])
+            h_prev = h[:n]
+            gs = torch.addmm(b_hh, h_prev, u_t, out=g[off:end])
+            s = torch.add(pre[off:end, : 2 * hidden], gs[:, : 2 * hidden], out=rz[off:end])
             s.sigmoid_()
-            c = torch.addcmul(pre[off:end, 2 * hid :], s[:, :hid], gs[:, 2 * hid :], out=cand[off:end])
+            c = torch.addcmul(
+                pre[off:end, 2 * hidden :], s[:, :hidden], gs[:, 2 * hidden :], out=cand[off:end]
+            )
             c.tanh_()
-            h = torch.lerp(c, hp, s[:, hid:], out=y[off:end])
+            h = torch.lerp(c, h_prev, s[:, hidden:], out=y[off:end])
             off = end
         ctx.batch_sizes = batch_sizes
         ctx.save_for_backward(h0, u, y, g, rz, cand, prev_index)
@@ -55,37 +57,37 @@ class TorchScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor):
         h0, u, y, g, rz, cand, prev_index = ctx.saved_tensors
-        bs = ctx.batch_sizes
-        n_rows, hid = y.shape
-        b0 = bs[0]
+        batch_sizes = ctx.batch_sizes
+        n_rows, hidden = y.shape
+        first_rows = batch_sizes[0]
         dy = dy.contiguous()
-        hprev = torch.cat([h0[:b0], y.index_select(0, prev_index)])
-        r, z = rz[:, :hid], rz[:, hid:]
+        prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+        r, z = rz[:, :hidden], rz[:, hidden:]
         k_n = (1 - z) * (1 - cand * cand)  # d pre_n / d h'
         # per-row factors: grad wrt the input projections (ka) and wrt W_h h + b_h (kg), times dh
-        ka = torch.empty(n_rows, 3, hid, dtype=y.dtype, device=y.device)
-        torch.mul(k_n * g[:, 2 * hid :], r * (1 - r), out=ka[:, 0])
-        torch.mul((hprev - cand) * z, 1 - z, out=ka[:, 1])
+        ka = torch.empty(n_rows, 3, hidden, dtype=y.dtype, device=y.device)
+        torch.mul(k_n * g[:, 2 * hidden :], r * (1 - r), out=ka[:, 0])
+        torch.mul((prev_states - cand) * z, 1 - z, out=ka[:, 1])
         ka[:, 2] = k_n
         kg = ka.clone()
         kg[:, 2] *= r
-        dpre = torch.empty(n_rows, 3, hid, dtype=y.dtype, device=y.device)
-        dg = torch.empty(n_rows, 3 * hid, dtype=y.dtype, device=y.device)
-        carry = y.new_zeros(b0, hid)
-        dh = y.new_empty(b0, hid)
-        tmp = y.new_empty(b0, hid)
+        dpre = torch.empty(n_rows, 3, hidden, dtype=y.dtype, device=y.device)
+        dg = torch.empty(n_rows, 3 * hidden, dtype=y.dtype, device=y.device)
+        carry = y.new_zeros(first_rows, hidden)
+        dh = y.new_empty(first_rows, hidden)
+        tmp = y.new_empty(first_rows, hidden)
         end = n_rows
-        for n in reversed(bs):
+        for n in reversed(batch_sizes):
             off = end - n
             d = torch.add(dy[off:end], carry[:n], out=dh[:n])
             d3 = d.unsqueeze(1)
             torch.mul(d3, ka[off:end], out=dpre[off:end])
-            torch.mul(d3, kg[off:end], out=dg[off:end].view(n, 3, hid))
+            torch.mul(d3, kg[off:end], out=dg[off:end].view(n, 3, hidden))
             t = torch.mul(d, z[off:end], out=tmp[:n])
             torch.addmm(t, dg[off:end], u, out=carry[:n])
             end = off
-        du = dg.t() @ hprev
-        return dpre.view(n_rows, 3 * hid), carry, du, dg.sum(0), None, None
+        du = dg.t() @ prev_states
+        return dpre.view(n_rows, 3 * hidden), carry, du, dg.sum(0), None, None
 
 
 def torch_scan_packed(
@@ -118,9 +120,10 @@ def torch_gates_packed(
 ) -> Tensor:
     """[N, 2H] gates z | r of every packed row, recomputed from the layer's outputs y [N, H]: each
     row's previous state is known once y is, so this is two matmuls over all rows, not a loop."""
-    hid = weight_hh.shape[1]
-    hprev = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
-    pre = F.linear(x, weight_ih[: 2 * hid], None if bias_ih is None else bias_ih[: 2 * hid])
-    recurrent = F.linear(hprev, weight_hh[: 2 * hid], None if bias_hh is None else bias_hh[: 2 * hid])
+    hidden = weight_hh.shape[1]
+    prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+    rows = 2 * hidden  # the r and z rows of the weights
+    pre = F.linear(x, weight_ih[:rows], None if bias_ih is None else bias_ih[:rows])
+    recurrent = F.linear(prev_states, weight_hh[:rows], None if bias_hh is None else bias_hh[:rows])
     rz = torch.sigmoid(pre + recurrent)
-    return torch.cat([rz[:, hid:], rz[:, :hid]], 1)
+    return torch.cat([rz[:, hidden:], rz[:, :hidden]], 1)
