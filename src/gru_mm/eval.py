@@ -48,7 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if "config" not in meta:
         raise checkpoints.CheckpointError(f"ckpt_path={path}: not a gru-mm checkpoint (it holds no config)")
     # nothing is built before the whole config passed the allow-list; eval's own data.trust_pickle decides
-    train_cfg = checkpoints.trusted_config(meta["config"], path, trust_pickle=cfg.data.get("trust_pickle"))
+    trust_pickle = (cfg.get("data") or {}).get("trust_pickle")
+    train_cfg = checkpoints.trusted_config(meta["config"], path, trust_pickle=trust_pickle)
     if cfg.eval_batch_size:
         train_cfg.data.eval_batch_size = cfg.eval_batch_size
     held_out = cfg.get("data") and cfg.data.get("path")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gru_mm import checkpoints
 from gru_mm.config import ConfigError, exit_with_status, register_resolvers, silence_known_warnings
@@ -33,7 +33,7 @@ def predict(cfg: DictConfig) -> int:
     path = checkpoints.resolve(cfg.ckpt_path, cfg.paths.log_dir, cfg.experiment_name or "")
     predictor = Predictor.from_checkpoint(path, device=cfg.device, batch_size=cfg.batch_size)
     state = {"modalities": sorted(predictor.shapes), **(predictor.meta.get("source_state") or {})}
-    train_cfg = OmegaConf.create(predictor.config)
+    train_cfg = checkpoints.trusted_config(predictor.config, path, trust_pickle=cfg.trust_pickle)
     train_cfg = retarget_data(train_cfg, cfg.data_path, cfg.paths.data_dir, cfg.trust_pickle)
     source = build_datamodule(train_cfg).source
     samples, problems = source.as_trained(state, predictor.meta.get("vocab") or {})

@@ -81,6 +81,8 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
     meta = checkpoints.read_meta(resume) if resume else {}
+    if resume:  # refused before anything is built when its config names a foreign _target_
+        checkpoints.check_config(meta.get("config") or {}, resume)
     if resume is None:
         check_pretrained_files(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -93,7 +95,9 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    # checkpoints are written atomically and read back with weights_only, whoever asks
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                                  plugins=[checkpoints.AtomicCheckpointIO()])
     check_process_launch(trainer)
     range_test = lr_find.wanted(cfg, resume is not None, trainer.world_size)
 
@@ -113,7 +117,7 @@ def train(cfg: DictConfig) -> float | None:
     if range_test:
         lr_find.find_lr(cfg, module, datamodule, mlflow if trainer.is_global_zero else None)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     except Exception as err:  # Lightning marks the run FAILED; say why there, and what is kept
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         if last:
@@ -127,7 +131,7 @@ def train(cfg: DictConfig) -> float | None:
     objective = _fit_objective(cfg.optimized_metric, trainer)
     best = ckpt_cb.best_model_path if ckpt_cb else ""
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if trainer.is_global_zero:  # ablation, per-class table and plots of the tested weights
             evaluation_report(module, datamodule, mlflow, trainer.strategy.root_device, best or None)
     if mlflow and trainer.is_global_zero and best:

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from gru_mm import checkpoints
 from gru_mm.data.batch import Sample
@@ -39,15 +38,15 @@ class SavedData:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A gru-mm checkpoint that a Predictor can be rebuilt from; else a CheckpointError naming it."""
-    try:  # weights_only: tensors and plain containers only, so loading runs no pickled code
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise checkpoints.CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
+    """A gru-mm checkpoint that a Predictor can be rebuilt from; else a CheckpointError naming it.
+
+    Read with weights_only (no pickled code runs), and its config checked against the allow-list of
+    what a checkpoint may build before anything is built from it."""
+    ckpt = checkpoints.load(path)
     meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
     if not config or not meta:
         raise checkpoints.CheckpointError(f"{path}: not a gru-mm checkpoint (it holds no config or data meta)")
+    checkpoints.check_config(config, path)
     if "feature_shapes" not in meta:
         raise checkpoints.CheckpointError(
             f"{path}: written before checkpoints recorded the data's feature shapes; "
@@ -82,9 +81,11 @@ class Predictor:
     def from_dict(
         cls, ckpt: dict[str, Any], device: str | torch.device = "cpu", batch_size: int = 64
     ) -> Predictor:
-        """From a checkpoint already read with `read_checkpoint`."""
+        """From a checkpoint already read with `read_checkpoint` (its config is checked again: a dict may
+        come from elsewhere)."""
         meta, config = ckpt["gru_mm_data"], ckpt["gru_mm"]["config"]
-        module = build_module(OmegaConf.create(config), datamodule=SavedData(meta), pretrained=False)
+        trusted = checkpoints.trusted_config(config, "the checkpoint")
+        module = build_module(trusted, datamodule=SavedData(meta), pretrained=False)
         module.load_state_dict(ckpt["state_dict"])
         return cls(module.to(device), meta, batch_size, config)
 

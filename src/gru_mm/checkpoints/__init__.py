@@ -1,0 +1,72 @@
+"""Checkpoints: finding them (resume, evaluation), reading them safely, writing them atomically.
+
+`trust` decides what a checkpoint's config may build, `io` reads (weights_only) and writes (atomically),
+`rng` carries the random-number states that make a resumed run exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gru_mm.checkpoints.errors import CheckpointError
+from gru_mm.checkpoints.io import AtomicCheckpointIO, atomic_save, load
+from gru_mm.checkpoints.trust import check_config, trusted_config
+
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "atomic_save", "check_config", "find_last", "is_finished",
+           "load", "mark_finished", "read_meta", "resolve", "trusted_config"]
+
+log = logging.getLogger("gru_mm.checkpoints")
+FINISHED = "finished"  # written next to last.ckpt when the run's fit completes: `ckpt_path=last` skips it
+
+
+def mark_finished(ckpt_dir: str | Path) -> None:
+    path = Path(ckpt_dir) / FINISHED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this run's training completed; ckpt_path=last resumes only unfinished runs\n")
+
+
+def is_finished(last: str | Path) -> bool:
+    return (Path(last).parent / FINISHED).is_file()
+
+
+def find_last(log_dir: str | Path, experiment_name: str) -> Path:
+    """The newest `last.ckpt` under log_dir of an unfinished run of `experiment_name`.
+
+    A last.ckpt that cannot be read is an error naming it: skipping it would silently resume an older run.
+    """
+    candidates = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    finished = 0
+    for path in candidates:
+        if is_finished(path):
+            finished += 1
+            continue
+        meta = read_meta(path)
+        if meta.get("experiment_name") == experiment_name:
+            log.info("ckpt_path=last: resuming %s (epoch %s, MLflow run %s)", path, meta.get("_epoch"),
+                     meta.get("mlflow_run_id"))
+            return path
+    done = f" ({finished} finished run(s) skipped: give ckpt_path=PATH to continue one)" if finished else ""
+    raise CheckpointError(f"ckpt_path=last: no unfinished run of experiment {experiment_name!r} under {log_dir}{done}")
+
+
+def resolve(ckpt_path: str | None, log_dir: str | Path, experiment_name: str) -> Path | None:
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        return find_last(log_dir, experiment_name)
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such file")
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The `gru_mm` entry our LightningModule stores (resolved config, MLflow run id, experiment name), with
+    the checkpoint's epoch as `_epoch`; a CheckpointError naming the file when it cannot be read."""
+    ckpt = load(path)
+    meta = ckpt.get("gru_mm")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a gru-mm checkpoint (it holds no gru_mm entry)")
+    return {**meta, "_epoch": ckpt.get("epoch")}

@@ -1,0 +1,68 @@
+"""Helpers for the fault tests: the CLIs with this folder importable, crafted checkpoints, MLflow reads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+# A short, fast run: 2 training batches of 8 small samples per epoch, 1 validation batch; no test, no model.
+FAST = ["debug=smoke", "data.source.n_train=32", "data.source.n_val=16", "data.source.n_test=16",
+        "data.batch_size=8", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "model.gru.hidden_size=16", "test=false", "log_model=false", "~callbacks.system_metrics"]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """One of the project's console scripts, run as a user would (output captured as text)."""
+    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, env=cli_env(env),
+                          timeout=timeout, cwd=REPO)
+
+
+def start(name: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """The same, in the background (for killing it); output goes to `log`."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen([str(BIN / name), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env(env),
+                            cwd=REPO)
+
+
+def craft(source: Path, target: Path, change: Callable[[dict], None]) -> Path:
+    """A copy of a real checkpoint with `change` applied to its loaded dict, written with plain torch.save."""
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    change(ckpt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, target)
+    return target
+
+
+def checkpoints_under(root: Path) -> list[Path]:
+    return sorted(root.glob("logs/train/runs/*/checkpoints/*.ckpt"))
+
+
+def metric_history(root: Path, run_id: str, key: str) -> list[tuple[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def train_runs(root: Path, experiment: str = "avdigits"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
