@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gru_mm.config import register_resolvers
 from gru_mm.models.build import build_module
@@ -13,7 +13,19 @@ from gru_mm.paths import CONF_DIR
 
 register_resolvers()
 SHAPES = {"audio": (40,), "video": (1, 8, 8)}  # avdigits' per-step feature shapes
-FUSIONS = ["late", "attention", "tensor", "lmf", "early", "event"]
+
+
+
+def _options(group: str) -> list[str]:
+    """The options of a conf/model/ group, the model's default first: a new yaml file is tested too."""
+    names = sorted(p.stem for p in (CONF_DIR / "model" / group).glob("*.yaml"))
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "default.yaml").defaults)
+    default = next((d[group] for d in defaults if isinstance(d, dict) and group in d), None)
+    return sorted(names, key=lambda n: n != default)
+
+
+FUSIONS = _options("fusion")
+ENCODERS = _options("encoder")
 
 
 def compose_train(*overrides: str) -> DictConfig:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from model_testlib import FUSIONS
 
 from gru_mm.config import register_resolvers
 from gru_mm.data.batch import Seq
@@ -18,8 +19,6 @@ from gru_mm.nn.fusion_steps import EarlyFusion, EventFusion, fill_absent, resamp
 from gru_mm.paths import CONF_DIR
 
 register_resolvers()
-FUSIONS = {"late": "states", "attention": "states", "tensor": "states", "lmf": "states", "early": "steps",
-           "event": "steps"}
 
 
 def _cfg(*overrides: str):
@@ -37,14 +36,20 @@ def _states(dims: dict[str, int], B: int = 3, T: int = 5, lengths=None) -> dict[
     return out
 
 
-@pytest.mark.parametrize(("name", "consumes"), FUSIONS.items())
-def test_each_fusion_config_builds_and_declares_what_it_consumes(name, consumes):
+def test_fusions_are_found_in_conf():
+    assert {"late", "attention", "tensor", "lmf", "early", "event"} <= set(FUSIONS) and FUSIONS[0] == "late"
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_each_fusion_config_builds_and_declares_what_it_consumes(name):
     cfg = _cfg(f"model/fusion={name}")
     model = instantiate(cfg.model, num_classes=10)
-    assert fusion_consumes(instantiate(cfg.model.fusion)) == consumes == model.consumes
+    consumes = fusion_consumes(instantiate(cfg.model.fusion))
+    assert consumes == model.consumes and consumes in ("states", "steps")
     # "steps" fusions bring their own GRU, so the model has no per-modality GRUs
     assert (len(model.grus) == 0) == (consumes == "steps")
     assert set(model.absent) == {"audio", "video"}
+    assert model.head[0].normalized_shape[0] == model.fusion.out_features
 
 
 @pytest.mark.parametrize("name", ["early", "event"])
@@ -58,7 +63,9 @@ def test_the_fusion_gru_follows_the_model_gru_group(name):
 
 def test_fusion_consumes_unwraps_partials():
     assert fusion_consumes(functools.partial(EventFusion, dim=8)) == "steps"
-    assert fusion_consumes(LateFusion) == "states"
+    assert fusion_consumes(functools.partial(EarlyFusion)) == "steps"
+    assert fusion_consumes(LateFusion) == fusion_consumes(AttentionFusion) == fusion_consumes(TensorFusion) == "states"
+    assert fusion_consumes(LowRankFusion) == "states"
 
 
 def test_late_concatenates_states_in_sorted_order():

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_testlib import FUSIONS, SHAPES, build_model
+from hydra.utils import get_object, instantiate
+from model_testlib import ENCODERS, FUSIONS, SHAPES, build_model, compose_train
 
+from gru_mm.data import kinds
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
+from gru_mm.nn.encoders import Encoder
+
+KIND_SHAPES = {"audio": (6,), "frames": (3, 8, 8), "text": (), "series": (4,)}  # a per-step shape of each kind
 
 
 def _model(*overrides: str):
@@ -99,3 +104,28 @@ def test_gates_are_per_step_and_independent_of_padding(gru):
     assert gates["audio"]["cell"] == gru  # what z means depends on it
     with pytest.raises(ValueError, match="a fusion that runs a GRU per modality"):
         _model("model/fusion=early").gates(collate(samples).inputs)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_every_encoder_config_declares_its_sizes_and_stride_and_ignores_padding(name):
+    """Each conf/model/encoder/*.yaml builds an Encoder whose size arguments a modality kind gives; its
+    output lengths follow its declared time_stride, and a padded batch gives each sample what it gets alone."""
+    cfg = compose_train(f"+model/encoder@model.encoders.probe={name}").model.encoders.probe
+    cls = get_object(cfg._target_)
+    assert issubclass(cls, Encoder) and cls.size_args, f"{cls.__name__} declares no size_args"
+    assert set(cls.size_args) <= set(cfg.keys())  # each one is a key users see (null or ???: the data's)
+    kind, shape = next((k, s) for k, s in KIND_SHAPES.items()
+                       if set(cls.size_args) <= set(kinds.get(k).encoder_sizes(s, 20)))
+    torch.manual_seed(0)
+    encoder = instantiate(cfg, **kinds.get(kind).encoder_sizes(shape, 20)).eval()
+    lengths = torch.tensor([7, 3, 0])
+    x = torch.randint(2, 20, (3, 7)) if kind == "text" else torch.rand(3, 7, *shape)  # padding holds junk too
+    with torch.no_grad():
+        y, out_lengths = encoder(x, lengths)
+        stride = encoder.time_stride
+        assert y.shape[-1] == encoder.out_features
+        assert out_lengths.tolist() == [-(-n // stride) for n in lengths.tolist()]
+        for i, n in enumerate(out_lengths.tolist()[:2]):
+            alone, _ = encoder(x[i: i + 1, : int(lengths[i])], lengths[i: i + 1])
+            torch.testing.assert_close(y[i, :n], alone[0, :n], rtol=1e-5, atol=1e-5)
+            assert not y[i, n:].any()  # padded steps stay zero
