@@ -51,7 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     decode.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternated")
     decode.add_argument("--threads", type=int, default=2, help="decoding threads compared with 1 in one process")
     decode.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
+    train = sub.add_parser(
+        "train", help="end-to-end training throughput (data loader, model, optimizer, Lightning) of the default "
+        "experiment and a larger model, against random batches + packed nn.GRU (the MultiBench/MMSA pattern)"
+    )
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--quick", action="store_true", help="20 timed steps per case instead of 90")
+    train.add_argument("--steps", type=int, help="timed training steps per case (after 3 untimed ones)")
+    train.add_argument("overrides", nargs="*", help="config overrides for every case, e.g. data.source.n_train=500")
+    train.add_argument("--configs", nargs="+", choices=("default", "large"), help="default: both")
+    train.add_argument("--data-dir", type=Path, help="where the built-in data set is cached (default: paths.data_dir)")
+    train.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     args = parser.parse_args(argv)
+    if args.bench == "train":
+        import torch
+
+        from gru_mm.bench.train import run as run_train
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            print("gru-mm-bench: --device cuda given but torch sees no CUDA device", file=sys.stderr)
+            return 2
+        print(f"gru-mm-bench train on {args.device}: {_machine(args.device)}")
+        run_train(args.device, args.quick, args.out, args.data_dir, args.configs, args.overrides, args.steps)
+        return 0
     if args.bench == "decode":
         from gru_mm.bench.decode import run
 

@@ -1,0 +1,264 @@
+"""End-to-end training throughput: the real training step (data loader, model, optimizer, Lightning)
+against the pattern most multimodal codebases use (MultiBench, MMSA), on the same data and model.
+
+Ours: `gru-mm-train`'s datamodule (length bucketing) and LightningModule under a Lightning Trainer.
+Baseline: random batches padded to the batch maximum, `pack_padded_sequence` + `nn.GRU` per modality,
+one process for data, a plain PyTorch loop; encoders, fusion and head are the same modules.
+
+Per configuration it reports samples/s, the share of step time spent waiting for data (fetching the
+batch and moving it to the device), the padding ratio per modality (padded / real steps), GPU-busy /
+wall (CUDA only, from torch.profiler over a window of steps) and peak memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from gru_mm.config import register_resolvers
+from gru_mm.paths import CONF_DIR
+
+# name -> overrides of the default experiment
+CONFIGS = {
+    "default": [],
+    "large": ["model.gru.hidden_size=256", "model.gru.bidirectional=true", "data.batch_size=64"],
+}
+WARMUP_STEPS = 3  # first steps (allocator, cuDNN plans, lazy inits) are not timed
+PROFILE_STEPS = 10  # steps of the CUDA profiler window for GPU-busy / wall
+
+
+class PackedGRU(nn.Module):
+    """The baseline's GRU: `pack_padded_sequence` + `nn.GRU` + `pad_packed_sequence`, as MultiBench and
+    MMSA run it. Lengths of 0 (an absent modality) are clamped to 1, since packing refuses them."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, **_ignored):
+        super().__init__()
+        self.rnn = nn.GRU(input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
+                          dropout=dropout)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional = bidirectional
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = self.rnn(packed)
+        steps, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return steps, h_n
+
+
+class StepTimer(pl.Callback):
+    """Data wait = from the end of one step to the start of the next (fetch + move to the device)."""
+
+    def __init__(self, modalities: list[str], profile: bool):
+        self.modalities = modalities
+        self.profile = profile
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = self.samples = 0
+        self.wait = self.total = 0.0
+        self.padded = dict.fromkeys(self.modalities, 0)
+        self.real = dict.fromkeys(self.modalities, 0)
+        self._end: float | None = None
+        self._start_all: float | None = None
+        self._seen = 0
+        self._prof = None
+        self.gpu_busy_s = self.prof_wall_s = None
+
+    def batch_start(self, batch, device: torch.device) -> None:
+        self._sync(device)
+        now = time.perf_counter()
+        self._seen += 1
+        if self._seen == WARMUP_STEPS + 1:
+            self._start_all = now
+            if self.profile and device.type == "cuda":
+                self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                self._prof.__enter__()
+                self._prof_t0 = now
+        if self._start_all is not None and self._end is not None:
+            self.wait += now - self._end
+        if self._start_all is not None:
+            for m in self.modalities:
+                seq = batch.inputs[m]
+                self.padded[m] += seq.batch_size * seq.max_len
+                self.real[m] += int(seq.lengths.sum())
+
+    def batch_end(self, batch, device: torch.device) -> None:
+        self._sync(device)
+        self._end = time.perf_counter()
+        if self._start_all is None:
+            return
+        self.steps += 1
+        self.samples += len(batch)
+        self.total = self._end - self._start_all
+        if self._prof is not None and self.steps == PROFILE_STEPS:
+            self._prof.__exit__(None, None, None)
+            self.prof_wall_s = self._end - self._prof_t0
+            events = self._prof.key_averages()
+            self.gpu_busy_s = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+            self._prof = None
+
+    @staticmethod
+    def _sync(device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch_start(batch, pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batch_end(batch, pl_module.device)
+
+    def record(self) -> dict:
+        steps_s = self.total / max(1, self.steps)
+        return {
+            "steps": self.steps,
+            "samples_per_s": round(self.samples / self.total, 1) if self.total else None,
+            "ms_per_step": round(1000 * steps_s, 2),
+            "data_wait_frac": round(self.wait / self.total, 4) if self.total else None,
+            "padding_ratio": {m: round(self.padded[m] / max(1, self.real[m]), 3) for m in self.modalities},
+            "gpu_busy_frac": round(self.gpu_busy_s / self.prof_wall_s, 4) if self.gpu_busy_s else None,
+        }
+
+
+def _compose(name: str, device: str, data_dir: Path | None, extra: list[str]):
+    register_resolvers()  # and the config schemas that conf/'s defaults lists name
+    overrides = [*CONFIGS[name], *extra, "logger=none"]
+    if device == "cuda":
+        overrides.append("trainer=gpu")
+    if data_dir is not None:
+        overrides.append(f"paths.data_dir={data_dir}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def _build(cfg):
+    from gru_mm.models.build import build_datamodule, build_module
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.validate()
+    module = build_module(cfg, datamodule=datamodule, pretrained=False)
+    return datamodule, module
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def run_ours(cfg, device: str, max_steps: int) -> dict:
+    datamodule, module = _build(cfg)
+    timer = StepTimer(list(datamodule.feature_shapes), profile=True)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=cfg.trainer.precision,
+        max_epochs=1, max_steps=max_steps + WARMUP_STEPS, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer], gradient_clip_val=cfg.trainer.gradient_clip_val,
+        use_distributed_sampler=False,
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit(module, datamodule=datamodule)
+    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)}
+
+
+def run_baseline(cfg, device: str, max_steps: int) -> dict:
+    """Same encoders, fusion and head; nn.GRU over packed sequences; random batches; a plain loop."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.model.gru._target_ = f"{__name__}.PackedGRU"
+    datamodule, module = _build(cfg)
+    dev = torch.device(device)
+    net = module.net.to(dev).train() if hasattr(module, "net") else module.to(dev).train()
+    loader = torch.utils.data.DataLoader(
+        datamodule.source.split("train"), batch_size=datamodule.batch_size, shuffle=True,
+        collate_fn=datamodule.collate, num_workers=0,
+        generator=torch.Generator().manual_seed(int(cfg.seed)),
+    )
+    optimizer = torch.optim.AdamW(net.parameters(), lr=float(cfg.optimizer.lr))
+    loss_fn = nn.CrossEntropyLoss()
+    timer = StepTimer(list(datamodule.feature_shapes), profile=True)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    steps = 0
+    while steps < max_steps + WARMUP_STEPS:
+        for batch in loader:
+            batch = batch.to(dev)
+            timer.batch_start(batch, dev)
+            loss = loss_fn(net(batch.inputs), batch.target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), float(cfg.trainer.gradient_clip_val or 1e9))
+            optimizer.step()
+            timer.batch_end(batch, dev)
+            steps += 1
+            if steps >= max_steps + WARMUP_STEPS:
+                break
+    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)}
+
+
+def run_case(name: str, impl: str, device: str, data_dir: Path | None, extra: list[str], steps: int) -> dict:
+    cfg = _compose(name, device, data_dir, extra)
+    fn = run_ours if impl == "gru_mm" else run_baseline
+    return {"config": name, "impl": impl, "device": device, **fn(cfg, device, steps)}
+
+
+def run(device: str, quick: bool, out: Path | None, data_dir: Path | None = None,
+        configs: list[str] | None = None, extra: list[str] | None = None, steps: int | None = None) -> list[dict]:
+    """Each case in a fresh process, so that peak memory is its own and no state leaks between them."""
+    import json
+    import multiprocessing
+
+    steps = steps or (20 if quick else 90)
+    records = []
+    print(HEADER)
+    ctx = multiprocessing.get_context("spawn")
+    for name in configs or list(CONFIGS):
+        for impl in ("gru_mm", "baseline"):
+            with ctx.Pool(1) as pool:
+                rec = pool.apply(run_case, (name, impl, device, data_dir, list(extra or []), steps))
+            records.append(rec)
+            print(_row(rec), flush=True)
+    for name in configs or list(CONFIGS):
+        ours, base = (next(r for r in records if r["config"] == name and r["impl"] == i)
+                      for i in ("gru_mm", "baseline"))
+        ours["speedup_over_baseline"] = round(ours["samples_per_s"] / base["samples_per_s"], 2)
+        print(f"{name}: gru_mm / baseline samples/s = {ours['speedup_over_baseline']:.2f}x")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records, indent=1) + "\n")
+    return records
+
+
+HEADER = (f"{'config':<8} {'impl':<9} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
+          f"{'padding ratio':<28} {'gpu busy':>8} {'peak MB':>8}")
+
+
+def _row(r: dict) -> str:
+    pad = " ".join(f"{m}={v:.2f}" for m, v in r["padding_ratio"].items())
+    busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f}%"
+    return (f"{r['config']:<8} {r['impl']:<9} {r['samples_per_s']:>9.1f} {r['ms_per_step']:>8.2f} "
+            f"{100 * r['data_wait_frac']:>8.1f}% {pad:<28} {busy:>8} {r['peak_mem_mb']:>8.0f}")
+
+
+def markdown_table(records: list[dict]) -> str:
+    """A markdown table of the records (for docs/benchmarks.md)."""
+    lines = ["| config | impl | samples/s | ms/step | data wait | padding ratio | GPU busy | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        pad = ", ".join(f"{m} {v:.2f}" for m, v in r["padding_ratio"].items())
+        busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f} %"
+        lines.append(f"| {r['config']} | {r['impl']} | {r['samples_per_s']:.1f} | {r['ms_per_step']:.2f} | "
+                     f"{100 * r['data_wait_frac']:.1f} % | {pad} | {busy} | {r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines)
+
