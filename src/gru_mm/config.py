@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import math
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gru_mm.paths import PROJECT_ROOT
+from gru_mm.schema import register_schemas
 
 
 class ConfigError(ValueError):
@@ -19,61 +25,50 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
+    """What composing conf/ needs first: its resolver and the schemas its defaults lists name."""
     if not OmegaConf.has_resolver("gru_mm_root"):
         OmegaConf.register_new_resolver("gru_mm_root", lambda: str(PROJECT_ROOT))
+    register_schemas()
 
 
-# (key, type, lower bound, upper bound); None bounds are open. Keys in _BELOW_UPPER exclude the upper bound.
-_NUMERIC_RULES: list[tuple[str, type, float | None, float | None]] = [
-    ("seed", int, 0, None),
-    ("data.batch_size", int, 1, None),
-    ("data.eval_batch_size", int, 1, None),
-    ("data.num_workers", int, 0, None),
-    ("data.pool_batches", int, 1, None),
-    ("data.train_crop_steps", int, 1, None),
-    ("model.gru.hidden_size", int, 1, None),
-    ("model.gru.num_layers", int, 1, None),
-    ("model.gru.dropout", float, 0.0, 1.0),
-    ("model.head.hidden", int, 1, None),
-    ("model.head.dropout", float, 0.0, 1.0),
-    ("model.modality_dropout", float, 0.0, 1.0),
-    ("model.fusion.dim", int, 1, None),
-    ("model.fusion.attention_dim", int, 1, None),
-    ("model.fusion.rank", int, 1, None),
-    ("model.fusion.num_steps", int, 1, None),
-    ("optimizer.lr", float, 0.0, None),
-    ("optimizer.weight_decay", float, 0.0, None),
-    ("trainer.max_epochs", int, -1, None),
-    ("trainer.gradient_clip_val", float, 0.0, None),
-    ("trainer.accumulate_grad_batches", int, 1, None),
-    ("callbacks.system_metrics.interval_s", float, 0.1, None),
-    ("loss.label_smoothing", float, 0.0, 1.0),
-    ("lr_find.min_lr", float, 1e-12, None),
-    ("lr_find.max_lr", float, 1e-12, None),
-    ("lr_find.steps", int, 2, None),
-]
-# dropout or smoothing of 1 would leave nothing to learn from
-_BELOW_UPPER = {"model.gru.dropout", "model.modality_dropout", "loss.label_smoothing"}
-_BOOL_KEYS = ["data.pin_memory", "data.persistent_workers", "data.bucket", "model.gru.bidirectional",
-              "lr_find.enabled"]
+def _check_bounds(node: Any, path: str) -> None:
+    """Every structured node (see gru_mm.schema) against its fields' bounds; types Hydra checked already."""
+    if isinstance(node, DictConfig | ListConfig) and (node._is_none() or node._is_missing()):
+        return
+    if isinstance(node, DictConfig):
+        schema = OmegaConf.get_type(node)
+        fields = {f.name: f.metadata for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+        for k in node:
+            key = f"{path}.{k}" if path else str(k)
+            bounds = fields.get(str(k)) or {}
+            if any(v is not None for v in bounds.values()):
+                try:
+                    value = node[k]
+                except Exception as err:  # an interpolation whose value does not fit the field's type
+                    raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
+                if value is not None:
+                    _check_number(key, value, **bounds)
+            _check_bounds(node._get_node(k), key)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _check_bounds(node._get_node(i), f"{path}[{i}]")
 
 
-def _check_number(key: str, value: Any, kind: type, low: float | None, high: float | None) -> None:
-    ok_types = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if kind is float and not math.isfinite(value):
+def _check_number(key: str, value: Any, ge: float | None, le: float | None, lt: float | None) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} must be finite, got {value!r}")
-    if low is not None and value < low:
-        raise ConfigError(f"{key} must be >= {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{key} must be <= {high}, got {value!r}")
-    if high is not None and key in _BELOW_UPPER and value == high:
-        raise ConfigError(f"{key} must be < {high}, got {value!r}")
+    if ge is not None and value < ge:
+        raise ConfigError(f"{key} must be >= {ge}, got {value!r}")
+    if le is not None and value > le:
+        raise ConfigError(f"{key} must be <= {le}, got {value!r}")
+    if lt is not None and value >= lt:
+        raise ConfigError(f"{key} must be < {lt}, got {value!r}")
 
 
 def _check_targets(node: Any, path: str) -> None:
     """Every `_target_` must import, so a typo fails now rather than after data loading."""
+    if isinstance(node, DictConfig | ListConfig) and (node._is_none() or node._is_missing()):
+        return  # a typed field holding null or ???
     if isinstance(node, DictConfig):
         target = node.get("_target_")
         if target is not None:
@@ -96,14 +91,10 @@ def check_config(cfg: DictConfig) -> None:
         OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
     except Exception as err:  # an interpolation that cannot resolve
         raise ConfigError(f"config does not resolve: {err}") from err
-    for key, kind, low, high in _NUMERIC_RULES:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None:
-            _check_number(key, value, kind, low, high)
-    for key in _BOOL_KEYS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    _check_bounds(cfg, "")
     low, high = (OmegaConf.select(cfg, f"lr_find.{k}", default=None) for k in ("min_lr", "max_lr"))
     if low is not None and high is not None and low >= high:
         raise ConfigError(f"lr_find.min_lr={low} must be below lr_find.max_lr={high}")
@@ -114,6 +105,51 @@ def check_config(cfg: DictConfig) -> None:
     ):
         raise ConfigError(f"loss.class_weights must be null, balanced or a list of positive numbers, got {weights!r}")
     _check_targets(cfg, "")
+    check_trainer(cfg)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Build the configured Lightning Trainer once, without logger or callbacks, so that what Lightning
+    refuses (an accelerator this machine lacks, a bad precision, devices or strategy) fails now, naming
+    the key, before any data is read. Building one reads no data, starts no process and writes no file."""
+    node = cfg.get("trainer")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    import torch
+
+    accelerator = str(node.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available() and not (
+        accelerator == "gpu" and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU and torch finds none on this machine "
+                          "(torch.cuda.is_available() is False): train with trainer=cpu")
+    # Lightning takes these and fails (or flips the gradient) only once training runs
+    accumulate = node.get("accumulate_grad_batches", 1)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
+    clip = node.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip >= 0):
+        raise ConfigError(f"trainer.gradient_clip_val must be null or a number >= 0, got {clip!r}")
+
+    lightning_loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in lightning_loggers]
+    try:  # the real Trainer reports devices and warns; this one stays quiet
+        for logger in lightning_loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hydra.utils.instantiate(node, logger=False, callbacks=[])
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        message = " ".join(str(cause).split())
+        mentions = [(m.start(), k) for k in map(str, node)
+                    if (m := re.search(rf"\b{re.escape(k)}\b", message, re.IGNORECASE))]
+        key = min(mentions)[1] if mentions else None  # the key Lightning's message names first
+        where = f"trainer.{key}={node.get(key)}" if key else "trainer"
+        raise ConfigError(f"{where}: {message}") from err
+    finally:
+        for logger, level in zip(lightning_loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def flatten(cfg: DictConfig | dict, sep: str = "/") -> dict[str, Any]:
@@ -134,8 +170,6 @@ def flatten(cfg: DictConfig | dict, sep: str = "/") -> dict[str, Any]:
 
 def silence_known_warnings() -> None:
     """Hide library warnings that are expected here and say nothing actionable to a user."""
-    import warnings
-
     for message in (
         ".*overridden `transfer_batch_to_device`.*",  # on purpose: lengths must stay on the CPU
         ".*The `srun` command is available on your system but is not used.*",  # SLURM installed, not used

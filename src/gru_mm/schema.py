@@ -1,0 +1,182 @@
+"""Typed schemas of conf/'s own config nodes (Hydra structured configs).
+
+Each yaml file names its schema first in its defaults list (`- /schema/model/gru/torch@_here_`), so Hydra
+types every value as the file and the command line compose it (`model.gru.hidden_size=abc` and a key the
+schema lacks are refused then), and `gru_mm.config.check_config` checks the bounds kept in each field's
+metadata before any data is read. A new option is one field here, next to its type and bounds; its value
+and comment stay in the yaml. Values come from the yaml: fields are MISSING here, not defaulted twice.
+
+Nodes whose `_target_` a user may swap for another library's class (trainer, scheduler, callbacks other
+than ours) have no schema: those classes check their own arguments (see `check_trainer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+def option(ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
+    """A field whose value comes from the yaml, with bounds that `check_config` enforces (None: open)."""
+    return field(default=MISSING, metadata={"ge": ge, "le": le, "lt": lt})
+
+
+@dataclass
+class Target:
+    _target_: str = MISSING
+
+
+@dataclass
+class PartialTarget(Target):
+    _partial_: bool = True
+
+
+@dataclass
+class DataLoaderOptions(Target):
+    """conf/data/avdigits.yaml: gru_mm.data.datamodule.SequenceDataModule's loader settings."""
+
+    source: Any = MISSING
+    batch_size: int = option(ge=1)
+    eval_batch_size: int = option(ge=1)
+    num_workers: int = option(ge=0)
+    pin_memory: bool = MISSING
+    persistent_workers: bool = MISSING
+    bucket: bool = MISSING
+    pool_batches: int = option(ge=1)
+    seed: int = option(ge=0)
+    train_crop_steps: int | None = option(ge=1)
+
+
+@dataclass
+class ManifestDataOptions(DataLoaderOptions):
+    """conf/data/manifest.yaml: the loader settings plus the file to read."""
+
+    path: str = MISSING
+    on_error: str = MISSING
+
+
+@dataclass
+class FeaturesDataOptions(ManifestDataOptions):
+    """conf/data/features.yaml: a features file may be a pickle, read only when trusted."""
+
+    trust_pickle: bool = MISSING
+
+
+@dataclass
+class HeadOptions(PartialTarget):
+    hidden: int = option(ge=1)
+    dropout: float = option(ge=0.0, le=1.0)
+
+
+@dataclass
+class ModelOptions(Target):
+    """conf/model/default.yaml; encoders, gru and fusion are groups with schemas of their own."""
+
+    encoders: Any = MISSING
+    gru: Any = MISSING
+    fusion: Any = MISSING
+    modalities: list[str] | None = MISSING
+    modality_dropout: float = option(ge=0.0, lt=1.0)  # 1 would drop every modality of every sample
+    head: HeadOptions = field(default_factory=HeadOptions)
+
+
+@dataclass
+class GRUOptions(PartialTarget):
+    """conf/model/gru/torch.yaml: gru_mm.nn.GRU (which checks cell, path, init and precision itself)."""
+
+    hidden_size: int = option(ge=1)
+    num_layers: int = option(ge=1)
+    bidirectional: bool = MISSING
+    dropout: float = option(ge=0.0, lt=1.0)  # dropout of 1 leaves the next layer nothing
+    cell: str = MISSING
+    path: str = MISSING
+    init: str = MISSING
+    l2_input_kernel: float = option(ge=0.0)
+    l2_recurrent_kernel: float = option(ge=0.0)
+    l2_bias: float = option(ge=0.0)
+    precision: str = MISSING
+
+
+@dataclass
+class AttentionFusionOptions(PartialTarget):
+    dim: int = option(ge=1)
+    attention_dim: int = option(ge=1)
+
+
+@dataclass
+class LowRankFusionOptions(PartialTarget):
+    dim: int = option(ge=1)
+    rank: int = option(ge=1)
+
+
+@dataclass
+class TensorFusionOptions(PartialTarget):
+    dim: int | None = option(ge=1)
+
+
+@dataclass
+class EarlyFusionOptions(PartialTarget):
+    num_steps: int | None = option(ge=1)
+
+
+@dataclass
+class EventFusionOptions(PartialTarget):
+    dim: int = option(ge=1)
+    step_seconds: dict[str, float] = MISSING
+
+
+@dataclass
+class OptimizerOptions(PartialTarget):
+    """conf/train.yaml's optimizer (another optimiser's own arguments: `+optimizer.momentum=0.9`)."""
+
+    lr: float = option(ge=0.0)
+    weight_decay: float = option(ge=0.0)
+
+
+@dataclass
+class LossOptions:
+    class_weights: Any = MISSING  # null, balanced or a list: check_config checks it
+    label_smoothing: float = option(ge=0.0, lt=1.0)  # smoothing of 1 leaves no label to learn
+
+
+@dataclass
+class LRFindOptions:
+    enabled: bool = MISSING
+    min_lr: float = option(ge=1e-12)
+    max_lr: float = option(ge=1e-12)
+    steps: int = option(ge=2)
+
+
+@dataclass
+class SystemMetricsOptions(Target):
+    interval_s: float = option(ge=0.1)
+
+
+# ConfigStore path (under schema/) -> schema; each path mirrors the conf/ file or node it describes
+SCHEMAS: dict[str, type] = {
+    "data/avdigits": DataLoaderOptions,
+    "data/manifest": ManifestDataOptions,
+    "data/features": FeaturesDataOptions,
+    "model/default": ModelOptions,
+    "model/gru/torch": GRUOptions,
+    "model/fusion/attention": AttentionFusionOptions,
+    "model/fusion/lmf": LowRankFusionOptions,
+    "model/fusion/tensor": TensorFusionOptions,
+    "model/fusion/early": EarlyFusionOptions,
+    "model/fusion/event": EventFusionOptions,
+    "optimizer": OptimizerOptions,
+    "loss": LossOptions,
+    "lr_find": LRFindOptions,
+    "callbacks/system_metrics": SystemMetricsOptions,
+}
+
+
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore as schema/<path>, where conf/'s defaults lists find them."""
+    store = ConfigStore.instance()
+    for path, schema in SCHEMAS.items():
+        group, _, name = f"schema/{path}".rpartition("/")
+        store.store(group=group, name=name, node=schema)
