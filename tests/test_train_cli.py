@@ -75,7 +75,8 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     artifacts = _artifact_paths(client, run.info.run_id)
     assert "config/config.yaml" in artifacts
     assert "plots/test_confusion_matrix.png" in artifacts
-    assert {"model/MLmodel", "model/requirements.txt"} <= set(artifacts)  # the pyfunc model
+    # the pyfunc model: an MLflow 3 LoggedModel of the run, listed under the run by its name
+    assert {"model/MLmodel", "model/requirements.txt"} <= set(_artifact_paths(client, run.info.run_id, "model"))
     ckpts = [a for a in artifacts if a.startswith("checkpoints/") and a.endswith(".ckpt")]
     assert len(ckpts) == 1
     local = client.download_artifacts(run.info.run_id, "config/config.yaml", str(root))

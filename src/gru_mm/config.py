@@ -16,7 +16,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gru_mm.paths import PROJECT_ROOT
+from gru_mm.paths import PROJECT_ROOT, stem_or
 from gru_mm.schema import register_schemas
 
 
@@ -28,6 +28,8 @@ def register_resolvers() -> None:
     """What composing conf/ needs first: its resolver and the schemas its defaults lists name."""
     if not OmegaConf.has_resolver("gru_mm_root"):
         OmegaConf.register_new_resolver("gru_mm_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("gru_mm_stem"):  # the default experiment name: the data file's stem
+        OmegaConf.register_new_resolver("gru_mm_stem", stem_or)
     register_schemas()
 
 

@@ -13,3 +13,8 @@ IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "conf").
 
 PROJECT_ROOT = _CHECKOUT if IN_CHECKOUT else Path.cwd()
 CONF_DIR = _CHECKOUT / "conf" if IN_CHECKOUT else _PACKAGE / "conf"
+
+
+def stem_or(path: str | None, default: str) -> str:
+    """A file's name without folder and suffix (`data/my_recordings.csv` -> `my_recordings`), else `default`."""
+    return Path(path).stem if path else default

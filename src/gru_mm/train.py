@@ -26,6 +26,7 @@ from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.run import (
     check_tracking,
+    default_run_name,
     log_checkpoint,
     log_resume,
     log_run_start,
@@ -60,8 +61,8 @@ def build_loggers(cfg: DictConfig, run_id: str | None, tags: dict[str, str]) -> 
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         kwargs = {"run_id": run_id, "tags": tags} if name == "mlflow" else {}
-        if name == "mlflow" and not cfg.get("run_name") and (job_name := _multirun_job_name()):
-            kwargs["run_name"] = job_name
+        if name == "mlflow" and not node.get("run_name"):  # MLflow's own names repeat: it draws them seeded
+            kwargs["run_name"] = _multirun_job_name() or default_run_name(cfg.experiment_name, _hydra_overrides())
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
 
@@ -139,7 +140,7 @@ def train(cfg: DictConfig) -> float | None:
         log.info("best checkpoint: %s", best)
         if cfg.get("log_model", True):  # load with mlflow.pyfunc.load_model("runs:/<run id>/model")
             try:
-                log_model(mlflow, best)
+                log_model(mlflow, best, registered_model_name=cfg.get("registered_model_name"))
             except Exception as err:  # an extra after the checkpoint is safely logged: warn, keep the run
                 log.warning("could not log the MLflow model of %s (the checkpoint is logged): %s", best, err)
     if mlflow and trainer.is_global_zero:

@@ -8,49 +8,17 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from gru_mm.checkpoints import CheckpointError
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
-from gru_mm.models.build import build_module
 from gru_mm.serving.mlflow_model import save_model
-from gru_mm.serving.predictor import Predictor, SavedData
-from models.model_testlib import SHAPES, compose_train
-
-CLASSES = [f"c{i}" for i in range(10)]
-TEXT = ["<pad>", "<unk>", "hello", "world"]
-
-
-def _meta(**extra):
-    shapes = {m: list(s) for m, s in SHAPES.items()}
-    return {
-        "task": "multiclass",
-        "num_classes": 10,
-        "classes": CLASSES,
-        "vocab": {},
-        "feature_shapes": shapes,
-    } | extra
-
-
-def _checkpoint(path, meta, *overrides):
-    cfg = compose_train(*overrides)
-    torch.manual_seed(0)
-    module = build_module(cfg, datamodule=SavedData(meta))
-    config = OmegaConf.to_container(cfg, resolve=True)
-    torch.save({"gru_mm": {"config": config}, "gru_mm_data": meta, "state_dict": module.state_dict()}, path)
-    return module.eval()
-
-
-def _samples(n=7, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        s = {"audio": rng.normal(size=(int(rng.integers(1, 30)), 40)).astype(np.float32)}
-        if i % 3:  # every third sample has no video: an absent modality
-            s["video"] = rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32)
-        out.append(s)
-    return out
+from gru_mm.serving.predictor import Predictor
+from models.model_testlib import SHAPES
+from serving.serving_testlib import CLASSES, TEXT
+from serving.serving_testlib import meta as _meta
+from serving.serving_testlib import samples as _samples
+from serving.serving_testlib import write_checkpoint as _checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import shlex
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from gru_mm.config import flatten
-from gru_mm.paths import PROJECT_ROOT
+from gru_mm.paths import IN_CHECKOUT, PROJECT_ROOT
 from gru_mm.tracking.outbox import Outbox
 from gru_mm.tracking.store import artifact_location, check_reachable, resolve_tracking_uri
 
@@ -110,6 +112,21 @@ def make_mlflow_logger(
     )
 
 
+# Overrides that say nothing about what a run does (where files go, sweep bookkeeping) or are in the name already.
+_NAME_NOISE = ("paths.", "++trial.", "hydra.", "experiment_name=", "run_name=")
+
+
+def default_run_name(experiment: str, overrides: list[str], now: datetime | None = None) -> str:
+    """`<experiment> <key overrides> <MM-DD HH:MM:SS> <4 hex digits>`, e.g. `avdigits debug=smoke 11-27 16:58:03 3fa2`.
+
+    MLflow's own names repeat from run to run: it draws them from Python's `random`, which training has
+    seeded. The hex digits come from the OS (not seeded), so two runs started in the same second differ.
+    """
+    keys = " ".join(o for o in overrides if not o.startswith(_NAME_NOISE))
+    stamp = (now or datetime.now()).strftime("%m-%d %H:%M:%S")
+    return " ".join(part for part in (experiment, keys[:200], stamp, secrets.token_hex(2)) if part)
+
+
 def mlflow_logger(loggers: list) -> MLFlowLogger | None:
     """The MLflow logger among a run's loggers, if any."""
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
@@ -132,6 +149,8 @@ def check_tracking(logger_cfg: Any) -> None:
 
 
 def git_commit() -> str:
+    if not IN_CHECKOUT:  # an installed gru-mm: the working directory's repository is not this code's
+        return "unknown"
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
@@ -152,6 +171,7 @@ def run_tags(overrides: list[str]) -> dict[str, str]:
 def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -> None:
     """Params (the flattened resolved config), tags and the config itself as an artifact."""
     client, run_id = logger.experiment, logger.run_id
+    log.info("MLflow: run '%s' in experiment '%s'", client.get_run(run_id).info.run_name, logger._experiment_name)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     # MLFlowLogger.log_hyperparams truncates long values and batches the calls; hydra's own node is noise here.
