@@ -34,6 +34,7 @@ from gru_mm.tracking.run import (
     run_location,
     run_tags,
 )
+from hydra_plugins.gru_mm_optuna_sweeper._storage import redact
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
@@ -202,17 +203,30 @@ def trial_tags(trial: DictConfig | None) -> dict[str, str]:
     return tags
 
 
+def redact_log_records() -> None:
+    """Passwords in storage and tracking URLs never reach a log line (the handlers are Hydra's, set per job)."""
+
+    def scrub(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message or "=" in message:
+            record.msg, record.args = redact(message), None
+        return True
+
+    for handler in logging.getLogger().handlers:
+        if scrub.__qualname__ not in {getattr(f, "__qualname__", "") for f in handler.filters}:
+            handler.addFilter(scrub)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    redact_log_records()
     try:
         value = train(cfg)
-    except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError) as err:
-        raise SystemExit(f"gru-mm-train: {err}") from None
-    except FloatingPointError as err:  # diverged
+    except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError, FloatingPointError) as err:
         if _is_multirun():
-            raise  # the sweeper records the trial as failed, with this message, and goes on
-        notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))
-        raise SystemExit(f"gru-mm-train: {err}{notes}") from None
+            raise  # fails this trial only: the sweeper records it FAIL, with this message, and goes on
+        notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))  # divergence: where and what is kept
+        raise SystemExit(redact(f"gru-mm-train: {err}{notes}")) from None
     if value is not None and not math.isfinite(value):
         log.warning("%s is %s", cfg.optimized_metric, value)
     return value

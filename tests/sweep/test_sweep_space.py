@@ -150,6 +150,49 @@ def test_interrupted_trials_are_failed_and_retried(tmp_path: Path):
     assert states[alive.number] == states[here.number] == TrialState.RUNNING
 
 
+def test_a_parameter_set_is_retried_at_most_max_retries_times(tmp_path: Path):
+    storage = _storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    first = study.ask()
+    x = first.suggest_float("x", 0, 1)
+    attempts = [first.number]
+    study_id = storage.get_study_id_from_name("s")
+    for _ in range(5):  # each attempt's sweeper dies with it (a trial that crashes its process every time)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, attempts[-1])
+        storage.set_trial_user_attr(trial_id, _study.OWNER, "other-host:1")  # a dead sweeper elsewhere
+        assert _study.recover_interrupted(study, storage, grid=False, stale_after_s=60, max_retries=2) == [
+            attempts[-1]
+        ]
+        queued = [t for t in study.trials if t.state == TrialState.WAITING]
+        if not queued:
+            break
+        retry = study.ask()
+        assert retry.suggest_float("x", 0, 1) == x and retry.user_attrs[_study.RETRY_OF] == attempts[-1]
+        attempts.append(retry.number)
+    assert len(attempts) == 3, "the first try and 2 retries, then no more"
+    last = study.trials[attempts[-1]]
+    assert last.state == TrialState.FAIL and last.user_attrs[_study.RETRIED] is False
+    assert "failed 3 times" in last.user_attrs[_study.ERROR]
+    assert _study.n_finished(study) == 1, "the given-up trial counts as finished; the retried ones do not"
+
+
+def test_a_connection_error_is_retried_and_other_errors_are_not(tmp_path: Path):
+    storage = _storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    for error in (ValueError("data.batch_size must be >= 1"), ConnectionError("server 127.0.0.1 is not reachable")):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        assert _study.record(study, storage, trial.number, error=error) == TrialState.FAIL
+    bad_config, outage, queued = study.trials
+    assert queued.state == TrialState.WAITING
+    assert bad_config.user_attrs[_study.ERROR] == "ValueError: data.batch_size must be >= 1"
+    assert _study.RETRIED not in bad_config.user_attrs and _study.counts_as_finished(bad_config)
+    assert outage.user_attrs[_study.RETRIED] is True and not _study.counts_as_finished(outage)
+    retry = study.ask()
+    assert retry.user_attrs[_study.RETRY_OF] == outage.number
+    assert retry.suggest_float("x", 0, 1) == outage.params["x"]
+
+
 def test_heartbeat_stamps_running_trials(tmp_path: Path):
     storage = _storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=storage, study_name="s")

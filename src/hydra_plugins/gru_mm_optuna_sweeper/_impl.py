@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
+from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from . import _report, _space, _storage, _study
+from ._job import TellingTask
 from ._settings import Settings, parse_settings
 
 log = logging.getLogger(__name__)
 
 
-def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, arguments: list[str]) -> Any:
+def run_sweep(
+    options: dict[str, Any], config: DictConfig, launcher: Launcher, task: TellingTask, arguments: list[str]
+) -> Any:
     s = parse_settings(options, config)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -55,20 +61,22 @@ def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, a
         f"directions {s.directions}, {n_trials} trials, {s.n_jobs} at a time"
     )
 
+    task.configure(metric=s.metric, grid=grid, max_retries=s.max_retries)
     parent = _parent_run(s, url) if s.mlflow else None
 
     owner = _study.owner_id()
     study_id = storage.get_study_id_from_name(s.study_name)
     identity = [
         f"++trial.study_name={s.study_name}",
-        f"++trial.storage={_space.format_value(url)}",
+        f"++trial.storage={_space.format_value(_storage_override(url))}",
         f"++trial.mlflow_parent_run_id={parent.run_id if parent else 'null'}",
     ]
     while True:
         # Checked before every batch: a sweeper on another host may have died while this one ran.
-        interrupted = _study.recover_interrupted(study, storage, grid, s.stale_after_s)
+        interrupted = _study.recover_interrupted(study, storage, grid, s.stale_after_s, s.max_retries)
         if parent is not None:
             parent.kill_children(interrupted)
+            parent.send_failures()  # failures kept while the tracking server was away
         todo = n_trials - _study.n_finished(study)
         if todo <= 0:
             break
@@ -82,17 +90,51 @@ def run_sweep(options: dict[str, Any], config: DictConfig, launcher: Launcher, a
         trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
         with _study.Heartbeat(storage, trial_ids, interval_s=min(30.0, s.stale_after_s / 4)):
             returns = launcher.launch(batch, initial_job_idx=trials[0].number)
-        for trial, ret in zip(trials, returns, strict=True):
-            _study.record(study, trial, ret, s.metric)
+        for trial, ret, trial_id in zip(trials, returns, trial_ids, strict=True):
+            if (
+                storage.get_trial(trial_id).state == TrialState.RUNNING
+            ):  # its process could not tell the study
+                value, error = _outcome(ret)
+                _study.record(
+                    study,
+                    storage,
+                    trial.number,
+                    value,
+                    error,
+                    metric=s.metric,
+                    grid=grid,
+                    max_retries=s.max_retries,
+                )
+            done = storage.get_trial(trial_id)
+            if parent is not None and done.state == TrialState.FAIL:
+                parent.fail_child(done)
 
     summary = _report.best_summary(study)
     (sweep_dir / "optimization_results.yaml").write_text(
         yaml.safe_dump(_plain_summary(summary), sort_keys=False)
     )
     if parent is not None:
+        parent.send_failures()
         parent.finish(study, summary)
     log.info(f"Best: {summary}")
     return summary
+
+
+def _storage_override(url: str) -> str:
+    """What trials receive as trial.storage: the URL, or, when it holds a password, a reference to it in the
+    environment, so the password is in no override, job folder, launcher log line or MLflow tag."""
+    if _storage.redact(url) == url:
+        return url
+    os.environ[_storage.SECRET_ENV] = url  # inherited by local jobs, and by SLURM jobs (sbatch --export=ALL)
+    return f"${{oc.env:{_storage.SECRET_ENV}}}"
+
+
+def _outcome(ret: JobReturn) -> tuple[Any, BaseException | None]:
+    """The job's return value, or the exception it raised (Hydra re-raises it from return_value)."""
+    try:
+        return ret.return_value, None
+    except Exception as e:
+        return None, e
 
 
 def _make_sampler(s: Settings, extra: dict[str, Any], n_existing: int) -> optuna.samplers.BaseSampler:

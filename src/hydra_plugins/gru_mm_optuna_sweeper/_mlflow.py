@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from . import _report
+from ._storage import redact
+from ._study import ERROR as ERROR_ATTR
 
 log = logging.getLogger(__name__)
 
 STUDY_TAG = "optuna.study_name"
 TRIAL_TAG = "optuna.trial_number"
+ERROR_TAG = "gru_mm.error"  # the failure's message, as gru-mm-train sets it on a run that fails in training
 ROLE_TAG = "gru_mm.sweep_role"  # "parent" on the sweep's run; trials carry mlflow.parentRunId instead
 
 
@@ -25,6 +28,8 @@ class ParentRun:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self._unsent: dict[int, FrozenTrial] = {}  # failed trials not yet marked: the server was away
         self.experiment_id = self._experiment(tracking_uri, experiment_name)
         self.study_name = study_name
         found = self.client.search_runs(
@@ -74,6 +79,51 @@ class ParentRun:
         for run in runs:
             if run.data.tags.get(TRIAL_TAG) in wanted:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def fail_child(self, trial: FrozenTrial) -> None:
+        """The failed trial's run: FAILED with tag gru_mm.error; created (FAILED) if the trial failed before it
+        could start one. Kept for later when the tracking server does not answer."""
+        self._unsent[trial.number] = trial
+        self.send_failures()
+
+    def send_failures(self) -> None:
+        from gru_mm.tracking.store import check_reachable
+
+        if not self._unsent:
+            return
+        try:
+            check_reachable(self.tracking_uri, timeout=2.0)  # seconds, not MLflow's minutes of retries
+            for number in sorted(self._unsent):
+                self._mark_failed(self._unsent[number])
+                del self._unsent[number]
+        except Exception as e:
+            log.warning(
+                f"MLflow: failed trials {sorted(self._unsent)} are not marked yet ({redact(str(e))}); "
+                "tried again after the next batch."
+            )
+
+    def _mark_failed(self, trial: FrozenTrial) -> None:
+        error = redact(str(trial.user_attrs.get(ERROR_ATTR) or "the trial failed"))[:5000]
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`{TRIAL_TAG}` = '{trial.number}'",
+        )
+        if not runs:  # it failed before its run started (a bad config, an unreachable server, ...)
+            tags = {
+                "mlflow.parentRunId": self.run_id,
+                STUDY_TAG: self.study_name,
+                TRIAL_TAG: str(trial.number),
+            }
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"trial {trial.number} (failed)", tags=tags
+            )
+            for key, value in trial.params.items():
+                self.client.log_param(run.info.run_id, key, redact(str(value))[:250])
+            runs = [run]
+        for run in runs:
+            self.client.set_tag(run.info.run_id, ERROR_TAG, error)
+            if run.info.status != "FAILED":
+                self.client.set_terminated(run.info.run_id, status="FAILED")
 
     def finish(self, study: optuna.Study, summary: dict[str, Any]) -> None:
         trials = study.get_trials(deepcopy=False)

@@ -28,6 +28,7 @@ class Settings:
     mlflow_tracking_uri: str | None
     mlflow_root: str | None
     stale_after_s: float
+    max_retries: int
 
 
 # Where the task config may name its MLflow experiment and store; the trials' runs must land in the same one.
@@ -72,6 +73,10 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         if not isinstance(o.get(key), int) or o[key] < 1:
             raise ValueError(f"hydra.sweeper.{key} must be a positive integer, got {o.get(key)!r}.")
 
+    max_retries = o.get("max_retries", 2)
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise ValueError(f"hydra.sweeper.max_retries must be an integer >= 0, got {max_retries!r}.")
+
     metric = o.get("metric")
     if isinstance(metric, list) and len(metric) != len(directions):
         raise ValueError(
@@ -102,4 +107,5 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
         mlflow_tracking_uri=uri,
         mlflow_root=None if uri else _first(task, STORE_ROOT_KEYS),
         stale_after_s=float(o.get("stale_after_s", 300)),
+        max_retries=max_retries,
     )

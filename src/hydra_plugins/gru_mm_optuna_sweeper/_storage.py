@@ -42,6 +42,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
-def redact(url: str) -> str:
-    """The URL without a password, for logs and MLflow tags."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+# user:password@ in a URL (a password may not hold an unencoded '/', '@' or space), and secret query arguments.
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+_QUERY_SECRET = re.compile(
+    r"([?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key)=)[^&;#\s'\"]*", re.IGNORECASE
+)
+SECRET_ENV = "GRU_MM_SWEEP_STORAGE"  # the storage URL itself, when it holds a password (never in an override)
+
+
+def redact(text: str) -> str:
+    """Passwords in the URLs of a text (storage and tracking URLs, commands, messages) replaced by ***."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", text))
+
+
+def redact_values(values: dict) -> dict:
+    """A dict of params or tags with the passwords in its string values redacted."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}

@@ -1,9 +1,12 @@
 """The study's bookkeeping: which trials count, recovering trials a killed sweep left RUNNING, telling results.
 
 A trial left RUNNING by a sweep that died (its pid is gone on this host; no heartbeat for stale_after_s from
-another host) is marked FAIL with user attr `interrupted=True` (it then does not
-count toward n_trials) and its parameters are enqueued again (`retry_of=<its number>`), so no trial number is
-reused and none is counted twice. With the grid sampler the grid point is released instead of enqueued.
+another host) is marked FAIL with user attr `interrupted=True` and its parameters are enqueued again
+(`retry_of=<its number>`; with the grid sampler the grid point is released instead); a trial that failed with a
+ConnectionError (a tracking server or database briefly away) is retried the same way. A retried trial has
+user attr `retried=True` and does not count toward n_trials, so no trial number is reused and none is counted
+twice. A parameter set that failed `max_retries + 1` times is not retried again: its last trial counts as a
+finished FAIL, so a trial that kills its sweeper every time cannot make the sweep re-run it forever.
 """
 
 from __future__ import annotations
@@ -21,13 +24,19 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ._storage import redact
+
 log = logging.getLogger(__name__)
 
 OWNER = "gru_mm.sweeper"  # user attr: host:pid of the sweeper that asked the trial
 HEARTBEAT = "gru_mm.heartbeat"  # user attr: unix time, refreshed by that sweeper while the trial runs
 INTERRUPTED = "interrupted"
+RETRIED = (
+    "retried"  # user attr: True when this failed trial's parameters were enqueued again (it does not count)
+)
 RETRY_OF = "retry_of"
 ERROR = "error"
+TRANSIENT = (ConnectionError, TimeoutError)  # failures worth retrying: the same trial may pass a moment later
 
 
 def owner_id() -> str:
@@ -37,7 +46,8 @@ def owner_id() -> str:
 def counts_as_finished(t: FrozenTrial) -> bool:
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED, False)
+    # Studies of older versions have interrupted=True without `retried`: those were all retried.
+    return t.state == TrialState.FAIL and not t.user_attrs.get(RETRIED, t.user_attrs.get(INTERRUPTED, False))
 
 
 def n_finished(study: optuna.Study) -> int:
@@ -97,25 +107,67 @@ class Heartbeat:
 
 
 def recover_interrupted(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, grid: bool, stale_after_s: float
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    grid: bool,
+    stale_after_s: float,
+    max_retries: int = 2,
 ) -> list[int]:
-    """Fail and re-enqueue trials left RUNNING by a dead sweep; returns their numbers."""
+    """Fail (and retry, up to max_retries) trials left RUNNING by a dead sweep; returns their numbers."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    numbers = []
+    numbers, given_up = [], []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if sweeper_alive(t, stale_after_s):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
-        if grid and "grid_id" in t.system_attrs:
-            storage.set_trial_system_attr(trial_id, "grid_id", -1)  # the grid point counts as unvisited again
+        retried = _mark_retry(study, storage, trial_id, t, grid, max_retries, "its sweeper died while it ran")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        if not grid:
+        if retried and not grid:
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number})
-        numbers.append(t.number)
+        (numbers if retried else given_up).append(t.number)
     if numbers:
         log.info(f"Trials {numbers} were left running by an interrupted sweep: marked FAIL and retried.")
-    return numbers
+    if given_up:
+        log.warning(
+            f"Trials {given_up} were left running by an interrupted sweep: marked FAIL, not retried "
+            f"(their parameters failed {max_retries + 1} times; hydra.sweeper.max_retries={max_retries})."
+        )
+    return numbers + given_up
+
+
+def failed_attempts(study: optuna.Study, params: Mapping[str, Any]) -> int:
+    """Earlier trials with these parameters that failed and were retried."""
+    return sum(
+        t.params == params and t.user_attrs.get(RETRIED, t.user_attrs.get(INTERRUPTED, False))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
+
+
+def _mark_retry(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    t: FrozenTrial,
+    grid: bool,
+    max_retries: int,
+    why: str,
+) -> bool:
+    """Before a RUNNING trial is failed: mark it retried (True) or, its parameters out of retries, final."""
+    attempts = failed_attempts(study, t.params) + 1
+    if attempts > max_retries:
+        storage.set_trial_user_attr(trial_id, RETRIED, False)
+        storage.set_trial_user_attr(
+            trial_id,
+            ERROR,
+            f"{why}; these parameters failed {attempts} times, not retried again "
+            f"(hydra.sweeper.max_retries={max_retries})"[:1000],
+        )
+        return False
+    storage.set_trial_user_attr(trial_id, RETRIED, True)
+    if grid and "grid_id" in t.system_attrs:
+        storage.set_trial_system_attr(trial_id, "grid_id", -1)  # the grid point counts as unvisited again
+    return True
 
 
 def objective_values(value: Any, n_objectives: int, metric: str | Sequence[str] | None) -> list[float]:
@@ -137,25 +189,56 @@ def objective_values(value: Any, n_objectives: int, metric: str | Sequence[str] 
         raise ValueError(f"the task must return {n_objectives} number(s), got {returned!r}") from None
 
 
-def record(study: optuna.Study, trial: optuna.Trial, ret: Any, metric: Any) -> TrialState:
-    """Tell the study how a Hydra JobReturn ended: COMPLETE, PRUNED, or FAIL (exception, NaN, bad value)."""
-    try:
-        values = objective_values(ret.return_value, len(study.directions), metric)
-        error = "the objective is NaN" if any(math.isnan(v) for v in values) else None
-    except optuna.TrialPruned:
-        return _tell(study, trial, TrialState.PRUNED)
-    except Exception as e:  # the task's own exception, re-raised by JobReturn.return_value
-        values, error = None, f"{type(e).__name__}: {e}"
+def record(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    number: int,
+    value: Any = None,
+    error: BaseException | None = None,
+    *,
+    metric: Any = None,
+    grid: bool = False,
+    max_retries: int = 2,
+) -> TrialState:
+    """Tell the study how trial `number` ended: COMPLETE, PRUNED, or FAIL (exception, NaN, bad value).
+
+    A FAIL keeps its message in user attr `error`; a ConnectionError is retried (same parameters, a new trial)
+    up to max_retries times per parameter set. Called by the trial's own process as soon as the task returns,
+    or by the sweeper for a trial whose process could not.
+    """
+    message = None
+    if isinstance(error, optuna.TrialPruned):
+        return _tell(study, number, TrialState.PRUNED)
     if error is not None:
-        log.warning(f"Trial {trial.number} failed: {error}")
-        trial.set_user_attr(ERROR, error[:1000])
-        return _tell(study, trial, TrialState.FAIL)
-    return _tell(study, trial, TrialState.COMPLETE, values)
+        message = redact(f"{type(error).__name__}: {error}")
+    else:
+        try:
+            values = objective_values(value, len(study.directions), metric)
+            message = "the objective is NaN" if any(math.isnan(v) for v in values) else None
+        except ValueError as e:
+            message = str(e)
+    if message is None:
+        return _tell(study, number, TrialState.COMPLETE, values)
+    log.warning(f"Trial {number} failed: {message}")
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
+    storage.set_trial_user_attr(trial_id, ERROR, message[:1000])
+    retried = False
+    if isinstance(error, TRANSIENT):
+        t = storage.get_trial(trial_id)
+        retried = _mark_retry(study, storage, trial_id, t, grid, max_retries, message)
+    state = _tell(study, number, TrialState.FAIL)
+    if retried:
+        log.info(f"Trial {number} failed on a connection error: its parameters are tried again.")
+        if not grid:
+            study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: number})
+    return state
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None = None):
+def _tell(study: optuna.Study, number: int, state: TrialState, values: list[float] | None = None):
     try:
-        study.tell(trial, values, state=state)
+        study.tell(number, values, state=state)
     except RuntimeError as e:
         # GridSampler calls study.stop() once the grid is covered; the trial is stored before it raises.
         if "Study.stop" not in str(e):

@@ -1,5 +1,6 @@
 """Structured configs: `hydra/sweeper=optuna` and its samplers `hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii`."""
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,9 @@ class OptunaSweeperConf:
     # A RUNNING trial of a sweeper on another host counts as dead (failed, retried) after this long without its
     # heartbeat; on this host the sweeper's pid decides.
     stale_after_s: float = 300
+    # A trial interrupted with its sweeper, or failed on a ConnectionError, is run again with the same parameters
+    # up to this many times; then it counts as a finished FAIL.
+    max_retries: int = 2
     params: dict[str, Any] | None = None  # search space, {key: "interval(a, b)" | "choice(..)" | ...}
     metric: Any = None  # when the task returns a dict: the key (or list of keys) that is the objective
     pruner: Any = field(default_factory=_median_pruner)  # used by the OptunaPruning callback in each trial
@@ -76,6 +80,25 @@ class OptunaSweeperConf:
     mlflow_tracking_uri: str | None = None
 
 
+OTHER_PLUGIN = "hydra_plugins.hydra_optuna_sweeper"  # the hydra-optuna-sweeper package: same names, optuna<3
+
+
+class SweeperConflict(SystemExit):
+    """Raised while Hydra scans its plugins, before any app runs: a SystemExit, so the user sees one sentence."""
+
+
+def refuse_the_other_optuna_sweeper() -> None:
+    """Both plugins register hydra/sweeper=optuna (and its samplers): which one a sweep gets would depend on the
+    order Hydra scans them in, so neither is used."""
+    if importlib.util.find_spec(OTHER_PLUGIN) is not None:
+        raise SweeperConflict(
+            "gru-mm: hydra-optuna-sweeper (hydra_plugins.hydra_optuna_sweeper) is installed next to gru-mm's Optuna sweeper "
+            "and both register hydra/sweeper=optuna; uninstall it (`pip uninstall hydra-optuna-sweeper`: it needs "
+            "optuna<3, gru-mm's sweeper optuna>=4)."
+        )
+
+
+refuse_the_other_optuna_sweeper()
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="gru_mm")
 for _name, _node in {

@@ -1,5 +1,7 @@
-"""A tiny Hydra app for the sweeper tests: returns a quadratic of x and y; can fail, return NaN or sleep."""
+"""A tiny Hydra app for the sweeper tests: returns a quadratic of x and y; can fail, crash, return NaN or sleep."""
 
+import os
+import signal
 import time
 
 import hydra
@@ -34,6 +36,8 @@ def main(cfg: DictConfig):
     try:
         time.sleep(cfg.sleep_s)
         number = cfg.trial.number
+        if number in cfg.crash_trials or (cfg.crash_x is not None and cfg.x == cfg.crash_x):
+            os.kill(os.getpid(), signal.SIGKILL)  # as an OOM kill or a segfault would: nothing is told
         if number in cfg.fail_trials:
             raise RuntimeError(f"trial {number} fails on purpose")
         if number in cfg.prune_trials:

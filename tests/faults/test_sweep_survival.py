@@ -1,0 +1,145 @@
+"""A sweep of the real gru-mm-train survives its trials: a trial with an invalid config, and one that starts while
+the tracking server is down, fail alone (FAIL in the study, FAILED with gru_mm.error in MLflow); the others
+complete and the sweep exits 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweep.sweep_testlib import load_study
+from tracking.mlflow_testlib import MlflowServer
+
+BIN = Path(sys.executable).parent
+APP_DIR = Path(__file__).resolve().parents[1] / "sweep" / "app"  # job_gate.py, the Hydra callback
+# Small, fast trials: 2 training batches of 8 samples, 1 validation batch, no test, no logged model.
+FAST = [
+    "debug=smoke",
+    "data.source.n_train=32",
+    "data.source.n_val=16",
+    "data.source.n_test=16",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "model.gru.hidden_size=16",
+    "test=false",
+    "log_model=false",
+    "~callbacks.system_metrics",
+]
+
+
+def sweep_command(tmp_path: Path, *args: str) -> list[str]:
+    return [
+        str(BIN / "gru-mm-train"),
+        "-m",
+        "hydra/sweeper=optuna",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.root={tmp_path}",
+        "hydra.sweeper.study_name=faults",
+        *FAST,
+        *args,
+    ]
+
+
+def sweep_env(tracking_uri: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP_DIR), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def trial_runs(client: MlflowClient) -> dict[int, object]:
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {int(r.data.tags["optuna.trial_number"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
+
+
+@pytest.mark.slow
+def test_a_trial_with_an_invalid_config_fails_alone(tmp_path: Path):
+    proc = subprocess.run(
+        sweep_command(
+            tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", "data.batch_size=choice(-1,8)"
+        ),
+        env=sweep_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    study = load_study(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}", "faults")
+    by_size = {t.params["data.batch_size"]: t for t in study.trials}
+    assert sorted(by_size) == [-1, 8]
+    bad, good = by_size[-1], by_size[8]
+    assert bad.state == TrialState.FAIL and good.state == TrialState.COMPLETE
+    assert "data.batch_size must be >= 1" in bad.user_attrs["error"]
+
+    runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert runs[bad.number].info.status == "FAILED"
+    assert "data.batch_size must be >= 1" in runs[bad.number].data.tags["gru_mm.error"]
+    assert runs[good.number].info.status == "FINISHED"
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the sweep ended early ({proc.returncode}):\n{log.read_text()[-6000:]}"
+        assert time.monotonic() < end, f"{path.name} did not appear:\n{log.read_text()[-6000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_a_trial_starting_while_the_tracking_server_is_down_fails_alone_and_is_retried(tmp_path: Path):
+    server = MlflowServer(tmp_path)
+    uri = server.start()
+    gate, log = tmp_path / "gate", tmp_path / "sweep.log"
+    command = sweep_command(
+        tmp_path,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "optimizer.lr=choice(0.001,0.003)",
+        "+hydra.callbacks.gate._target_=job_gate.JobGate",
+        f"+hydra.callbacks.gate.folder={gate}",
+    )
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                command, env=sweep_env(uri), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            _wait_for(gate / "started-0", proc, log)
+            (gate / "go-0").touch()  # trial 0 runs with the server up
+            _wait_for(gate / "started-1", proc, log)
+            server.stop()  # trial 1 starts with the server down
+            (gate / "go-1").touch()
+            _wait_for(gate / "started-2", proc, log)  # trial 1 has failed; the sweep goes on
+            server.start()
+            (gate / "go-2").touch()
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, log.read_text()[-6000:]
+
+        trials = load_study(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}", "faults").trials
+        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+        assert "not reachable" in trials[1].user_attrs["error"]
+        # A connection error is worth another try: trial 2 ran trial 1's parameters again, once the server was up.
+        assert trials[1].user_attrs["retried"] is True
+        assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
+
+        runs = trial_runs(MlflowClient(uri))
+        assert {n: r.info.status for n, r in runs.items()} == {0: "FINISHED", 1: "FAILED", 2: "FINISHED"}
+        assert "not reachable" in runs[1].data.tags["gru_mm.error"]  # sent once the server answered again
+    finally:
+        server.stop()
