@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from gru_mm.checkpoints.errors import CheckpointError
 from gru_mm.checkpoints.io import AtomicCheckpointIO, atomic_save, load
@@ -70,3 +73,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: not a gru-mm checkpoint (it holds no gru_mm entry)")
     return {**meta, "_epoch": ckpt.get("epoch")}
+
+
+# A run folder's name must be unique, or two runs started in the same second share one last.ckpt: the
+# second of `now`, then this process's id and 4 random hex digits (from the OS, not the seeded RNGs).
+_RUN_TAG = f"{os.getpid()}-{os.urandom(2).hex()}"
+
+
+def register_run_tag_resolver() -> None:
+    """`${gru_mm_run_tag:}` in conf/ (hydra.run.dir): fixed for the life of the process."""
+    if not OmegaConf.has_resolver("gru_mm_run_tag"):
+        OmegaConf.register_new_resolver("gru_mm_run_tag", lambda: _RUN_TAG)
+
+
+register_run_tag_resolver()  # importing an entry point (train, eval, predict) registers it before Hydra composes
