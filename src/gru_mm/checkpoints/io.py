@@ -49,13 +49,39 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, made safe: every write is `atomic_save` (local folders only) and every
-    read is `load` (weights_only, whatever the caller asked for)."""
+    """Lightning's checkpoint I/O, made safe against kills and untrusted files.
+
+    - Every write is `atomic_save` (local folders only).
+    - A removal waits until the next write is on disk. ModelCheckpoint writes a new best checkpoint, removes
+      the old best, then writes last.ckpt, whose state names the best: removed at once, a kill between the
+      two would leave a last.ckpt naming a best checkpoint that is gone. Deferred, the old best goes only
+      once the new last.ckpt names the new one (or when the trainer is torn down).
+    - Every read is `load` (weights_only, whatever the caller asked for).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending_removals: list[str] = []
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_save(checkpoint, path)
+        # a file written again after its removal was asked for is the new one: keep it
+        self._pending_removals = [p for p in self._pending_removals if Path(p) != Path(path)]
+        self._remove_pending()
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self._pending_removals.append(str(path))
+
+    def _remove_pending(self) -> None:
+        pending, self._pending_removals = self._pending_removals, []
+        for path in pending:
+            super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self._remove_pending()
+        super().teardown()
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if not Path(path).is_file():
