@@ -34,7 +34,7 @@ from gru_mm.tracking.run import (
     run_location,
     run_tags,
 )
-from hydra_plugins.gru_mm_optuna_sweeper._storage import redact
+from hydra_plugins.gru_mm_optuna_sweeper._storage import redact, redact_log_records
 
 log = logging.getLogger("gru_mm.train")
 register_resolvers()
@@ -203,23 +203,9 @@ def trial_tags(trial: DictConfig | None) -> dict[str, str]:
     return tags
 
 
-def redact_log_records() -> None:
-    """Passwords in storage and tracking URLs never reach a log line (the handlers are Hydra's, set per job)."""
-
-    def scrub(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "@" in message or "=" in message:
-            record.msg, record.args = redact(message), None
-        return True
-
-    for handler in logging.getLogger().handlers:
-        if scrub.__qualname__ not in {getattr(f, "__qualname__", "") for f in handler.filters}:
-            handler.addFilter(scrub)
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    redact_log_records()
+    redact_log_records()  # passwords in storage and tracking URLs never reach a log line
     try:
         value = train(cfg)
     except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError, FloatingPointError) as err:

@@ -4,9 +4,7 @@ complete and the sweep exits 0."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,51 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from sweep.sweep_cli_testlib import sweep_command, sweep_env, trial_runs
 from sweep.sweep_testlib import load_study
 from tracking.mlflow_testlib import MlflowServer
-
-BIN = Path(sys.executable).parent
-APP_DIR = Path(__file__).resolve().parents[1] / "sweep" / "app"  # job_gate.py, the Hydra callback
-# Small, fast trials: 2 training batches of 8 samples, 1 validation batch, no test, no logged model.
-FAST = [
-    "debug=smoke",
-    "data.source.n_train=32",
-    "data.source.n_val=16",
-    "data.source.n_test=16",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "model.gru.hidden_size=16",
-    "test=false",
-    "log_model=false",
-    "~callbacks.system_metrics",
-]
-
-
-def sweep_command(tmp_path: Path, *args: str) -> list[str]:
-    return [
-        str(BIN / "gru-mm-train"),
-        "-m",
-        "hydra/sweeper=optuna",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"paths.root={tmp_path}",
-        "hydra.sweeper.study_name=faults",
-        *FAST,
-        *args,
-    ]
-
-
-def sweep_env(tracking_uri: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP_DIR), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
-
-
-def trial_runs(client: MlflowClient) -> dict[int, object]:
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return {int(r.data.tags["optuna.trial_number"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
 
 
 @pytest.mark.slow

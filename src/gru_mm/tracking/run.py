@@ -173,7 +173,8 @@ def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -
     """Params (the flattened resolved config), tags and the config itself as an artifact."""
     client, run_id = logger.experiment, logger.run_id
     log.info("MLflow: run '%s' in experiment '%s'", client.get_run(run_id).info.run_name, logger._experiment_name)
-    tags = redact_values(tags)  # no passwords of storage or tracking URLs (set again: the run was created with them)
+    # No passwords of storage or tracking URLs; set again, as the run was created with them (and named).
+    tags = redact_values(tags | {"mlflow.runName": client.get_run(run_id).info.run_name})
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     # MLFlowLogger.log_hyperparams truncates long values and batches the calls; hydra's own node is noise here.

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def run_sweep(
     options: dict[str, Any], config: DictConfig, launcher: Launcher, task: TellingTask, arguments: list[str]
 ) -> Any:
+    _storage.redact_log_records()  # the launcher logs each job's overrides, which may hold a tracking URL
     s = parse_settings(options, config)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)

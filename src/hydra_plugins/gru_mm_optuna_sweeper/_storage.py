@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -58,3 +60,26 @@ def redact(text: str) -> str:
 def redact_values(values: dict) -> dict:
     """A dict of params or tags with the passwords in its string values redacted."""
     return {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def redact_log_records() -> None:
+    """From now on no log record of this process holds a password of a URL: records are redacted as they are
+    made, so this holds whatever handlers Hydra sets up for each job (and for the launcher's lines)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it when it is emitted
+            return record
+        if "@" in message or "=" in message:
+            redacted = redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return record
+
+    make_record.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
