@@ -39,9 +39,11 @@ def smoke_run(tmp_path_factory):
     return root, result
 
 
-def test_smoke_run_is_fully_tracked(smoke_run):
+def test_smoke_run_is_fully_tracked(smoke_run, monkeypatch):
     root, result = smoke_run
     client = _client(root)
+    # MLflow finds a logged model's artifacts through the global tracking URI, not the client's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
     (run,) = _runs(client, "avdigits")
     # the last line says where to look
     page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
@@ -83,7 +85,7 @@ def test_smoke_run_is_fully_tracked(smoke_run):
     assert "hidden_size: 64" in Path(local).read_text()
 
 
-def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run):
+def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run, monkeypatch):
     """model/ is a pyfunc model: loaded from the store alone, it scores the test split as the run did."""
     import mlflow.pyfunc
     import numpy as np
@@ -95,6 +97,7 @@ def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run):
 
     root, _ = smoke_run
     client = _client(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # how the logged model is found
     run = next(r for r in _runs(client, "avdigits") if r.info.run_name == "smoke")
     local = client.download_artifacts(run.info.run_id, "model", str(root / "downloaded"))
     model = mlflow.pyfunc.load_model(local)
