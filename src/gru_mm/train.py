@@ -209,8 +209,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         value = train(cfg)
     except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError, FloatingPointError) as err:
-        if _is_multirun():
-            raise  # fails this trial only: the sweeper records it FAIL, with this message, and goes on
+        if _is_multirun() and OmegaConf.select(cfg, "trial.number") is not None:
+            raise  # an Optuna trial: the sweeper records it FAIL, with this message, and goes on
         notes = "".join(f"; {n}" for n in getattr(err, "__notes__", []))  # divergence: where and what is kept
         raise SystemExit(redact(f"gru-mm-train: {err}{notes}")) from None
     if value is not None and not math.isfinite(value):
