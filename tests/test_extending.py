@@ -79,15 +79,21 @@ def _corpus(root: Path, n: int = 30) -> Path:
 
 
 def test_an_unregistered_kind_is_refused_by_name(tmp_path):
-    with pytest.raises(DataError, match=r"data\.source\.columns\.x='tally' is not one of audio, frames, text, series"):
+    with pytest.raises(
+        DataError, match=r"data\.source\.columns\.x='tally' is not one of audio, frames, text, series"
+    ):
         Manifest(tmp_path / "m.csv", columns={"x": "tally"})
-    with pytest.raises(DataError, match=r"data\.source\.tally is neither a manifest setting nor a modality kind"):
+    with pytest.raises(
+        DataError, match=r"data\.source\.tally is neither a manifest setting nor a modality kind"
+    ):
         Manifest(tmp_path / "m.csv", tally={"scale": 2.0})
 
 
 def test_a_registered_kind_decodes_its_column_with_its_settings(tmp_path, tally_kind):
     path = _corpus(tmp_path)
-    source = Manifest(path, cache_dir=tmp_path / "cache", tally={"scale": 10.0}, split_fractions=[0.6, 0.2, 0.2])
+    source = Manifest(
+        path, cache_dir=tmp_path / "cache", tally={"scale": 10.0}, split_fractions=[0.6, 0.2, 0.2]
+    )
     assert source.problems == [] and source.feature_shapes == {"tally": (2,), "series": (3,)}
     sample = next(s for s in source.split("train") if s.id == "s03")
     expected = np.loadtxt(tmp_path / "3.tally", delimiter=",", dtype=np.float32) * 10.0
@@ -112,13 +118,25 @@ def test_a_new_kind_and_a_new_fusion_train_end_to_end(tmp_path, tally_kind):
     conf = tmp_path / "conf"  # the user's own config folder, on Hydra's search path
     (conf / "model" / "fusion").mkdir(parents=True)
     (conf / "model" / "fusion" / "sum.yaml").write_text(
-        f"_target_: {SumFusion.__module__}.SumFusion\n_partial_: true\ndim: 6\n")
+        f"_target_: {SumFusion.__module__}.SumFusion\n_partial_: true\ndim: 6\n"
+    )
     overrides = [
-        f"hydra.searchpath=[file://{conf}]", "model/fusion=sum", "data=manifest", f"data.path={path}",
-        "+data.source.tally={scale: 2.0}", "+model/encoder@model.encoders.tally=series_linear",
-        "+model/encoder@model.encoders.series=series_linear", f"paths.root={tmp_path}",
-        f"paths.output_dir={tmp_path / 'run'}", "logger=csv", "trainer.max_epochs=2", "data.batch_size=8",
-        "model.gru.hidden_size=8", "model.head.hidden=8", "trainer.enable_progress_bar=false", "log_model=false",
+        f"hydra.searchpath=[file://{conf}]",
+        "model/fusion=sum",
+        "data=manifest",
+        f"data.path={path}",
+        "+data.source.tally={scale: 2.0}",
+        "+model/encoder@model.encoders.tally=series_linear",
+        "+model/encoder@model.encoders.series=series_linear",
+        f"paths.root={tmp_path}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "logger=csv",
+        "trainer.max_epochs=2",
+        "data.batch_size=8",
+        "model.gru.hidden_size=8",
+        "model.head.hidden=8",
+        "trainer.enable_progress_bar=false",
+        "log_model=false",
     ]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -132,8 +150,13 @@ def test_a_new_kind_and_a_new_fusion_train_end_to_end(tmp_path, tally_kind):
     model = ckpt["gru_mm"]["config"]["model"]
     assert model["fusion"]["_target_"] == f"{SumFusion.__module__}.SumFusion" and model["fusion"]["dim"] == 6
     weights = ckpt["state_dict"]
-    assert weights["net.encoders.tally.proj.0.weight"].shape[1] == 2  # the size the tally kind gave its encoder
-    assert weights["net.fusion.proj.tally.weight"].shape == (6, 8)  # the toy fusion trained, on the GRU states
+    assert (
+        weights["net.encoders.tally.proj.0.weight"].shape[1] == 2
+    )  # the size the tally kind gave its encoder
+    assert weights["net.fusion.proj.tally.weight"].shape == (
+        6,
+        8,
+    )  # the toy fusion trained, on the GRU states
     # a checkpoint builds only classes inside gru_mm (its allow-list): the README says where a fusion goes
     with pytest.raises(CheckpointError, match=r"model\.fusion\._target_"):
         Predictor.from_checkpoint(best[0])

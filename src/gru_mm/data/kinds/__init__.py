@@ -13,5 +13,15 @@ from gru_mm.data.kinds.text import Text, Vocabulary
 for _kind in (Audio, Frames, Text, Series):  # this order is the order error messages list them in
     register(_kind)
 
-__all__ = ["Cell", "FileKind", "ModalityKind", "Vocabulary", "check_finite", "get", "guess", "names",
-           "register", "unregister"]
+__all__ = [
+    "Cell",
+    "FileKind",
+    "ModalityKind",
+    "Vocabulary",
+    "check_finite",
+    "get",
+    "guess",
+    "names",
+    "register",
+    "unregister",
+]

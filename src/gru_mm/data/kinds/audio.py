@@ -55,7 +55,9 @@ class Audio(FileKind):
         import soundfile as sf
 
         if path.suffix.lower() not in AUDIO_SUFFIXES:
-            raise SampleError("unsupported file type", f"{path.name} (audio must be {'/'.join(AUDIO_SUFFIXES)})")
+            raise SampleError(
+                "unsupported file type", f"{path.name} (audio must be {'/'.join(AUDIO_SUFFIXES)})"
+            )
         try:
             info = sf.info(str(path))
             wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -64,7 +66,9 @@ class Audio(FileKind):
         if path.suffix.lower() == ".wav" and (sizes := _wav_declared_bytes(path)) and sizes[1] < sizes[0]:
             raise SampleError("truncated audio", f"{path.name} holds {sizes[1]} of its {sizes[0]} data bytes")
         if info.frames > 0 and len(wave) < info.frames:
-            raise SampleError("truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames")
+            raise SampleError(
+                "truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames"
+            )
         if len(wave) == 0:
             raise SampleError("empty audio", f"{path.name} has no samples")
         return check_finite(wave.mean(axis=1)), rate
@@ -77,8 +81,12 @@ class Audio(FileKind):
         if rate != self.sample_rate:
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
         mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels,
-            f_min=self.f_min, f_max=self.f_max,
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            f_min=self.f_min,
+            f_max=self.f_max,
         )
         logmel = torch.log(mel(x) + 1e-6).T.contiguous().numpy()  # [T, n_mels]
         # frame centres in seconds, for modalities fused on a common clock

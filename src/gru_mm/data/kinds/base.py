@@ -75,8 +75,10 @@ class ModalityKind:
         model, so new data is prepared alike); None: nothing to learn."""
         return None
 
-    def prepare(self, data: np.ndarray, times: np.ndarray | None, stats: Mapping[str, Any] | None) -> np.ndarray:
-        """The array the model sees, from a decoded one and `fit`'s statistics (None where it learned none)."""
+    def prepare(
+        self, data: np.ndarray, times: np.ndarray | None, stats: Mapping[str, Any] | None
+    ) -> np.ndarray:
+        """The array the model sees, from a decoded one and `fit`'s statistics (None: it learned none)."""
         return data
 
     def prepared_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

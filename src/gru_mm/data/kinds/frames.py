@@ -50,7 +50,9 @@ class Frames(FileKind):
         from PIL import Image, UnidentifiedImageError
 
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise SampleError("unsupported file type", f"{path.name} (frames must be {'/'.join(IMAGE_SUFFIXES)})")
+            raise SampleError(
+                "unsupported file type", f"{path.name} (frames must be {'/'.join(IMAGE_SUFFIXES)})"
+            )
         try:
             with Image.open(path) as im:
                 im.load()

@@ -1,4 +1,5 @@
-"""The modality kinds a manifest knows, by name (a column of that name, or `data.source.columns: {col: name}`)."""
+"""The modality kinds a manifest knows, by name: a column of that name, or one declared in
+`data.source.columns: {column: name}`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ _KINDS: dict[str, type[ModalityKind]] = {}
 def register(kind: type[ModalityKind]) -> type[ModalityKind]:
     """Make `kind` known by its name (a later kind of the same name replaces it); returns it (a decorator)."""
     if not kind.name or not kind.name.isidentifier():
-        raise ValueError(f"{kind.__name__}.name must be a word usable as a column and config key, got {kind.name!r}")
+        raise ValueError(
+            f"{kind.__name__}.name must be a word usable as a column and config key, got {kind.name!r}"
+        )
     _KINDS[kind.name] = kind
     return kind
 

@@ -48,7 +48,9 @@ class Series(FileKind):
 
     def __post_init__(self) -> None:
         if self.missing not in SERIES_MISSING:
-            raise DataError(f"data.source.series.missing={self.missing!r} must be one of {', '.join(SERIES_MISSING)}")
+            raise DataError(
+                f"data.source.series.missing={self.missing!r} must be one of {', '.join(SERIES_MISSING)}"
+            )
 
     def settings(self) -> dict[str, Any]:
         # standardising happens after the cache: `normalize` is not part of what a file decodes to
@@ -71,7 +73,9 @@ class Series(FileKind):
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim != 2:
-            raise SampleError("wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]")
+            raise SampleError(
+                "wrong array rank", f"{path.name} has shape {list(array.shape)}, expected [T, F]"
+            )
         if array.shape[0] == 0:
             raise SampleError("empty series", f"{path.name} has no steps")
         out = {"data": check_finite(array.astype(np.float32), allow_nan=self.missing == "mask")}
@@ -84,7 +88,11 @@ class Series(FileKind):
 
         try:
             table = pd.read_csv(path)
-        except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
+        except (
+            ValueError,
+            OSError,
+            UnicodeDecodeError,
+        ) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
             raise SampleError("unreadable table", f"{path.name}: {err}") from None
         for column in table.columns:
             if not pd.api.types.is_numeric_dtype(table[column]):
@@ -109,9 +117,13 @@ class Series(FileKind):
         std = np.sqrt(np.where(observed, (steps - mean) ** 2, 0).sum(0) / count)
         return {"mean": mean.astype(np.float32), "std": np.where(std > 1e-8, std, 1.0).astype(np.float32)}
 
-    def prepare(self, data: np.ndarray, times: np.ndarray | None, stats: Mapping[str, Any] | None) -> np.ndarray:
+    def prepare(
+        self, data: np.ndarray, times: np.ndarray | None, stats: Mapping[str, Any] | None
+    ) -> np.ndarray:
         if stats is not None:
-            data = (data - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(stats["std"], dtype=np.float32)
+            data = (data - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(
+                stats["std"], dtype=np.float32
+            )
         return with_missingness(data, times) if self.missing == "mask" else data
 
     def prepared_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

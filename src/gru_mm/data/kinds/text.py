@@ -1,4 +1,5 @@
-"""`text`: a cell of text -> token ids [T] of a vocabulary learned from the training split (or read from a file)."""
+"""`text`: a cell of text -> token ids [T] of a vocabulary learned from the training split (or read
+from a file)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class Text(ModalityKind):
-    """Lowercase words -> ids; words the vocabulary lacks are <unk>. Tokenising is cheaper than the disk cache."""
+    """Lowercase words -> ids; words the vocabulary lacks are <unk>. Not cached: tokenising is cheaper."""
 
     name = "text"
     default_encoder = "text_embedding"

@@ -91,7 +91,9 @@ class Manifest(LoadedSource):
             raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
         kind_settings["audio"] = audio
         self.kind_of_name: dict[str, ModalityKind] = {
-            name: modality_kinds.get(name).from_settings(kind_settings.get(name)) for name in modality_kinds.names()}
+            name: modality_kinds.get(name).from_settings(kind_settings.get(name))
+            for name in modality_kinds.names()
+        }
         self.cache = FeatureCache(None if cache_dir is None else Path(cache_dir))
         self.root = self.path.parent.resolve()
         self._problems: list[Problem] = []
@@ -213,7 +215,8 @@ class Manifest(LoadedSource):
             if sample.id not in bad:
                 samples[r["split"]].append(sample)
         for column in self.kinds:  # what each kind learns from the training split (series: mean and std)
-            stats = self._kind(column).fit([a for s in samples["train"] if (a := s.modalities.get(column)) is not None])
+            train = [a for s in samples["train"] if (a := s.modalities.get(column)) is not None]
+            stats = self._kind(column).fit(train)
             if stats is not None:
                 self.stats[column] = stats
         self._prepare([s for split in SPLITS for s in samples[split]], self.stats)
@@ -233,7 +236,9 @@ class Manifest(LoadedSource):
         return {
             "kinds": dict(self.kinds),
             # the key's name predates other kinds learning statistics: kept so older checkpoints read alike
-            "series_stats": {c: {k: np.asarray(v).tolist() for k, v in stats.items()} for c, stats in self.stats.items()},
+            "series_stats": {
+                c: {k: np.asarray(v).tolist() for k, v in stats.items()} for c, stats in self.stats.items()
+            },
         }
 
     def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
@@ -245,8 +250,8 @@ class Manifest(LoadedSource):
         rows = self._read_rows()
         unknown = sorted(set(state["kinds"].values()) - set(modality_kinds.names()))
         if unknown:
-            raise DataError(f"the model was trained on data of kind {unknown[0]!r}, which is not a registered "
-                            f"modality kind here (kinds: {', '.join(modality_kinds.names())})")
+            raise DataError(f"the model was trained on data of kind {unknown[0]!r}, which is not a "
+                            f"registered modality kind here (kinds: {', '.join(modality_kinds.names())})")
         self.kinds = dict(state["kinds"])
         self.vocab = {c: Vocabulary(tokens) for c, tokens in vocab.items()}
         if labels is not None:
@@ -267,8 +272,8 @@ class Manifest(LoadedSource):
         return samples, problems
 
     def _prepare(self, samples: list[Sample], stats: Mapping[str, Mapping[str, Any]]) -> None:
-        """Each decoded array -> what the model sees, with the training split's statistics (series: standardised,
-        then with series.missing=mask its missingness inputs), in training and prediction alike."""
+        """Each decoded array -> what the model sees, with the training split's statistics (series:
+        standardised, then with series.missing=mask its missingness inputs), in training and prediction."""
         for column in self.kinds:
             kind = self._kind(column)
             for s in samples:
