@@ -25,6 +25,7 @@ from gru_mm.models.build import build_datamodule, build_module, check_monitors, 
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.run import (
+    BufferedMLFlowLogger,
     check_tracking,
     default_run_name,
     log_checkpoint,
@@ -104,6 +105,10 @@ def train(cfg: DictConfig) -> float | None:
     range_test = lr_find.wanted(cfg, resume is not None, trainer.world_size)
 
     mlflow = mlflow_logger(loggers)
+    if resume and isinstance(mlflow, BufferedMLFlowLogger) and trainer.is_global_zero:
+        # What the interrupted process queued and never sent goes first, into the same run; its journal
+        # is in the run folder where it started (checkpoints/ is in there), which this run goes on using.
+        mlflow.resume_outbox(resume.parent.parent, after_step=checkpoints.load(resume).get("global_step"))
     module.run_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "experiment_name": cfg.experiment_name,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "app" / "sweep_app.py"
@@ -73,3 +74,13 @@ def slurm_unavailable() -> str | None:
     if not {"idle", "mix", "alloc"} & set(out.stdout.split()):
         return f"no SLURM node is up (sinfo: {out.stdout.split()})"
     return None
+
+
+def slurm_or_skip() -> None:
+    """Skip a test when SLURM cannot run jobs here, but fail it where GRU_MM_REQUIRE_SLURM=1: CI (.ci/run)
+    starts a cluster, and a cluster that is not there must fail CI, not pass it with the SLURM tests skipped."""
+    reason = slurm_unavailable()
+    if reason and os.environ.get("GRU_MM_REQUIRE_SLURM") == "1":
+        pytest.fail(f"GRU_MM_REQUIRE_SLURM=1, and {reason}")
+    if reason:
+        pytest.skip(reason)

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sweep_testlib import app_env, load_study, run_app, slurm_unavailable, sqlite_storage
+from sweep_testlib import app_env, load_study, run_app, slurm_or_skip, sqlite_storage
 
 
 @pytest.mark.slow
 @pytest.mark.service
 def test_trials_run_as_slurm_jobs(tmp_path: Path):
-    reason = slurm_unavailable()
-    if reason:
-        pytest.skip(reason)
+    slurm_or_skip()
     run_app(
         tmp_path,
         "hydra/launcher=submitit_slurm",

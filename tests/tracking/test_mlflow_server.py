@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_testlib import MlflowServer, free_port
 
 from conftest import run_cli
+from gru_mm.tracking.run import check_tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
@@ -36,11 +38,37 @@ def test_training_logs_to_the_server(mlflow_server, isolated_root):
     assert f"MLflow: {page}" in result.stdout + result.stderr  # the run's page on the server
 
 
-def test_dead_server_fails_fast_with_one_sentence(isolated_root):
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+@pytest.fixture
+def silent_server():
+    """A socket that accepts connections (the kernel completes them) and never answers a byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_server(request):
+    if request.param == "refused":
+        return f"http://127.0.0.1:{free_port()}", "Connection refused"  # nothing listens here
+    return request.getfixturevalue("silent_server"), "timed out"
+
+
+def test_the_reachability_check_is_bounded_in_seconds(dead_server):
+    uri, reason = dead_server
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"MLflow tracking server {uri} is not reachable .*{reason}"):
+        check_tracking({"mlflow": {"tracking_uri": uri}})
+    assert time.monotonic() - start < 8  # its timeout is 5 s; MLflow's own retries would take minutes
+
+
+def test_dead_server_fails_fast_with_one_sentence(dead_server, isolated_root):
+    uri, reason = dead_server
     start = time.monotonic()
     result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri})
     assert result.returncode != 0
-    assert f"MLflow tracking server {uri} is not reachable" in result.stderr
-    assert time.monotonic() - start < 120
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"gru-mm-train: MLflow tracking server {uri} is not reachable (") and reason in line, line
+    # start-up (imports: a minute on a busy 2-core machine) included; MLflow's own retries would take minutes more
+    assert time.monotonic() - start < 180
     assert not (isolated_root / "data").exists(), "data was generated before the tracking server was checked"

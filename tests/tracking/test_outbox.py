@@ -1,12 +1,16 @@
 """Metrics reach a real `mlflow server` through an outage: queued while it is down (training does not
-wait), sent in order once it is back; saved to a file and sent later when it stays away."""
+wait), sent in order once it is back; kept on disk (a journal) so that a SIGKILL loses none, and sent
+later; a refusal for good (HTTP 4xx) fails fast instead of being retried as an outage."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric
@@ -14,9 +18,11 @@ from mlflow.tracking import MlflowClient
 from mlflow_testlib import MlflowServer, free_port
 
 from conftest import REPO, run_cli
-from gru_mm.tracking.outbox import Outbox
+from gru_mm.tracking.outbox import Outbox, unsent
+from gru_mm.tracking.store import TrackingRejected
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
+FAULTS = REPO / "tests" / "faults"  # fault_injection.PauseAt, added to a real training run
 
 
 def _metric(step: int) -> Metric:
@@ -38,10 +44,11 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def test_an_outage_delays_metrics_but_loses_none(server):
+def test_an_outage_delays_metrics_but_loses_none(server, tmp_path):
     client = MlflowClient(server.uri)
     run_id = client.create_run(client.create_experiment("outage")).info.run_id
-    outbox = Outbox(client, server.uri, retry_s=0.5)
+    journal = tmp_path / "mlflow_outbox.jsonl"
+    outbox = Outbox(client, server.uri, retry_s=0.5, journal=journal)
     outbox.put(run_id, [_metric(0)])
     assert outbox.flush(30)
     server.stop()
@@ -50,56 +57,122 @@ def test_an_outage_delays_metrics_but_loses_none(server):
         outbox.put(run_id, [_metric(step)])
     assert time.monotonic() - start < 0.5  # training does not wait on a dead server
     assert _wait(lambda: outbox.down) and not outbox.flush(1)
+    assert [b["metrics"][0][3] for b in unsent(journal)] == [1, 2, 3, 4, 5]  # on disk while it is down
     server.start()
     assert outbox.flush(60) and not outbox.down
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4, 5]
+    assert journal.stat().st_size == 0  # emptied once everything arrived
 
 
-def test_what_never_arrived_is_saved_and_sent_later(server, tmp_path):
+# A process that queues batches for a server that is down, says so, and waits to be killed.
+_QUEUE_AND_WAIT = """
+import sys, time
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from gru_mm.tracking.outbox import Outbox
+uri, run_id, journal = sys.argv[1:4]
+outbox = Outbox(MlflowClient(uri), uri, retry_s=0.2, journal=__import__("pathlib").Path(journal))
+for step in range(3):
+    outbox.put(run_id, [Metric("loss", float(step), 1000 + step, step)])
+print("queued", flush=True)
+time.sleep(600)
+"""
+
+
+def test_what_a_killed_process_queued_is_on_disk_and_sent_later(server, tmp_path):
     client = MlflowClient(server.uri)
-    run_id = client.create_run(client.create_experiment("spill")).info.run_id
+    run_id = client.create_run(client.create_experiment("killed")).info.run_id
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
-    outbox = Outbox(MlflowClient(dead), dead, retry_s=0.5)
-    for step in range(3):
-        outbox.put(run_id, [_metric(step)])
-    assert not outbox.flush(2)
-    assert outbox.spill(tmp_path / "unsent.jsonl") == 3
-    result = subprocess.run([sys.executable, "-m", "gru_mm.tracking.outbox", str(tmp_path / "unsent.jsonl"),
-                             "--tracking-uri", server.uri], capture_output=True, text=True, cwd=REPO)
+    journal = tmp_path / "mlflow_outbox.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", _QUEUE_AND_WAIT, dead, run_id, str(journal)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout.readline().strip() == "queued"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert len(unsent(journal)) == 3
+    send = [sys.executable, "-m", "gru_mm.tracking.outbox", str(journal), "--tracking-uri", server.uri]
+    result = subprocess.run(send, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "3 batch(es) sent" in result.stdout
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1, 2]
+    again = subprocess.run(send, capture_output=True, text=True, cwd=REPO)
+    assert "0 batch(es) sent" in again.stdout  # marked as sent in the file: not sent twice
+    assert unsent(journal) == []
+
+
+def test_a_resumed_outbox_sends_what_was_left_without_the_steps_redone(server, tmp_path):
+    """What `ckpt_path=...` does through BufferedMLFlowLogger.resume_outbox: a new process opens the same
+    journal; points past the checkpoint's step are dropped, since the resumed run logs them again."""
+    client = MlflowClient(server.uri)
+    run_id = client.create_run(client.create_experiment("resumed")).info.run_id
+    journal = tmp_path / "mlflow_outbox.jsonl"
+    lines = [{"seq": i, "tracking_uri": server.uri, "run_id": run_id,
+              "metrics": [["loss", float(i), 1000 + i, i]], "params": [], "tags": []} for i in range(5)]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"sent": 0}\n{"seq": 5, "run_')
+    outbox = Outbox(client, server.uri, retry_s=0.2, journal=journal, redo_after_step=2)
+    assert outbox.recovered == 2  # 1 and 2: 0 was sent, 3 and 4 are redone, the cut line was never queued
+    assert outbox.flush(30)
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]
+
+
+def test_a_refusal_for_good_fails_fast_and_is_not_retried(server, tmp_path):
+    client = MlflowClient(server.uri)
+    run_id = client.create_run(client.create_experiment("refused")).info.run_id
+    outbox = Outbox(client, server.uri, retry_s=0.2, journal=tmp_path / "mlflow_outbox.jsonl")
+    outbox.put(run_id, [_metric(0)])
+    assert outbox.flush(30)
+    client.delete_run(run_id)  # the server now answers 400 to anything logged to it
+    outbox.put(run_id, [_metric(1)])
+    start = time.monotonic()
+    assert not outbox.flush(30) and time.monotonic() - start < 10
+    assert outbox.error is not None and not outbox.down  # not taken for an outage
+    with pytest.raises(TrackingRejected, match=rf"refused the metrics of run {run_id} with HTTP 400 "):
+        outbox.put(run_id, [_metric(2)])
+    assert [b["metrics"][0][3] for b in unsent(tmp_path / "mlflow_outbox.jsonl")] == [1]  # kept
+
+
+def _train(*args: str, server_uri: str, root: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server_uri, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gru_mm.train", "debug=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=5",
+         "logger.mlflow.wait_s=3", f"paths.root={root}", "log_model=false", "test=false", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+
+
+def pause_at(folder: Path, epoch: int, batch: int) -> list[str]:
+    """fault_injection.PauseAt: the run waits there until the test creates `folder/go`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return ["+callbacks.pause._target_=fault_injection.PauseAt", f"+callbacks.pause.folder={folder}",
+            f"+callbacks.pause.epoch={epoch}", f"+callbacks.pause.batch={batch}"]
 
 
 def test_training_through_a_dead_server_keeps_its_metrics_and_says_how_to_send_them(server, tmp_path):
-    """The server dies during the first epoch: training goes on; at the end the run stops with one
-    sentence naming the file of unsent metrics; replayed, the run has every epoch's metrics."""
-    env = {"MLFLOW_TRACKING_URI": server.uri}
-    proc = subprocess.Popen(
-        [str(sys.executable), "-m", "gru_mm.train", "debug=smoke", "trainer.max_epochs=4",
-         "trainer.limit_train_batches=15", "logger.mlflow.wait_s=3", "experiment_name=through",
-         f"paths.root={tmp_path}", "log_model=false", "test=false"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, **env},
-    )
-    client = MlflowClient(server.uri)
-
-    def training_logged() -> bool:
-        exp = client.get_experiment_by_name("through")
-        runs = client.search_runs([exp.experiment_id]) if exp else []
-        return bool(runs) and "train/loss_step" in runs[0].data.metrics
-
-    assert _wait(training_logged, 120), "the run never logged a training step"
-    server.stop()  # during the first epoch
-    out, err = proc.communicate(timeout=300)
+    """The server dies during the first epoch, while the run waits (by construction it cannot finish
+    first): training goes on; at the end the run waits for the server once and stops with one sentence
+    naming the journal; sent, the run has every epoch's metrics."""
+    gate = tmp_path / "gate"
+    proc = _train("experiment_name=through", *pause_at(gate, epoch=0, batch=1), server_uri=server.uri,
+                  root=tmp_path)
+    assert _wait(lambda: (gate / "reached").exists() or proc.poll() is not None, 300), "the run never started"
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    server.stop()  # during the first epoch: the run is waiting for `go`
+    (gate / "go").touch()
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err[-3000:]
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"gru-mm-train: MLflow tracking server {server.uri} stopped answering: "), line
-    spill = line.split(" are saved in ")[1].split("; send them")[0]
+    journal = line.split(" are kept in ")[1].split("; they are sent")[0]
+    assert journal.endswith("mlflow_outbox.jsonl") and Path(journal).parent.parent == tmp_path / "logs/train/runs"
+    assert (out + err).count("waiting up to 3 s for MLflow tracking server") == 1  # waited once, not twice
     assert list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))  # the training state is on disk
     server.start()
-    replay = run_cli("python", "-m", "gru_mm.tracking.outbox", spill)
+    replay = run_cli("python", "-m", "gru_mm.tracking.outbox", journal)
     assert replay.returncode == 0, replay.stderr
+    client = MlflowClient(server.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("through").experiment_id])
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 4  # every epoch arrived

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,7 +15,10 @@ from gru_mm.checkpoints import CheckpointError
 from gru_mm.config import ConfigError
 from gru_mm.data.batch import Batch
 
+log = logging.getLogger("gru_mm.train")
+
 TASKS = ("multiclass", "binary", "multilabel", "regression")
+NONFINITE_ACTIONS = ("stop", "skip")  # what a training step with a NaN/inf loss or gradient does
 # What a checkpoint monitor / sweeper should watch per task, and which way is better.
 DEFAULT_MONITOR = {"multiclass": ("val/acc", "max"), "binary": ("val/acc", "max"),
                    "multilabel": ("val/f1", "max"), "regression": ("val/mae", "min")}
@@ -138,9 +142,16 @@ def loss_class_weights(setting: Any, task: str, num_classes: int, train_targets:
     return weights[1:] / weights[0] if task == "binary" else weights
 
 
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors in `state` (a state dict) that hold NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def metric_names(task: str, num_classes: int = 2) -> set[str]:
     """Every metric name the module logs for a task (to check monitors before training)."""
-    names = {"train/loss_step", "train/loss_epoch", "train/grad_norm", "train/padding_ratio", "train/l2_penalty"}
+    names = {"train/loss_step", "train/loss_epoch", "train/grad_norm", "train/padding_ratio", "train/l2_penalty",
+             "train/skipped_steps"}
     for stage in ("train", "val", "test"):
         names |= {f"{stage}/loss"} | {f"{stage}/{m}" for m in task_metrics(task, max(num_classes, 2))}
     return names
@@ -153,6 +164,11 @@ class SequenceClassifier(pl.LightningModule):
     regression: mae, corr (Pearson; with several targets the mean of theirs), acc2 and acc2_nonzero
     (sign accuracy, see `SignAccuracy`). The net's output has `num_classes` values per sample (1 for
     binary; for regression one per target).
+
+    A training step whose loss or gradient is NaN or infinite stops the run (`nonfinite_grad="stop"`),
+    or leaves the weights as they were (`"skip"`: counted in `train/skipped_steps`; `max_skips_in_a_row`
+    such steps in a row still stop it, the run has then diverged). A checkpoint is never written with
+    non-finite weights.
     """
 
     def __init__(
@@ -165,8 +181,18 @@ class SequenceClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         task: str = "multiclass",
         class_weights: torch.Tensor | None = None,
+        nonfinite_grad: str = "stop",
+        max_skips_in_a_row: int = 10,
     ):
         super().__init__()
+        if nonfinite_grad not in NONFINITE_ACTIONS:
+            raise ConfigError(f"nonfinite_grad.action must be one of {', '.join(NONFINITE_ACTIONS)}, got {nonfinite_grad!r}")
+        if isinstance(max_skips_in_a_row, bool) or not isinstance(max_skips_in_a_row, int) or max_skips_in_a_row < 1:
+            raise ConfigError(f"nonfinite_grad.max_skips_in_a_row must be a positive integer, got {max_skips_in_a_row!r}")
+        self.nonfinite_grad = nonfinite_grad
+        self.max_skips_in_a_row = max_skips_in_a_row
+        self.skipped_steps = 0  # over the whole run (kept in checkpoints)
+        self._skips_in_a_row = 0
         self.net = net
         self.task = task
         self.optimizer_factory = optimizer
@@ -193,11 +219,18 @@ class SequenceClassifier(pl.LightningModule):
         self._padded_steps = self._real_steps = 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The last line of defence (gru_mm.callbacks.checkpoint skips such saves with a warning):
+        # whoever saves, a checkpoint with NaN/inf weights would poison a resume or a deployment.
+        if bad := nonfinite_tensors(checkpoint.get("state_dict", {})):
+            raise FloatingPointError(f"refusing to write a checkpoint at epoch {self.current_epoch}, step "
+                                     f"{self.global_step}: non-finite weights in {', '.join(bad[:3])}")
+        checkpoint["gru_mm_skipped_steps"] = self.skipped_steps
         checkpoint["gru_mm"] = self.run_meta
         if self.data_meta:
             checkpoint["gru_mm_data"] = self.data_meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("gru_mm_skipped_steps", 0))
         # Class k or token id i must mean what it meant in training: a manifest that gained a class name or
         # changed its training texts would otherwise give silently wrong predictions.
         saved = checkpoint.get("gru_mm_data")
@@ -236,10 +269,15 @@ class SequenceClassifier(pl.LightningModule):
             loss = loss + penalty
         if self.stop_on_nonfinite_loss and not torch.isfinite(loss):
             ids = ", ".join(batch.ids[:3]) + (", ..." if len(batch.ids) > 3 else "")
-            raise FloatingPointError(
-                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                f"(batch {ids}): lower optimizer.lr, set trainer.gradient_clip_val, or check those samples"
-            )
+            if self.nonfinite_grad == "stop":
+                raise FloatingPointError(
+                    f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                    f"(batch {ids}): lower optimizer.lr, set trainer.gradient_clip_val, or check those samples"
+                )
+            if stage == "train" and self.trainer.world_size == 1:
+                # its gradient is non-finite too: on_before_optimizer_step skips the step. Not logged, so the
+                # epoch's mean stays finite (with several processes all must log alike, or they would hang).
+                return loss
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), batch.target)
         on_step = stage == "train"
@@ -277,8 +315,33 @@ class SequenceClassifier(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called before Lightning clips: this is the raw norm, the signal of exploding gradients.
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads)  # NaN or inf when any gradient is
+        if self.stop_on_nonfinite_loss and not torch.isfinite(norm):  # (a learning-rate range test lets it be)
+            self._skip_nonfinite_step(norm)
+            return
+        self._skips_in_a_row = 0
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def _skip_nonfinite_step(self, norm: torch.Tensor) -> None:
+        """Stop the run, or drop this step's gradients so that the optimizer leaves the weights as they are
+        (it skips parameters without a gradient; under DDP every process has the same reduced gradients)."""
+        where = f"at epoch {self.current_epoch}, step {self.global_step}"
+        advice = "lower optimizer.lr, set trainer.gradient_clip_val, or check the data"
+        if self.nonfinite_grad == "stop":
+            raise FloatingPointError(f"the gradient norm is {norm.item()} {where}: {advice} "
+                                     "(nonfinite_grad.action=skip skips such steps)")
+        for p in self.parameters():
+            p.grad = None
+        self.skipped_steps += 1
+        self._skips_in_a_row += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        log.warning("skipped training step %s: the gradient norm is %s (%d skipped in all)", where, norm.item(),
+                    self.skipped_steps)
+        if self._skips_in_a_row >= self.max_skips_in_a_row:
+            raise FloatingPointError(f"{self._skips_in_a_row} training steps in a row had a non-finite gradient "
+                                     f"(the last {where}): the run has diverged; {advice}")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -17,8 +17,14 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gru_mm.config import flatten
 from gru_mm.paths import IN_CHECKOUT, PROJECT_ROOT
-from gru_mm.tracking.outbox import Outbox
-from gru_mm.tracking.store import artifact_location, check_reachable, resolve_tracking_uri
+from gru_mm.tracking.outbox import JOURNAL_NAME, Outbox
+from gru_mm.tracking.store import (
+    TrackingRejected,
+    artifact_location,
+    check_reachable,
+    rejected_status,
+    resolve_tracking_uri,
+)
 from hydra_plugins.gru_mm_optuna_sweeper._storage import redact, redact_values
 
 log = logging.getLogger("gru_mm.tracking")
@@ -26,66 +32,118 @@ log = logging.getLogger("gru_mm.tracking")
 
 class _OutboxClient:
     """An MlflowClient whose log_batch goes through an `Outbox`; while the server is known to be
-    down, its other calls fail at once with a ConnectionError instead of retrying for minutes."""
+    down, its other calls fail at once with a ConnectionError instead of retrying for minutes, and a
+    refusal for good (HTTP 4xx) of any call is a `TrackingRejected` naming the status."""
 
-    def __init__(self, client, tracking_uri: str):
-        self._client, self._uri, self.outbox = client, tracking_uri, None
+    def __init__(self, client, tracking_uri: str, journal: Path | None = None):
+        self._client, self._uri, self.journal, self.outbox = client, tracking_uri, journal, None
+
+    def open_outbox(self, journal: Path | None = None, redo_after_step: int | None = None) -> Outbox:
+        if self.outbox is not None:
+            raise RuntimeError("the outbox is already open: resume it before anything is logged")
+        self.journal = journal or self.journal
+        self.outbox = Outbox(self._client, self._uri, journal=self.journal, redo_after_step=redo_after_step)
+        return self.outbox
 
     def log_batch(self, run_id: str, metrics=(), params=(), tags=(), **_ignored) -> None:
-        if self.outbox is None:
-            self.outbox = Outbox(self._client, self._uri)
-        self.outbox.put(run_id, metrics, params, tags)
+        (self.outbox or self.open_outbox()).put(run_id, metrics, params, tags)
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
-        if not callable(attr) or self.outbox is None or not self.outbox.down:
+        if not callable(attr):
             return attr
 
         def checked(*args, **kwargs):
-            check_reachable(self._uri, timeout=2.0)  # still down: a ConnectionError naming it, now
-            return attr(*args, **kwargs)
+            if self.outbox is not None and self.outbox.down:
+                check_reachable(self._uri, timeout=2.0)  # still down: a ConnectionError naming it, now
+            try:
+                return attr(*args, **kwargs)
+            except Exception as err:
+                if (status := rejected_status(err)) is None:
+                    raise
+                raise TrackingRejected(f"MLflow tracking server {self._uri} refused {name} with HTTP {status} "
+                                       f"({err}): check the credentials and that the run still exists",
+                                       status) from err
 
         return checked
 
     def __getstate__(self):  # spawned processes (ddp_spawn) get the client, not the thread
-        return {"_client": self._client, "_uri": self._uri, "outbox": None}
+        return {"_client": self._client, "_uri": self._uri, "journal": self.journal, "outbox": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
 
 
 class BufferedMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger, with metrics and params sent by a background `Outbox`.
+    """Lightning's MLFlowLogger, with metrics and params sent by a background `Outbox` whose journal,
+    `<outbox_dir>/mlflow_outbox.jsonl`, keeps them on disk until they arrive (a SIGKILL loses none).
 
-    When fitting or testing ends, it waits up to `wait_s` for them to arrive. What has not arrived
-    by then is saved to `<spill_dir>/mlflow_unsent.jsonl`, and a ConnectionError says how to send it.
+    When fitting or testing ends, it waits up to `wait_s` for them to arrive, once: a ConnectionError
+    then names the journal and how to send it. When the run fails, its own error is what is raised;
+    the journal is named in a warning.
     """
 
-    def __init__(self, *args, spill_dir: str | None = None, wait_s: float = 120.0, **kwargs):
+    def __init__(self, *args, outbox_dir: str | None = None, wait_s: float = 120.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.spill_path = Path(spill_dir or ".") / "mlflow_unsent.jsonl"
         self.wait_s = wait_s
-        self._mlflow_client = _OutboxClient(self._mlflow_client, self._tracking_uri)
+        self._waited = False  # one wait per run: after it timed out the server is known to be away
+        journal = Path(outbox_dir) / JOURNAL_NAME if outbox_dir else None  # None: kept in memory only
+        self._mlflow_client = _OutboxClient(self._mlflow_client, self._tracking_uri, journal)
 
-    def flush(self) -> None:
-        """Everything queued reaches the server, or is saved and a ConnectionError says where."""
+    def resume_outbox(self, run_folder: str | Path, after_step: int | None = None) -> int:
+        """Continue the journal of the run being resumed (the folder it started in): what its killed process
+        had not sent goes first, into the same run, without the metric points past `after_step` (the
+        checkpoint's step), which the resumed run logs again. Returns how many batches were left."""
+        outbox = self._mlflow_client.open_outbox(Path(run_folder) / JOURNAL_NAME, redo_after_step=after_step)
+        if outbox.recovered:
+            log.info("sending %d batch(es) of metrics the interrupted run had not sent (%s)", outbox.recovered,
+                     outbox.journal_path)
+        return outbox.recovered
+
+    def _delivered(self) -> bool:
+        """Whether everything queued reached the server, waiting for it at most once per run."""
         outbox = self._mlflow_client.outbox
         if outbox is None or outbox.flush(1.0):
-            return
+            return True
+        if self._waited or outbox.error is not None:
+            return False
+        self._waited = True
         log.info("waiting up to %.0f s for MLflow tracking server %s", self.wait_s, self._tracking_uri)
-        if outbox.flush(self.wait_s):
+        return outbox.flush(self.wait_s)
+
+    def _unsent_sentence(self) -> str:
+        outbox = self._mlflow_client.outbox
+        path = outbox.journal_path
+        if path is None:
+            return f"{outbox.pending} batch(es) of metrics and params were not sent (no outbox_dir to keep them in)"
+        return (f"{outbox.pending} batch(es) of metrics and params are kept in {path}; they are sent when the run "
+                f"is resumed (ckpt_path=...), or with `python -m gru_mm.tracking.outbox {path}` once it answers")
+
+    def flush(self) -> None:
+        """Everything queued reaches the server, or a ConnectionError says where it is kept."""
+        if self._delivered():
             return
-        n = outbox.spill(self.spill_path)
-        raise ConnectionError(
-            f"MLflow tracking server {self._tracking_uri} stopped answering: {n} batch(es) of metrics and "
-            f"params are saved in {self.spill_path}; send them with `python -m gru_mm.tracking.outbox "
-            f"{self.spill_path}` once it answers (the checkpoints are on disk in the run folder)"
-        )
+        outbox = self._mlflow_client.outbox
+        if outbox.error is not None:
+            raise TrackingRejected(str(outbox.error), outbox.error.status)
+        raise ConnectionError(f"MLflow tracking server {self._tracking_uri} stopped answering: "
+                              f"{self._unsent_sentence()} (the checkpoints are on disk in the run folder)")
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        self.flush()
-        super().finalize(status)
+        if status != "failed":
+            self.flush()
+            super().finalize(status)
+            return
+        # The run failed: its own error is what must be shown, so nothing here raises.
+        if not self._delivered():
+            log.warning("MLflow tracking server %s did not take everything: %s", self._tracking_uri,
+                        self._unsent_sentence())
+            return
+        try:
+            super().finalize(status)  # marks the run FAILED
+        except Exception as err:
+            log.warning("could not mark MLflow run %s FAILED: %s", self.run_id, err)
 
 
 def make_mlflow_logger(
@@ -95,7 +153,7 @@ def make_mlflow_logger(
     run_name: str | None = None,
     run_id: str | None = None,
     tags: dict[str, Any] | None = None,
-    spill_dir: str | None = None,
+    outbox_dir: str | None = None,
     wait_s: float = 120.0,
 ) -> MLFlowLogger:
     uri = resolve_tracking_uri(tracking_uri, root)
@@ -108,7 +166,7 @@ def make_mlflow_logger(
         tags=tags,
         artifact_location=artifact_location(uri, experiment_name),
         log_model=False,  # we log the best checkpoint ourselves, once, after fitting
-        spill_dir=spill_dir,
+        outbox_dir=outbox_dir,
         wait_s=wait_s,
     )
 
