@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks of the training pipeline: the default experiment with trainer=gpu in float32 and in
-# bf16-mixed, timed, on a machine with CUDA torch + Lightning but without hydra/omegaconf (carried
-# as wheels in .whl/). Results: $OUT/spine_gpu.log.
+# bf16-mixed, timed, then `gru-mm-bench train --device cuda`, on a machine with CUDA torch + Lightning but without hydra/omegaconf (carried
+# as wheels in .whl/). Results: $OUT/spine_gpu.log, $OUT/bench_train_cuda.{txt,json}.
 #
 #   bash scripts/gpu_spine_check.sh     # from the repository root
 set -u
@@ -24,3 +24,7 @@ for precision in 32-true bf16-mixed; do
         | grep -E "epoch [0-9]|test/(acc|f1)|Error|error" | head -20
     echo "$name wall_s=$SECONDS" | tee -a "$OUT/spine_gpu.log"
 done
+# End-to-end throughput (issue 14): the real training step vs random batches + packed nn.GRU, on the GPU.
+echo "== $(date +%T) gru-mm-bench train --device cuda"
+timeout 240 "$PY" -m gru_mm.bench.cli train --device cuda --quick --data-dir "$root/data" \
+    --out "$OUT/bench_train_cuda.json" 2>&1 | grep -vE "Warning|warn" | tee "$OUT/bench_train_cuda.txt"
