@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks of the training pipeline: the default experiment with trainer=gpu in float32 and in
 # bf16-mixed, timed, then `gru-mm-bench train --device cuda`, on a machine with CUDA torch +
-# Lightning but without hydra/omegaconf (carried as wheels in .whl/). Results: $OUT/spine_gpu.log, $OUT/bench_train_cuda.{txt,json}.
+# Lightning but without hydra/omegaconf (carried as wheels in .whl/).
+# Results: $OUT/spine_gpu.log, $OUT/bench_train_cuda.{txt,json}.
 #
 #   bash scripts/gpu_spine_check.sh     # from the repository root
 set -u
