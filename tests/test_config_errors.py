@@ -57,6 +57,7 @@ def test_every_field_has_a_one_line_comment_and_lines_are_short(path):
         ("data.batch_size=-4", "data.batch_size must be >= 1"),
         ("model.gru.hidden_size=0", "model.gru.hidden_size must be >= 1"),
         ("model.gru.dropout=1.5", "model.gru.dropout must be < 1.0"),
+        ("model.gru.cell=lstm", "model.gru.cell must be one of torch, cho2014, got 'lstm'"),
         ("model.modality_dropout=1.0", "model.modality_dropout must be < 1.0"),
         ("model.head.dropout=-0.5", "model.head.dropout must be >= 0.0"),
         ("model/fusion=lmf model.fusion.rank=0", "model.fusion.rank must be >= 1"),
@@ -98,6 +99,8 @@ def _bounded_fields(schema) -> list[tuple[str, dict]]:
 
 
 def _out_of_bounds(bounds: dict, kind: type):
+    if bounds["choices"] is not None:
+        return "nosuch"
     if bounds["ge"] is not None:
         return kind(bounds["ge"] - 1) if kind is int else bounds["ge"] / 2 - 1
     return kind(bounds["lt"] if bounds["lt"] is not None else bounds["le"] + 1)
@@ -115,7 +118,7 @@ def test_every_bound_in_every_schema_is_enforced_with_its_full_key(path):
     assert nodes, f"no node of conf/ follows schema/{path}"
     for name, bounds in _bounded_fields(schema):
         key = f"{nodes[0]}.{name}"
-        kind = int if typing.get_type_hints(schema)[name] in (int, int | None) else float
+        kind = {int: int, int | None: int, str: str}.get(typing.get_type_hints(schema)[name], float)
         bad = _out_of_bounds(bounds, kind)
         with pytest.raises(ConfigError, match=f"^{re.escape(key)} must be"):
             check_config(_compose("paths.output_dir=/tmp/x", *override, f"{key}={bad}"))

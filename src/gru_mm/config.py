@@ -49,14 +49,17 @@ def _check_bounds(node: Any, path: str) -> None:
                 except Exception as err:  # an interpolation whose value does not fit the field's type
                     raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
                 if value is not None:
-                    _check_number(key, value, **bounds)
+                    _check_value(key, value, **bounds)
             _check_bounds(node._get_node(k), key)
     elif isinstance(node, ListConfig):
         for i in range(len(node)):
             _check_bounds(node._get_node(i), f"{path}[{i}]")
 
 
-def _check_number(key: str, value: Any, ge: float | None, le: float | None, lt: float | None) -> None:
+def _check_value(key: str, value: Any, ge: float | None, le: float | None, lt: float | None,
+                 choices: tuple[str, ...] | None) -> None:
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} must be finite, got {value!r}")
     if ge is not None and value < ge:

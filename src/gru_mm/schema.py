@@ -18,10 +18,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from gru_mm.nn.gru import CELLS, PATHS, PRECISIONS
+from gru_mm.nn.init import INITS
 
-def option(ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
-    """A field whose value comes from the yaml, with bounds that `check_config` enforces (None: open)."""
-    return field(default=MISSING, metadata={"ge": ge, "le": le, "lt": lt})
+
+def option(ge: float | None = None, le: float | None = None, lt: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """A field whose value comes from the yaml, with bounds or choices that `check_config` enforces (None:
+    any). Choices come from the constructor's own module, so they stay the ones it accepts."""
+    return field(default=MISSING, metadata={"ge": ge, "le": le, "lt": lt, "choices": choices})
 
 
 @dataclass
@@ -85,19 +90,19 @@ class ModelOptions(Target):
 
 @dataclass
 class GRUOptions(PartialTarget):
-    """conf/model/gru/torch.yaml: gru_mm.nn.GRU (which checks cell, path, init and precision itself)."""
+    """conf/model/gru/torch.yaml: gru_mm.nn.GRU (which checks them again, and which paths suit which cell)."""
 
     hidden_size: int = option(ge=1)
     num_layers: int = option(ge=1)
     bidirectional: bool = MISSING
     dropout: float = option(ge=0.0, lt=1.0)  # dropout of 1 leaves the next layer nothing
-    cell: str = MISSING
-    path: str = MISSING
-    init: str = MISSING
+    cell: str = option(choices=CELLS)
+    path: str = option(choices=PATHS)
+    init: str = option(choices=INITS)
     l2_input_kernel: float = option(ge=0.0)
     l2_recurrent_kernel: float = option(ge=0.0)
     l2_bias: float = option(ge=0.0)
-    precision: str = MISSING
+    precision: str = option(choices=PRECISIONS)
 
 
 @dataclass
