@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import numpy as np
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.models import Model, get_model_info
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -59,7 +60,8 @@ def test_the_logged_model_is_a_logged_model_of_the_run_and_a_registered_version(
 
     client = MlflowClient(uri)
     (logged,) = client.search_logged_models(experiment_ids=[logger.experiment_id])
-    assert (logged.name, logged.source_run_id) == ("model", run_id)  # MLflow 3's LoggedModel of this run
+    # MLflow 3's LoggedModel of this run, in its experiment
+    assert (logged.name, logged.source_run_id, logged.status) == ("model", run_id, LoggedModelStatus.READY)
     (version,) = client.search_model_versions("name='digits'")
     assert (int(version.version), version.run_id, version.status) == (1, run_id, "READY")
 

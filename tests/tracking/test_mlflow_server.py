@@ -34,6 +34,9 @@ def test_training_logs_to_the_server(mlflow_server, isolated_root):
     assert run.data.params["model/gru/hidden_size"] == "64"
     paths = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert len(paths) == 1 and paths[0].endswith(".ckpt")
+    (model,) = client.search_logged_models([exp.experiment_id])  # the pyfunc model, uploaded to the server
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run.info.run_id, "READY")
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(model.model_id)}
     page = f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
     assert f"MLflow: {page}" in result.stdout + result.stderr  # the run's page on the server
 

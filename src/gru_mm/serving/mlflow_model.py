@@ -138,10 +138,12 @@ def log_model(mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH,
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     uri, run_id = mlflow_logger._tracking_uri, mlflow_logger.run_id
-    # Created here because Model.log, with no active run, would put it in the Default experiment (where
-    # `runs:/<run id>/model` does not look); and it reads the tracking and registry URI from global state.
-    logged = MlflowClient(uri).create_logged_model(mlflow_logger.experiment_id, name=name, source_run_id=run_id)
+    # Model.log reads the tracking and registry URI from MLflow's global state.
     with tempfile.TemporaryDirectory() as tmp, _use_tracking_uri(uri):
+        arguments = _pyfunc_arguments(ckpt_path, tmp)  # a bad checkpoint fails before MLflow records anything
+        # Created here: Model.log, with no active run, would put it in the Default experiment (where
+        # `runs:/<run id>/model` does not look). Model.log marks it READY, or FAILED if it raises.
+        logged = MlflowClient(uri).create_logged_model(mlflow_logger.experiment_id, name=name, source_run_id=run_id)
         info = Model.log(
             artifact_path=None,
             name=name,
@@ -149,7 +151,7 @@ def log_model(mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH,
             run_id=run_id,
             model_id=logged.model_id,
             registered_model_name=registered_model_name,
-            **_pyfunc_arguments(ckpt_path, tmp),
+            **arguments,
         )
     if info.registered_model_version:
         log.info("MLflow model registered: %s version %s", registered_model_name, info.registered_model_version)
