@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
+from conftest import BIN, REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -136,15 +139,28 @@ def test_predict_and_eval_on_a_new_file_refuse_a_model_of_the_built_in_data_in_o
         assert f"{command}: {key}: this model was trained on AVDigits, which reads no files" in result.stderr
 
 
-def test_resume_from_last_continues_the_same_run(smoke_run):
-    root, _ = smoke_run
-    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "ckpt_path=last", "trainer.max_epochs=2")
+def test_resume_from_last_continues_the_same_run(isolated_root):
+    """A two-epoch run killed (SIGKILL) as soon as its first epoch is checkpointed, then `ckpt_path=last`."""
+    args = ["debug=smoke", "trainer.max_epochs=2", "test=false", "log_model=false", f"paths.root={isolated_root}"]
+    proc = subprocess.Popen([str(BIN / "gru-mm-train"), *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (lasts := list(isolated_root.glob("logs/train/runs/*/checkpoints/last.ckpt"))):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(lasts[0], weights_only=True)["epoch"] == 0  # killed in its second epoch
+    client = _client(isolated_root)
+    (killed,) = _runs(client, "avdigits")
+    assert killed.info.status == "RUNNING"  # really interrupted: nothing finished it
+    result = run_cli("gru-mm-train", *args, "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-3000:]
-    client = _client(root)
     train_runs = [r for r in _runs(client, "avdigits") if r.data.tags.get("gru_mm.job") != "eval"]
     assert len(train_runs) == 1, "resuming must continue the interrupted run, not start a new one"
     run = train_runs[0]
-    # one validation per epoch: epoch 0 from the first run, epoch 1 from the resumed one
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    # one validation per epoch: epoch 0 from the killed process, epoch 1 from the resumed one
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/grad_norm")]
     assert steps == sorted(steps) and len(steps) == 6  # the step counter continued, not restarted

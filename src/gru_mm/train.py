@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from gru_mm import checkpoints
+from gru_mm.checkpoints.resume import resumed_config
 from gru_mm.config import ConfigError, check_config, register_resolvers, silence_known_warnings
 from gru_mm.data.sources.base import DataError
 from gru_mm.data.validation import log_report
@@ -84,8 +85,8 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
     meta = checkpoints.read_meta(resume) if resume else {}
-    if resume:  # refused before anything is built when its config names a foreign _target_
-        checkpoints.check_config(meta.get("config") or {}, resume)
+    if resume:  # the checkpoint's own config, checked against the allow-list before anything is built
+        cfg = resumed_config(cfg, meta.get("config") or {}, resume)
     if resume is None:
         check_pretrained_files(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, meta.get("mlflow_run_id"), tags)
     # A resumed run keeps writing checkpoints where it started, so `last` stays the newest.
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
+    callbacks.append(checkpoints.RandomState())  # RNG states in every checkpoint: a resume draws alike
     # checkpoints are written atomically and read back with weights_only, whoever asks
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                                   plugins=[checkpoints.AtomicCheckpointIO()])
@@ -134,6 +136,8 @@ def train(cfg: DictConfig) -> float | None:
                 mlflow.experiment.set_tag(mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000])
         raise
     ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and ckpt_cb.dirpath and not trainer.interrupted and trainer.is_global_zero:
+        checkpoints.mark_finished(ckpt_cb.dirpath)  # ckpt_path=last resumes unfinished runs only
     # Read the objective now: testing replaces callback_metrics with the test metrics.
     objective = _fit_objective(cfg.optimized_metric, trainer)
     best = ckpt_cb.best_model_path if ckpt_cb else ""

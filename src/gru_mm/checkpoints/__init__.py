@@ -15,9 +15,10 @@ from omegaconf import OmegaConf
 
 from gru_mm.checkpoints.errors import CheckpointError
 from gru_mm.checkpoints.io import AtomicCheckpointIO, atomic_save, load
+from gru_mm.checkpoints.rng import RandomState
 from gru_mm.checkpoints.trust import check_config, trusted_config
 
-__all__ = ["AtomicCheckpointIO", "CheckpointError", "atomic_save", "check_config", "find_last", "is_finished",
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "RandomState", "atomic_save", "check_config", "find_last", "is_finished",
            "load", "mark_finished", "read_meta", "resolve", "trusted_config"]
 
 log = logging.getLogger("gru_mm.checkpoints")
