@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> float | None:
     check_config(cfg)
     check_tracking(cfg.get("logger"))  # a dead tracking server fails now, before any data is read
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
-    resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name)
+    resume = checkpoints.resolve(ckpt_path, cfg.paths.log_dir, cfg.experiment_name, unfinished_only=True)
     meta = checkpoints.read_meta(resume) if resume else {}
     if resume:  # the checkpoint's own config, checked against the allow-list before anything is built
         cfg = resumed_config(cfg, meta.get("config") or {}, resume)

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 from faults_testlib import FAST, metric_history, run, train_runs
 
-pytestmark = pytest.mark.slow
+from gru_mm.checkpoints import CheckpointError, find_last, mark_finished
 
 
+def test_last_means_the_newest_unfinished_run_for_resuming_and_the_newest_run_otherwise(tmp_path):
+    def run_folder(name: str, age: int, finished: bool = False):
+        last = tmp_path / name / "checkpoints/last.ckpt"
+        last.parent.mkdir(parents=True)
+        torch.save({"epoch": 0, "gru_mm": {"experiment_name": "exp"}}, last)
+        os.utime(last, (1_000_000 - age, 1_000_000 - age))
+        if finished:
+            mark_finished(last.parent)
+        return last
+
+    older, newer = run_folder("older", age=20), run_folder("newer", age=10, finished=True)
+    run_folder("other", age=0)  # newest, but another experiment's (rewritten below)
+    torch.save({"epoch": 0, "gru_mm": {"experiment_name": "other"}}, tmp_path / "other/checkpoints/last.ckpt")
+    assert find_last(tmp_path, "exp", unfinished_only=True) == older  # the finished one is skipped
+    assert find_last(tmp_path, "exp") == newer  # evaluating: the newest, finished or not
+    with pytest.raises(CheckpointError, match="no unfinished run of experiment 'nope'"):
+        find_last(tmp_path, "nope", unfinished_only=True)
+
+
+@pytest.mark.slow
 def test_resume_keeps_the_checkpoints_config_and_refuses_contradictions_unless_allowed(tmp_path):
     root = f"paths.root={tmp_path}"
     trained = run("gru-mm-train", *FAST, root)  # one epoch, finished

@@ -35,31 +35,34 @@ def is_finished(last: str | Path) -> bool:
     return (Path(last).parent / FINISHED).is_file()
 
 
-def find_last(log_dir: str | Path, experiment_name: str) -> Path:
-    """The newest `last.ckpt` under log_dir of an unfinished run of `experiment_name`.
+def find_last(log_dir: str | Path, experiment_name: str, unfinished_only: bool = False) -> Path:
+    """The newest `last.ckpt` under log_dir of a run of `experiment_name`; with `unfinished_only` (resuming),
+    of a run whose fit has not completed.
 
-    A last.ckpt that cannot be read is an error naming it: skipping it would silently resume an older run.
+    A last.ckpt that cannot be read is an error naming it: skipping it would silently take an older run.
     """
     candidates = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     finished = 0
     for path in candidates:
-        if is_finished(path):
+        if unfinished_only and is_finished(path):
             finished += 1
             continue
         meta = read_meta(path)
         if meta.get("experiment_name") == experiment_name:
-            log.info("ckpt_path=last: resuming %s (epoch %s, MLflow run %s)", path, meta.get("_epoch"),
-                     meta.get("mlflow_run_id"))
+            log.info("ckpt_path=last: %s %s (epoch %s, MLflow run %s)", "resuming" if unfinished_only else "taking",
+                     path, meta.get("_epoch"), meta.get("mlflow_run_id"))
             return path
     done = f" ({finished} finished run(s) skipped: give ckpt_path=PATH to continue one)" if finished else ""
-    raise CheckpointError(f"ckpt_path=last: no unfinished run of experiment {experiment_name!r} under {log_dir}{done}")
+    which = "unfinished run" if unfinished_only else "last.ckpt"
+    raise CheckpointError(f"ckpt_path=last: no {which} of experiment {experiment_name!r} under {log_dir}{done}")
 
 
-def resolve(ckpt_path: str | None, log_dir: str | Path, experiment_name: str) -> Path | None:
+def resolve(ckpt_path: str | None, log_dir: str | Path, experiment_name: str,
+            unfinished_only: bool = False) -> Path | None:
     if ckpt_path in (None, ""):
         return None
     if ckpt_path == "last":
-        return find_last(log_dir, experiment_name)
+        return find_last(log_dir, experiment_name, unfinished_only)
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file")
