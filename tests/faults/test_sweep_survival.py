@@ -18,10 +18,24 @@ from tracking.mlflow_testlib import MlflowServer
 
 
 @pytest.mark.slow
-def test_a_trial_with_an_invalid_config_fails_alone(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("key", "bad", "good", "message"),
+    [
+        ("data.batch_size", -1, 8, "ConfigError: data.batch_size must be >= 1"),
+        (
+            "ckpt_path",
+            "missing.ckpt",
+            "",
+            "CheckpointError: ckpt_path=missing.ckpt: no such file",
+        ),  # '': start
+    ],
+    ids=["config", "checkpoint"],
+)
+def test_a_trial_with_an_invalid_config_fails_alone(tmp_path: Path, key: str, bad, good, message: str):
+    values = ",".join(str(v) or "''" for v in (bad, good))
     proc = subprocess.run(
         sweep_command(
-            tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", "data.batch_size=choice(-1,8)"
+            tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", f"{key}=choice({values})"
         ),
         env=sweep_env(),
         capture_output=True,
@@ -32,16 +46,16 @@ def test_a_trial_with_an_invalid_config_fails_alone(tmp_path: Path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
     study = load_study(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}", "faults")
-    by_size = {t.params["data.batch_size"]: t for t in study.trials}
-    assert sorted(by_size) == [-1, 8]
-    bad, good = by_size[-1], by_size[8]
-    assert bad.state == TrialState.FAIL and good.state == TrialState.COMPLETE
-    assert "data.batch_size must be >= 1" in bad.user_attrs["error"]
+    by_value = {t.params[key]: t for t in study.trials}
+    assert set(by_value) == {bad, good}
+    assert by_value[bad].state == TrialState.FAIL and by_value[good].state == TrialState.COMPLETE
+    assert by_value[bad].user_attrs["error"].startswith(message)
+    assert "retried" not in by_value[bad].user_attrs, "a deterministic error is not retried"
 
     runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
-    assert runs[bad.number].info.status == "FAILED"
-    assert "data.batch_size must be >= 1" in runs[bad.number].data.tags["gru_mm.error"]
-    assert runs[good.number].info.status == "FINISHED"
+    assert runs[by_value[bad].number].info.status == "FAILED"
+    assert runs[by_value[bad].number].data.tags["gru_mm.error"].startswith(message)
+    assert runs[by_value[good].number].info.status == "FINISHED"
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
