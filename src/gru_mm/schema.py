@@ -53,6 +53,58 @@ class DataLoaderOptions(Target):
     pool_batches: int = option(ge=1)
     seed: int = option(ge=0)
     train_crop_steps: int | None = option(ge=1)
+    augment: Any = MISSING  # conf/data/augment/: AugmentOptions
+
+
+@dataclass
+class AudioAugmentOptions:
+    """data.augment.audio: SpecAugment (gru_mm.data.augment.audio)."""
+
+    time_masks: int = option(ge=0)
+    time_mask_param: int = option(ge=0)
+    freq_masks: int = option(ge=0)
+    freq_mask_param: int = option(ge=0)
+    max_time_fraction: float = option(ge=0.0, le=1.0)
+
+
+@dataclass
+class FramesAugmentOptions:
+    """data.augment.frames: torchvision.transforms.v2 (gru_mm.data.augment.frames)."""
+
+    crop_scale: float = option(ge=0.01, le=1.0)
+    hflip: float = option(ge=0.0, le=1.0)
+    brightness: float = option(ge=0.0)
+    contrast: float = option(ge=0.0)
+    saturation: float = option(ge=0.0)
+    hue: float = option(ge=0.0, le=0.5)
+    noise_std: float = option(ge=0.0)
+
+
+@dataclass
+class SeriesAugmentOptions:
+    """data.augment.series: time masks and jitter (gru_mm.data.augment.series)."""
+
+    time_masks: int = option(ge=0)
+    time_mask_param: int = option(ge=0)
+    max_time_fraction: float = option(ge=0.0, le=1.0)
+    jitter_std: float = option(ge=0.0)
+
+
+@dataclass
+class TextAugmentOptions:
+    """data.augment.text: word dropout (gru_mm.data.augment.text)."""
+
+    word_dropout: float = option(ge=0.0, lt=1.0)  # 1 would leave no word
+
+
+@dataclass
+class AugmentOptions:
+    """conf/data/augment/*.yaml: training-time augmentation, one node per modality kind."""
+
+    audio: AudioAugmentOptions = field(default_factory=AudioAugmentOptions)
+    frames: FramesAugmentOptions = field(default_factory=FramesAugmentOptions)
+    series: SeriesAugmentOptions = field(default_factory=SeriesAugmentOptions)
+    text: TextAugmentOptions = field(default_factory=TextAugmentOptions)
 
 
 @dataclass
@@ -165,6 +217,11 @@ SCHEMAS: dict[str, type] = {
     "data/avdigits": DataLoaderOptions,
     "data/manifest": ManifestDataOptions,
     "data/features": FeaturesDataOptions,
+    "data/augment/options": AugmentOptions,
+    "data/augment/audio": AudioAugmentOptions,  # the nodes inside it, named so that their bounds get tested
+    "data/augment/frames": FramesAugmentOptions,
+    "data/augment/series": SeriesAugmentOptions,
+    "data/augment/text": TextAugmentOptions,
     "model/default": ModelOptions,
     "model/gru/torch": GRUOptions,
     "model/fusion/attention": AttentionFusionOptions,

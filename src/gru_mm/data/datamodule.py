@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from gru_mm.data.batch import Batch
 from gru_mm.data.collate import Collate
 from gru_mm.data.sampler import LengthBucketBatchSampler
 from gru_mm.data.sources.base import DataError, DataProblems, Problem
@@ -50,6 +52,7 @@ class SequenceDataModule(pl.LightningDataModule):
         path: str | None = None,
         trust_pickle: bool = False,
         train_crop_steps: int | None = None,
+        augment: Any = None,
     ):
         # `path` and `trust_pickle` are read by the sources (their configs interpolate ${..path}); they
         # live at this level so that `data.path=FILE` is the one key a user sets.
@@ -69,6 +72,10 @@ class SequenceDataModule(pl.LightningDataModule):
         self.pool_batches = pool_batches
         self.seed = seed
         self.train_crop_steps = train_crop_steps
+        # training batches' augmentation settings (conf/data/augment/), built once the data's kinds are known
+        self.augment = augment
+        self._augmentation: Any = None  # gru_mm.data.augment.BatchAugment, or False: nothing to augment
+        self._augmentation_state: dict | None = None  # a resumed run's generator state, until it is built
         self.report: DataReport | None = None
         self._collate: Collate | None = None
 
@@ -181,3 +188,39 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    # --- training-time augmentation (gru_mm.data.augment): after the decode cache, on the batch's device ----
+    def augmentation(self) -> Any:
+        """The training batches' `BatchAugment` (None: `data.augment` changes nothing for this data)."""
+        if self._augmentation is None:
+            from gru_mm.data import kinds as modality_kinds
+            from gru_mm.data.augment import build_augment
+
+            shapes, known = self.source.feature_shapes, dict(getattr(self.source, "kinds", None) or {})
+            kinds = {m: known.get(m) or modality_kinds.guess(tuple(shape), m in self.vocab_sizes).name
+                     for m, shape in shapes.items()}
+            self._augmentation = build_augment(self.augment, kinds, shapes, self.seed) or False
+            if self._augmentation and self._augmentation_state is not None:
+                self._augmentation.load_state_dict(self._augmentation_state)
+            if self._augmentation:
+                log.info("data.augment: %s", self._augmentation)
+        return self._augmentation or None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # training batches only (never validation, test or prediction), once they are on their device
+        trainer = self.trainer
+        if trainer is None or not trainer.training or not isinstance(batch, Batch) or self.augment is None:
+            return batch
+        augmentation = self.augmentation()
+        return batch if augmentation is None else augmentation(batch, salt=trainer.global_rank)
+
+    def state_dict(self) -> dict[str, Any]:
+        # saved by Lightning with every checkpoint: a resumed run continues the same augmentation draws
+        augmentation = self._augmentation or None
+        return {"augment": augmentation.state_dict()} if augmentation is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "augment" in state_dict:
+            self._augmentation_state = state_dict["augment"]
+            if self._augmentation:
+                self._augmentation.load_state_dict(self._augmentation_state)
