@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> float | None:
     if resume and isinstance(mlflow, BufferedMLFlowLogger) and trainer.is_global_zero:
         # What the interrupted process queued and never sent goes first, into the same run; its journal
         # is in the run folder where it started (checkpoints/ is in there), which this run goes on using.
-        mlflow.resume_outbox(resume.parent.parent, after_step=checkpoints.load(resume).get("global_step"))
+        mlflow.resume_outbox(resume.parent.parent, redo_from_step=checkpoints.load(resume).get("global_step"))
     module.run_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "experiment_name": cfg.experiment_name,

@@ -112,7 +112,7 @@ def test_a_resumed_outbox_sends_what_was_left_without_the_steps_redone(server, t
     lines = [{"seq": i, "tracking_uri": server.uri, "run_id": run_id,
               "metrics": [["loss", float(i), 1000 + i, i]], "params": [], "tags": []} for i in range(5)]
     journal.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"sent": 0}\n{"seq": 5, "run_')
-    outbox = Outbox(client, server.uri, retry_s=0.2, journal=journal, redo_after_step=2)
+    outbox = Outbox(client, server.uri, retry_s=0.2, journal=journal, redo_from_step=3)
     assert outbox.recovered == 2  # 1 and 2: 0 was sent, 3 and 4 are redone, the cut line was never queued
     assert outbox.flush(30)
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]

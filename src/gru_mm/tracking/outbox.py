@@ -56,10 +56,10 @@ def unsent(path: Path) -> list[dict[str, Any]]:
     return [b for b in batches if b["seq"] > sent]
 
 
-def _drop_redone_steps(batch: dict[str, Any], after_step: int) -> dict[str, Any]:
-    """The batch without metric points past `after_step`: a run resumed from a checkpoint at that step
-    computes and logs them again."""
-    return {**batch, "metrics": [m for m in batch["metrics"] if m[3] <= after_step]}
+def _drop_redone_steps(batch: dict[str, Any], from_step: int) -> dict[str, Any]:
+    """The batch without metric points at step `from_step` or later: a run resumed from a checkpoint taken
+    at that global step logs them again (Lightning logs an epoch's last points at its global step - 1)."""
+    return {**batch, "metrics": [m for m in batch["metrics"] if m[3] < from_step]}
 
 
 class Journal:
@@ -94,12 +94,12 @@ class Outbox:
     Each send is preceded by a quick probe of the server's /health (MLflow's client would retry a
     dead server for minutes). A failed send marks the server down; the thread tries again every
     `retry_s` seconds and sends, in order, once it answers. With a `journal`, what an earlier process
-    left unsent in it is sent first (metric points past `redo_after_step` dropped: see
+    left unsent in it is sent first (without metric points from `redo_from_step` on: see
     `_drop_redone_steps`), and everything queued is kept there until it arrives.
     """
 
     def __init__(self, client, tracking_uri: str, retry_s: float = 5.0, journal: Path | None = None,
-                 redo_after_step: int | None = None):
+                 redo_from_step: int | None = None):
         self.client = client
         self.tracking_uri = tracking_uri
         self.retry_s = retry_s
@@ -112,8 +112,8 @@ class Outbox:
         self._settled.set()
         self._journal: Journal | None = None
         left = unsent(journal) if journal is not None else []
-        if redo_after_step is not None:
-            left = [_drop_redone_steps(b, redo_after_step) for b in left]
+        if redo_from_step is not None:
+            left = [_drop_redone_steps(b, redo_from_step) for b in left]
         left = [{**b, "seq": i} for i, b in enumerate(b for b in left if b["metrics"] or b["params"] or b["tags"])]
         if journal is not None:
             self._journal = Journal(journal, left)

@@ -38,11 +38,11 @@ class _OutboxClient:
     def __init__(self, client, tracking_uri: str, journal: Path | None = None):
         self._client, self._uri, self.journal, self.outbox = client, tracking_uri, journal, None
 
-    def open_outbox(self, journal: Path | None = None, redo_after_step: int | None = None) -> Outbox:
+    def open_outbox(self, journal: Path | None = None, redo_from_step: int | None = None) -> Outbox:
         if self.outbox is not None:
             raise RuntimeError("the outbox is already open: resume it before anything is logged")
         self.journal = journal or self.journal
-        self.outbox = Outbox(self._client, self._uri, journal=self.journal, redo_after_step=redo_after_step)
+        self.outbox = Outbox(self._client, self._uri, journal=self.journal, redo_from_step=redo_from_step)
         return self.outbox
 
     def log_batch(self, run_id: str, metrics=(), params=(), tags=(), **_ignored) -> None:
@@ -90,11 +90,11 @@ class BufferedMLFlowLogger(MLFlowLogger):
         journal = Path(outbox_dir) / JOURNAL_NAME if outbox_dir else None  # None: kept in memory only
         self._mlflow_client = _OutboxClient(self._mlflow_client, self._tracking_uri, journal)
 
-    def resume_outbox(self, run_folder: str | Path, after_step: int | None = None) -> int:
+    def resume_outbox(self, run_folder: str | Path, redo_from_step: int | None = None) -> int:
         """Continue the journal of the run being resumed (the folder it started in): what its killed process
-        had not sent goes first, into the same run, without the metric points past `after_step` (the
-        checkpoint's step), which the resumed run logs again. Returns how many batches were left."""
-        outbox = self._mlflow_client.open_outbox(Path(run_folder) / JOURNAL_NAME, redo_after_step=after_step)
+        had not sent goes first, into the same run, without the metric points from `redo_from_step` (the
+        checkpoint's global step) on, which the resumed run logs again. Returns how many batches were left."""
+        outbox = self._mlflow_client.open_outbox(Path(run_folder) / JOURNAL_NAME, redo_from_step=redo_from_step)
         if outbox.recovered:
             log.info("sending %d batch(es) of metrics the interrupted run had not sent (%s)", outbox.recovered,
                      outbox.journal_path)
