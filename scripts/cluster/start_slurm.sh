@@ -23,7 +23,10 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     # Containers have no init system: stop the packages' postinst from trying to start services.
     policy=/usr/sbin/policy-rc.d; own_policy=0
-    if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1; fi
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1
+        trap 'rm -f "$policy"' EXIT  # also when the install fails: the policy would block services for good
+    fi
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
     ((own_policy)) && rm -f "$policy"

@@ -21,6 +21,7 @@ def _pytest(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_slurm_tests_skip_without_a_cluster_but_fail_where_it_is_required(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CONF", "GRU_MM_REQUIRE_SLURM")}
     skipped = _pytest(env, tmp_path)
@@ -30,6 +31,7 @@ def test_slurm_tests_skip_without_a_cluster_but_fail_where_it_is_required(tmp_pa
     assert "GRU_MM_REQUIRE_SLURM=1, and " in required.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason=".ci/run starts SLURM only as root")
 @pytest.mark.skipif(shutil.which("slurmctld") is None and not Path("/usr/sbin/slurmctld").exists(),
                     reason="SLURM is not installed (.ci/run installs it; a test does not)")
