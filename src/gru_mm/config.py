@@ -34,7 +34,8 @@ def register_resolvers() -> None:
 
 
 def _check_bounds(node: Any, path: str) -> None:
-    """Every structured node (see gru_mm.schema) against its fields' bounds; types Hydra checked already."""
+    """Every structured node (see gru_mm.schema) against its fields' bounds and choices; Hydra checked the
+    types as it composed."""
     if isinstance(node, DictConfig | ListConfig) and (node._is_none() or node._is_missing()):
         return
     if isinstance(node, DictConfig):

@@ -2,9 +2,10 @@
 
 Each yaml file names its schema first in its defaults list (`- /schema/model/gru/torch@_here_`), so Hydra
 types every value as the file and the command line compose it (`model.gru.hidden_size=abc` and a key the
-schema lacks are refused then), and `gru_mm.config.check_config` checks the bounds kept in each field's
-metadata before any data is read. A new option is one field here, next to its type and bounds; its value
-and comment stay in the yaml. Values come from the yaml: fields are MISSING here, not defaulted twice.
+schema lacks are refused then), and `gru_mm.config.check_config` checks the bounds and choices kept in
+each field's metadata before any data is read. A new key in a yaml file is refused until it is a field
+here, with its type and bounds; its value and comment stay in the yaml (fields are MISSING here, not
+defaulted twice).
 
 Nodes whose `_target_` a user may swap for another library's class (trainer, scheduler, callbacks other
 than ours) have no schema: those classes check their own arguments (see `check_trainer`).
