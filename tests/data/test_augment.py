@@ -230,3 +230,27 @@ def test_cli_trains_with_the_preset(isolated_root):
     assert "data.augment: BatchAugment(audio=" in out
     (metrics,) = isolated_root.glob("logs/train/runs/*/csv/version_*/metrics.csv")
     assert "test/acc" in metrics.read_text().splitlines()[0]
+
+
+def _fit_epochs(tmp_path, epochs: int, name: str, ckpt_path=None) -> tuple[_Recorder, pl.Trainer]:
+    dm = _datamodule(tmp_path, "data/augment=standard")
+    module = _Recorder()
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path / name)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    return module, trainer
+
+
+@pytest.mark.slow
+def test_a_resumed_fit_continues_the_augmentation_draws(tmp_path):
+    whole, _ = _fit_epochs(tmp_path, 2, "whole")
+    first, trainer = _fit_epochs(tmp_path, 1, "first")
+    ckpt = trainer.checkpoint_callback.best_model_path
+    assert "augment" in torch.load(ckpt, weights_only=True)["SequenceDataModule"]
+    resumed, _ = _fit_epochs(tmp_path, 2, "resumed", ckpt_path=ckpt)
+    second_epoch = whole.seen["train"][len(first.seen["train"]):]
+    assert len(second_epoch) == len(resumed.seen["train"]) > 0
+    for a, b in zip(second_epoch, resumed.seen["train"], strict=True):
+        assert a.ids == b.ids
+        for m in a.inputs:
+            assert torch.equal(a.inputs[m].data, b.inputs[m].data), m
