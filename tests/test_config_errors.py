@@ -48,7 +48,9 @@ def test_every_field_has_a_one_line_comment_and_lines_are_short(path):
         if not stripped or stripped.startswith(("#", "- ", "_")) or stripped.endswith(":"):
             continue
         comment_above = previous.strip().startswith("#") and len(previous) - len(previous.lstrip()) == indent
-        assert "#" in line or comment_above, f"{path}:{lineno} has no comment (at its end or on the line above)"
+        assert "#" in line or comment_above, (
+            f"{path}:{lineno} has no comment (at its end or on the line above)"
+        )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +97,11 @@ def test_gpu_trainer_without_a_gpu_is_refused(override):
 
 
 def _bounded_fields(schema) -> list[tuple[str, dict]]:
-    return [(f.name, f.metadata) for f in dataclasses.fields(schema) if any(v is not None for v in f.metadata.values())]
+    return [
+        (f.name, f.metadata)
+        for f in dataclasses.fields(schema)
+        if any(v is not None for v in f.metadata.values())
+    ]
 
 
 def _out_of_bounds(bounds: dict, kind: type):
@@ -133,8 +139,14 @@ def _walk(node, path):
 
 @pytest.mark.parametrize(
     "override",
-    ["data.batch_size=abc", "model.gru.hidden_size=1.5", "data.bucket=maybe", "lr_find.enabled=maybe",
-     "model/fusion=lmf model.fusion.rank=four", "optimizer.lr=fast"],
+    [
+        "data.batch_size=abc",
+        "model.gru.hidden_size=1.5",
+        "data.bucket=maybe",
+        "lr_find.enabled=maybe",
+        "model/fusion=lmf model.fusion.rank=four",
+        "optimizer.lr=fast",
+    ],
 )
 def test_wrong_types_are_refused_by_composition_naming_the_key(override):
     key = override.split()[-1].split("=")[0]
@@ -188,7 +200,9 @@ def test_cli_fails_before_reading_data(isolated_root):
 def test_cli_gpu_trainer_without_a_gpu_fails_before_any_data_is_read(isolated_root):
     result = run_cli("gru-mm-train", "trainer=gpu", f"paths.root={isolated_root}")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("gru-mm-train: trainer.accelerator=gpu needs a GPU")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("gru-mm-train: trainer.accelerator=gpu needs a GPU")
+    )
     assert not (isolated_root / "data").exists(), "avdigits was generated before the trainer was checked"
 
 
@@ -197,17 +211,28 @@ def test_cli_bad_precision_fails_before_a_manifest_is_read(isolated_root):
     """The manifest's media do not exist: reading it would fail on them, so the trainer's error shows it was not."""
     manifest = isolated_root / "manifest.csv"
     manifest.write_text("id,label,audio\n" + "".join(f"c{i},{i % 2},missing/c{i}.wav\n" for i in range(8)))
-    result = run_cli("gru-mm-train", "data=manifest", f"data.path={manifest}", "trainer.precision=33",
-                     f"paths.root={isolated_root}", "logger=none")
+    result = run_cli(
+        "gru-mm-train",
+        "data=manifest",
+        f"data.path={manifest}",
+        "trainer.precision=33",
+        f"paths.root={isolated_root}",
+        "logger=none",
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "gru-mm-train: trainer.precision=33: Precision 33 is invalid"), result.stderr[-2000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("gru-mm-train: trainer.precision=33: Precision 33 is invalid")
+    ), result.stderr[-2000:]
     assert "missing/c0.wav" not in result.stderr
     assert not (isolated_root / "data").exists(), "the manifest was decoded before the trainer was checked"
 
 
 def test_overrides_compose():
-    cfg = _compose("paths.output_dir=/tmp/x", "model.gru.hidden_size=32", "trainer.max_epochs=1", "data.batch_size=16")
+    cfg = _compose(
+        "paths.output_dir=/tmp/x", "model.gru.hidden_size=32", "trainer.max_epochs=1", "data.batch_size=16"
+    )
     assert (cfg.model.gru.hidden_size, cfg.trainer.max_epochs, cfg.data.batch_size) == (32, 1, 16)
     assert OmegaConf.select(cfg, "scheduler.T_max") == 1
 

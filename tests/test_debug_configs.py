@@ -13,7 +13,9 @@ TINY = ["data.source.n_train=32", "data.source.n_val=16", "data.source.n_test=16
 
 
 def _train(root: Path, *overrides: str):
-    result = run_cli("gru-mm-train", f"paths.root={root}", "trainer.enable_progress_bar=false", *TINY, *overrides)
+    result = run_cli(
+        "gru-mm-train", f"paths.root={root}", "trainer.enable_progress_bar=false", *TINY, *overrides
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (root / "logs" / "train" / "runs").iterdir()
     return result, run_dir
@@ -39,8 +41,14 @@ def test_fdr_runs_one_batch_per_loop_and_logs_nothing(isolated_root):
 @pytest.mark.slow
 def test_overfit_repeats_a_few_batches_and_the_training_loss_falls(isolated_root):
     # 2 batches of 16 are the whole (tiny) training split, so every epoch sees the same samples
-    _, run_dir = _train(isolated_root, "debug=overfit", "trainer.overfit_batches=2", "trainer.max_epochs=8",
-                        "logger=csv", "model.modality_dropout=0")
+    _, run_dir = _train(
+        isolated_root,
+        "debug=overfit",
+        "trainer.overfit_batches=2",
+        "trainer.max_epochs=8",
+        "logger=csv",
+        "model.modality_dropout=0",
+    )
     rows = _metrics(run_dir)
     steps = [r for r in rows if r.get("train/loss_step")]
     assert len(steps) == 2 * 8, "overfit_batches=2 should run 2 training batches in each of 8 epochs"
@@ -51,8 +59,10 @@ def test_overfit_repeats_a_few_batches_and_the_training_loss_falls(isolated_root
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("profiler", "report"), [("simple", "FIT Profiler Report"),
-                                                  ("advanced", "Profile stats for: run_training_epoch")])
+@pytest.mark.parametrize(
+    ("profiler", "report"),
+    [("simple", "FIT Profiler Report"), ("advanced", "Profile stats for: run_training_epoch")],
+)
 def test_profiler_reports_time_per_hook(isolated_root, profiler, report):
     result, _ = _train(isolated_root, "debug=profiler", f"trainer.profiler={profiler}", "logger=csv")
     out = result.stdout + result.stderr  # Lightning logs the report through its own handler (stderr)

@@ -40,7 +40,11 @@ def _check_bounds(node: Any, path: str) -> None:
         return
     if isinstance(node, DictConfig):
         schema = OmegaConf.get_type(node)
-        fields = {f.name: f.metadata for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+        fields = (
+            {f.name: f.metadata for f in dataclasses.fields(schema)}
+            if dataclasses.is_dataclass(schema)
+            else {}
+        )
         for k in node:
             key = f"{path}.{k}" if path else str(k)
             bounds = fields.get(str(k)) or {}
@@ -57,8 +61,14 @@ def _check_bounds(node: Any, path: str) -> None:
             _check_bounds(node._get_node(i), f"{path}[{i}]")
 
 
-def _check_value(key: str, value: Any, ge: float | None, le: float | None, lt: float | None,
-                 choices: tuple[str, ...] | None) -> None:
+def _check_value(
+    key: str,
+    value: Any,
+    ge: float | None,
+    le: float | None,
+    lt: float | None,
+    choices: tuple[str, ...] | None,
+) -> None:
     if choices is not None and value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -83,7 +93,9 @@ def _check_targets(node: Any, path: str) -> None:
                 if not hasattr(importlib.import_module(module_name), attr):
                     raise ImportError(attr)
             except ImportError as err:
-                raise ConfigError(f"{path or '<root>'}._target_ = {target!r} cannot be imported ({err})") from err
+                raise ConfigError(
+                    f"{path or '<root>'}._target_ = {target!r} cannot be imported ({err})"
+                ) from err
         for k in node:
             _check_targets(node._get_node(k), f"{path}.{k}" if path else str(k))
     elif isinstance(node, ListConfig):
@@ -105,11 +117,18 @@ def check_config(cfg: DictConfig) -> None:
     if low is not None and high is not None and low >= high:
         raise ConfigError(f"lr_find.min_lr={low} must be below lr_find.max_lr={high}")
     weights = OmegaConf.select(cfg, "loss.class_weights", default=None)
-    if weights is not None and weights != "balanced" and not (
-        isinstance(weights, ListConfig) and len(weights) > 0
-        and all(isinstance(w, int | float) and not isinstance(w, bool) and w > 0 for w in weights)
+    if (
+        weights is not None
+        and weights != "balanced"
+        and not (
+            isinstance(weights, ListConfig)
+            and len(weights) > 0
+            and all(isinstance(w, int | float) and not isinstance(w, bool) and w > 0 for w in weights)
+        )
     ):
-        raise ConfigError(f"loss.class_weights must be null, balanced or a list of positive numbers, got {weights!r}")
+        raise ConfigError(
+            f"loss.class_weights must be null, balanced or a list of positive numbers, got {weights!r}"
+        )
     _check_targets(cfg, "")
     check_trainer(cfg)
 
@@ -124,11 +143,15 @@ def check_trainer(cfg: DictConfig) -> None:
     import torch
 
     accelerator = str(node.get("accelerator", "auto")).lower()
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available() and not (
-        accelerator == "gpu" and torch.backends.mps.is_available()
+    if (
+        accelerator in ("gpu", "cuda")
+        and not torch.cuda.is_available()
+        and not (accelerator == "gpu" and torch.backends.mps.is_available())
     ):
-        raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU and torch finds none on this machine "
-                          "(torch.cuda.is_available() is False): train with trainer=cpu")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} needs a GPU and torch finds none on this machine "
+            "(torch.cuda.is_available() is False): train with trainer=cpu"
+        )
     # Lightning takes these and fails (or flips the gradient) only once training runs
     accumulate = node.get("accumulate_grad_batches", 1)
     if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
@@ -148,8 +171,11 @@ def check_trainer(cfg: DictConfig) -> None:
     except Exception as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         message = " ".join(str(cause).split())
-        mentions = [(m.start(), k) for k in map(str, node)
-                    if (m := re.search(rf"\b{re.escape(k)}\b", message, re.IGNORECASE))]
+        mentions = [
+            (m.start(), k)
+            for k in map(str, node)
+            if (m := re.search(rf"\b{re.escape(k)}\b", message, re.IGNORECASE))
+        ]
         key = min(mentions)[1] if mentions else None  # the key Lightning's message names first
         where = f"trainer.{key}={node.get(key)}" if key else "trainer"
         raise ConfigError(f"{where}: {message}") from err
@@ -184,7 +210,8 @@ def silence_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
     # Lightning 2.6 advertises a cloud logger at every fit; runs here log to MLflow
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡 Tip:"))
+        lambda record: not str(record.msg).startswith("💡 Tip:")
+    )
 
 
 def exit_with_status(prog: str, run: Callable[[], int], errors: tuple[type[BaseException], ...]) -> None:
