@@ -94,3 +94,6 @@ def test_last_ckpt_never_names_a_best_checkpoint_that_is_gone(tmp_path):
     assert sum(what.startswith("asked to remove best") for what, _, _ in io.seen) == 2  # two bests replaced
     assert all(ok for _, _, ok in io.seen), io.seen
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["bestepoch=2.ckpt", "last.ckpt"]  # the old ones went
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (tmp_path / "last.ckpt").stat().st_mode == plain.stat().st_mode  # shared as a plain write would be
