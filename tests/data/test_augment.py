@@ -58,7 +58,9 @@ def _augment(seed: int = 0, settings=None) -> BatchAugment:
 
 def test_none_builds_nothing_and_the_preset_builds_a_transform_per_kind():
     none = OmegaConf.to_container(_compose().data.augment)
-    assert build_augment(none, KINDS, SHAPES, 0) is None, "the default must leave training batches as collated"
+    assert build_augment(none, KINDS, SHAPES, 0) is None, (
+        "the default must leave training batches as collated"
+    )
     assert set(_augment().transforms) == set(KINDS)
     one = dict(none, text={"word_dropout": 0.1})
     assert set(build_augment(one, KINDS, SHAPES, 0).transforms) == {"t"}
@@ -90,7 +92,9 @@ def test_padding_never_changes_a_result(modality):
 
 def test_time_masks_stay_within_each_true_length():
     # strong masks on short audio in a long batch: every padded step must stay exactly zero
-    settings = dict(STANDARD, audio=dict(STANDARD["audio"], time_masks=5, time_mask_param=50, max_time_fraction=1.0))
+    settings = dict(
+        STANDARD, audio=dict(STANDARD["audio"], time_masks=5, time_mask_param=50, max_time_fraction=1.0)
+    )
     batch = _batch([4, 60, 2])
     out = _augment(settings=settings)(batch).inputs["a"]
     for i, n in enumerate(batch.inputs["a"].lengths.tolist()):
@@ -151,8 +155,15 @@ def test_audio_masks_fill_with_the_sequences_mean():
 
 
 def _datamodule(tmp_path, *overrides: str):
-    cfg = _compose(f"paths.root={tmp_path}", "data.source.n_train=24", "data.source.n_val=8", "data.source.n_test=8",
-                   "data.batch_size=8", "data.eval_batch_size=8", *overrides)
+    cfg = _compose(
+        f"paths.root={tmp_path}",
+        "data.source.n_train=24",
+        "data.source.n_val=8",
+        "data.source.n_test=8",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        *overrides,
+    )
     check_config(cfg)
     return build_datamodule(cfg)
 
@@ -162,8 +173,12 @@ def test_only_training_batches_are_augmented(tmp_path):
     dm.prepare_data()
     dm.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     batch = next(iter(dm.train_dataloader()))
-    for stage in (RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING,
-                  RunningStage.PREDICTING):
+    for stage in (
+        RunningStage.VALIDATING,
+        RunningStage.SANITY_CHECKING,
+        RunningStage.TESTING,
+        RunningStage.PREDICTING,
+    ):
         dm.trainer.state.stage = stage
         assert dm.on_after_batch_transfer(batch, 0) is batch, stage
     dm.trainer.state.stage = RunningStage.TRAINING
@@ -206,15 +221,23 @@ class _Recorder(pl.LightningModule):
 def test_a_fit_augments_training_batches_and_not_validation_ones(tmp_path):
     dm = _datamodule(tmp_path, "data/augment=standard")
     module = _Recorder()
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         num_sanity_val_steps=0, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=dm)
     samples = {s.id: s for split in ("train", "val") for s in dm.source.split(split)}
 
     def same_as_collated(batch: Batch) -> bool:
-        return all(torch.equal(seq.data[i, :n], torch.as_tensor(samples[sid].modalities[m]))
-                   for m, seq in batch.inputs.items()
-                   for i, (sid, n) in enumerate(zip(batch.ids, seq.lengths.tolist(), strict=True)))
+        return all(
+            torch.equal(seq.data[i, :n], torch.as_tensor(samples[sid].modalities[m]))
+            for m, seq in batch.inputs.items()
+            for i, (sid, n) in enumerate(zip(batch.ids, seq.lengths.tolist(), strict=True))
+        )
 
     assert module.seen["train"] and module.seen["val"]
     assert not any(same_as_collated(b) for b in module.seen["train"])
@@ -223,8 +246,9 @@ def test_a_fit_augments_training_batches_and_not_validation_ones(tmp_path):
 
 @pytest.mark.slow
 def test_cli_trains_with_the_preset(isolated_root):
-    result = run_cli("gru-mm-train", f"paths.root={isolated_root}", "debug=smoke", "data/augment=standard",
-                     "logger=csv")
+    result = run_cli(
+        "gru-mm-train", f"paths.root={isolated_root}", "debug=smoke", "data/augment=standard", "logger=csv"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     assert "data.augment: BatchAugment(audio=" in out
@@ -235,8 +259,15 @@ def test_cli_trains_with_the_preset(isolated_root):
 def _fit_epochs(tmp_path, epochs: int, name: str, ckpt_path=None) -> tuple[_Recorder, pl.Trainer]:
     dm = _datamodule(tmp_path, "data/augment=standard")
     module = _Recorder()
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path / name)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path / name,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     return module, trainer
 
@@ -248,7 +279,7 @@ def test_a_resumed_fit_continues_the_augmentation_draws(tmp_path):
     ckpt = trainer.checkpoint_callback.best_model_path
     assert "augment" in torch.load(ckpt, weights_only=True)["SequenceDataModule"]
     resumed, _ = _fit_epochs(tmp_path, 2, "resumed", ckpt_path=ckpt)
-    second_epoch = whole.seen["train"][len(first.seen["train"]):]
+    second_epoch = whole.seen["train"][len(first.seen["train"]) :]
     assert len(second_epoch) == len(resumed.seen["train"]) > 0
     for a, b in zip(second_epoch, resumed.seen["train"], strict=True):
         assert a.ids == b.ids

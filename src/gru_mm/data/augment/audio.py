@@ -19,6 +19,13 @@ def audio_augment(settings: Mapping[str, Any], step_shape: tuple[int, ...]) -> n
     freq = settings["freq_masks"] if settings["freq_mask_param"] else 0
     if not time and not freq:
         return None
-    return TimeLast(torchaudio.transforms.SpecAugment(
-        n_time_masks=time, time_mask_param=settings["time_mask_param"], n_freq_masks=freq,
-        freq_mask_param=settings["freq_mask_param"], p=settings["max_time_fraction"], zero_masking=False))
+    return TimeLast(
+        torchaudio.transforms.SpecAugment(
+            n_time_masks=time,
+            time_mask_param=settings["time_mask_param"],
+            n_freq_masks=freq,
+            freq_mask_param=settings["freq_mask_param"],
+            p=settings["max_time_fraction"],
+            zero_masking=False,
+        )
+    )

@@ -59,8 +59,11 @@ class BatchAugment:
         if not wanted:
             return batch
         device = inputs[wanted[0][1]].data.device
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
+        cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else []
+        )
 
         def reseed(*key: int) -> None:
             # a tuple of ints hashes the same in every process (only str hashes are randomised)

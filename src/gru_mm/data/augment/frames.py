@@ -17,7 +17,9 @@ def frames_augment(settings: Mapping[str, Any], step_shape: tuple[int, ...]) -> 
     height, width = step_shape[-2:]
     parts: list[nn.Module] = []
     if settings["crop_scale"] < 1.0:
-        parts.append(v2.RandomResizedCrop((height, width), scale=(settings["crop_scale"], 1.0), antialias=True))
+        parts.append(
+            v2.RandomResizedCrop((height, width), scale=(settings["crop_scale"], 1.0), antialias=True)
+        )
     if settings["hflip"]:
         parts.append(v2.RandomHorizontalFlip(settings["hflip"]))
     jitter = {k: settings[k] for k in ("brightness", "contrast", "saturation", "hue")}

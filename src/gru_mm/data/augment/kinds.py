@@ -28,8 +28,12 @@ KINDS: dict[str, Callable[[Mapping[str, Any], tuple[int, ...]], nn.Module | None
 }
 
 
-def build_augment(settings: Mapping[str, Any] | DictConfig | None, kinds: Mapping[str, str],
-                  step_shapes: Mapping[str, tuple[int, ...]], seed: int) -> BatchAugment | None:
+def build_augment(
+    settings: Mapping[str, Any] | DictConfig | None,
+    kinds: Mapping[str, str],
+    step_shapes: Mapping[str, tuple[int, ...]],
+    seed: int,
+) -> BatchAugment | None:
     """The augmentation of a training batch whose modalities are of `kinds` ({modality: kind name}); None
     when no modality gets any (every strength 0, as in conf/data/augment/none.yaml). A kind without
     settings (one a user registered) is left as it is."""

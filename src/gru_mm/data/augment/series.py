@@ -34,7 +34,9 @@ def series_augment(settings: Mapping[str, Any], step_shape: tuple[int, ...]) -> 
 
     parts: list[nn.Module] = []
     if settings["time_masks"] and settings["time_mask_param"]:
-        masking = torchaudio.transforms.TimeMasking(settings["time_mask_param"], p=settings["max_time_fraction"])
+        masking = torchaudio.transforms.TimeMasking(
+            settings["time_mask_param"], p=settings["max_time_fraction"]
+        )
         parts += [TimeLast(masking) for _ in range(settings["time_masks"])]
     if settings["jitter_std"]:
         parts.append(Jitter(settings["jitter_std"]))
