@@ -68,3 +68,12 @@ def test_profiler_reports_time_per_hook(isolated_root, profiler, report):
     out = result.stdout + result.stderr  # Lightning logs the report through its own handler (stderr)
     assert report in out
     assert "run_training_epoch" in out
+
+
+@pytest.mark.slow
+def test_a_run_without_any_logger_trains_and_keeps_its_checkpoints(isolated_root):
+    # the default callbacks include Lightning's LearningRateMonitor, which refuses a trainer without a logger
+    result, run_dir = _train(isolated_root, "debug=smoke", "logger=none")
+    assert "epoch 1/" in result.stdout + result.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (isolated_root / "mlflow.db").exists()

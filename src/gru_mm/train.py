@@ -73,6 +73,8 @@ def build_loggers(cfg: DictConfig, run_id: str | None, tags: dict[str, str]) -> 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path | None) -> list[pl.Callback]:
     callbacks = []
     for name, node in (cfg.get("callbacks") or {}).items():
+        if name == "learning_rate_monitor" and not cfg.get("logger"):
+            continue  # it has nowhere to log, and Lightning refuses it without a logger (logger=none)
         kwargs = {"dirpath": str(ckpt_dir)} if name == "model_checkpoint" and ckpt_dir else {}
         callbacks.append(hydra.utils.instantiate(node, **kwargs))
     return callbacks

@@ -280,3 +280,25 @@ def test_every_source_meets_the_protocol(tmp_path):
         assert all(hasattr(type(source), name) for name in ("feature_shapes", "num_classes", "load", "split"))
         assert source.task in ("multiclass", "binary", "multilabel", "regression")
     assert not any(tmp_path.iterdir())  # constructing a source reads and writes nothing
+
+
+def test_overfit_batches_sees_the_same_training_batches_every_epoch(corpus, tmp_path):
+    import pytorch_lightning as pl
+
+    _, path, _ = corpus
+    dm = SequenceDataModule(Manifest(path, cache_dir=tmp_path / "cache", **SMALL), batch_size=2)
+    dm.validate()
+
+    def epochs(trainer):
+        dm.trainer = trainer
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in range(2):
+            loader.batch_sampler.set_epoch(epoch)
+            out.append([b.ids for b in loader])
+        return out
+
+    plain = epochs(pl.Trainer(logger=False, enable_checkpointing=False))
+    assert plain[0] != plain[1]  # normal training reshuffles each epoch
+    overfit = epochs(pl.Trainer(logger=False, enable_checkpointing=False, overfit_batches=2))
+    assert overfit[0] == overfit[1]  # debug=overfit: the same batches again

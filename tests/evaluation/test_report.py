@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
 from conftest import run_cli
 from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.evaluation.report import report
+from gru_mm.paths import CONF_DIR as CONF
 from models.model_testlib import FUSIONS, SHAPES, build_test_module
 
 
@@ -87,9 +89,8 @@ def fusion_runs(tmp_path_factory):
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_trains_end_to_end_with_an_ablation_table(fusion_runs, fusion):
     _, client, runs = fusion_runs
-    names = {"late": "LateFusion", "attention": "AttentionFusion", "tensor": "TensorFusion",
-             "lmf": "LowRankFusion", "early": "EarlyFusion", "event": "EventFusion"}
-    run = runs[names[fusion]]
+    target = OmegaConf.load(CONF / "model" / "fusion" / f"{fusion}.yaml")._target_
+    run = runs[target.rsplit(".", 1)[1]]
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for key in ("test/acc", "test_ablation/none/acc", "test_ablation/audio/acc", "test_ablation/video/f1"):

@@ -181,7 +181,10 @@ class SequenceDataModule(pl.LightningDataModule):
         collate = self.collate
         if self.train_crop_steps is not None:  # validation and test read whole sequences
             collate = Collate(collate.feature_shapes, collate.target_dtype, crop_steps=self.train_crop_steps)
-        return self._loader("train", shuffle=True, batch_size=self.batch_size, collate=collate)
+        # trainer.overfit_batches (debug=overfit): the same batches every epoch. Lightning turns shuffling
+        # off only for samplers it knows, and a batch sampler of our own is not one of them.
+        overfit = bool(self.trainer and self.trainer.overfit_batches)
+        return self._loader("train", shuffle=not overfit, batch_size=self.batch_size, collate=collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)

@@ -244,7 +244,7 @@ def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -
 def log_resume(logger: MLFlowLogger, checkpoint: str | Path, tags: dict[str, str]) -> None:
     client, run_id = logger.experiment, logger.run_id
     client.set_tag(run_id, "gru_mm.resumed_from", str(checkpoint))
-    client.set_tag(run_id, "gru_mm.resume_command", tags["gru_mm.command"])
+    client.set_tag(run_id, "gru_mm.resume_command", redact(tags["gru_mm.command"]))
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path, artifact_dir: str = "checkpoints") -> None:
