@@ -130,6 +130,24 @@ class HeadOptions(PartialTarget):
 
 
 @dataclass
+class UnimodalHeadsOptions:
+    """conf/model/default.yaml's unimodal_heads (gru_mm.models.balance.UnimodalHeads)."""
+
+    weight: float = option(ge=0.0)
+    weights: dict[str, float] = MISSING
+
+
+@dataclass
+class OGMGEOptions:
+    """conf/model/default.yaml's ogm_ge (gru_mm.models.balance.GradientModulation checks score itself)."""
+
+    enabled: bool = MISSING
+    alpha: float = option(ge=1e-6)
+    noise: bool = MISSING
+    score: str = MISSING
+
+
+@dataclass
 class ModelOptions(Target):
     """conf/model/default.yaml; encoders, gru and fusion are groups with schemas of their own."""
 
@@ -139,6 +157,8 @@ class ModelOptions(Target):
     modalities: list[str] | None = MISSING
     modality_dropout: float = option(ge=0.0, lt=1.0)  # 1 would drop every modality of every sample
     head: HeadOptions = field(default_factory=HeadOptions)
+    unimodal_heads: UnimodalHeadsOptions = field(default_factory=UnimodalHeadsOptions)
+    ogm_ge: OGMGEOptions = field(default_factory=OGMGEOptions)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from gru_mm.evaluation.attribution import summarize_attributions
 from gru_mm.evaluation.confusion import ConfusionCounter
 from gru_mm.evaluation.gates import GATE_SAMPLES, first_gates
 from gru_mm.evaluation.loader import full_test_loader
+from gru_mm.evaluation.modality_check import check_modalities
 from gru_mm.evaluation.per_class import log_per_class, per_class_table
 from gru_mm.evaluation.tables import table_markdown
 from gru_mm.tracking.plots import log_attribution_plots, log_confusion_matrix, log_gate_plots
@@ -31,7 +32,9 @@ def report(module, datamodule, mlflow_logger=None, device: torch.device | str | 
     - with a logger: the GRU gates of the first test samples (`plots/gates_<modality>.png`, models with a
       GRU per modality), and from one gradient pass the attributions (`test_attribution/<m>/share`,
       `plots/attribution.png`) and gradient through time (`test_gradient/<m>/start_vs_peak`,
-      `plots/gradient_through_time.png`).
+      `plots/gradient_through_time.png`);
+    - a warning (log and tag `gru_mm.modality_warning.<m>`) for each modality that does not learn
+      (`gru_mm.evaluation.modality_check`).
 
     device: where to evaluate (Lightning leaves a tested module on the CPU). ckpt_path: the tested
     checkpoint, loaded first (a spawned-process strategy tests in its children, leaving this process's
@@ -42,6 +45,8 @@ def report(module, datamodule, mlflow_logger=None, device: torch.device | str | 
     if device is not None:
         module.to(device)
     metrics = _ablation_and_classes(module, datamodule, mlflow_logger)
+    # a modality whose own head stays at chance, or that the fused model ignores: a warning and an MLflow tag
+    check_modalities(module, full_test_loader(datamodule), metrics, mlflow_logger, log)
     if mlflow_logger is not None:
         log_gate_plots(mlflow_logger, first_gates(module, full_test_loader(datamodule)))
         metrics |= _attributions(module, datamodule, mlflow_logger)

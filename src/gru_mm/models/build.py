@@ -155,8 +155,8 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
                             meta.get("kinds") or {}, pretrained)
     try:
         net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
-    except InstantiationException as err:  # a bad pretrained file: its sentence, not Hydra's wrapper
-        if isinstance(err.__cause__, PretrainedError):
+    except InstantiationException as err:  # a bad pretrained file or model option: its sentence, not Hydra's wrapper
+        if isinstance(err.__cause__, PretrainedError | ConfigError):
             raise ConfigError(str(err.__cause__)) from None
         raise
     optimizer = hydra.utils.instantiate(cfg.optimizer)

@@ -14,6 +14,7 @@ from torch import nn
 from gru_mm.checkpoints import CheckpointError
 from gru_mm.config import ConfigError
 from gru_mm.data.batch import Batch
+from gru_mm.models import balance
 
 log = logging.getLogger("gru_mm.train")
 
@@ -202,6 +203,16 @@ class SequenceClassifier(pl.LightningModule):
         metrics = TaskMetrics(task, num_classes)
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        # A net with a head per modality (gru_mm.models.balance) logs `<stage>_modality/<m>/<metric>` too: the
+        # signal that says whether each modality learns at all (keyed by position: names may hold dots).
+        self.modality_names = list(net.unimodal.heads) if isinstance(getattr(net, "unimodal", None), nn.Module) else []
+        self.modality_metrics = nn.ModuleDict({
+            f"{s}_{i}": metrics.clone(prefix=f"{s}_modality/{m}/")
+            for s in ("train", "val", "test") for i, m in enumerate(self.modality_names)})
+        if getattr(net, "ogm_ge", None) is not None and task == "regression":
+            raise ConfigError("model.ogm_ge scores each modality by its confidence in the true class, and this task "
+                              "is regression: set model.ogm_ge.enabled=false")
+        self._ogm_scores: torch.Tensor | None = None  # this training batch's, for on_after_backward
         self._padded_steps = 0
         self._real_steps = 0
         # A learning-rate range test drives the loss to infinity on purpose and stops itself there.
@@ -257,13 +268,23 @@ class SequenceClassifier(pl.LightningModule):
         return torch.stack(terms).sum() if terms else None
 
     def outputs(self, batch: Batch) -> torch.Tensor:
-        out = self(batch)
+        return self._as_target(self(batch))
+
+    def _as_target(self, out: torch.Tensor) -> torch.Tensor:
         # one output per sample for binary and single-target regression: [B, 1] -> [B], the target's shape
         return out.squeeze(-1) if self.task in ("binary", "regression") else out
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
-        logits = self.outputs(batch)
+        parts = self.net.forward_parts(batch.inputs) if self.modality_names else None
+        logits = self.outputs(batch) if parts is None else self._as_target(parts.logits)
         loss = self.loss_fn(logits, batch.target)
+        unimodal = None
+        if parts is not None:
+            unimodal = balance.unimodal_losses(
+                self.loss_fn, {m: self._as_target(v) for m, v in parts.unimodal.items()},
+                {m: x.present for m, x in parts.fused.items()}, batch.target, self.net.unimodal.loss_weights)
+            if stage == "train":  # the auxiliary losses are part of what training minimises and logs
+                loss = loss + unimodal.objective
         if stage == "train" and (penalty := self._regularization()) is not None:
             self.log("train/l2_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(batch))
             loss = loss + penalty
@@ -285,7 +306,39 @@ class SequenceClassifier(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
                  sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
-        return loss
+        if unimodal is None:
+            return loss
+        self._log_unimodal(parts, unimodal, batch, stage)
+        if stage != "train":
+            return loss
+        if self.net.ogm_ge is not None:
+            self._ogm_scores = balance.modality_scores(self.net, parts, batch.target, self.task)
+        # the probes learn from their losses' gradient (their inputs are detached) while the loss's value, which
+        # an lr_find or a callback may read, stays the model's own
+        return loss + (unimodal.probes - unimodal.probes.detach())
+
+    def _log_unimodal(self, parts: Any, unimodal: balance.UnimodalLosses, batch: Batch, stage: str) -> None:
+        """Each modality's own head: its loss and the task's metrics, over the samples that have it."""
+        for i, m in enumerate(self.modality_names):
+            keep = parts.fused[m].present
+            n = int(keep.sum())
+            self.log(f"{stage}_modality/{m}/loss", unimodal.losses[m], on_step=False, on_epoch=True,
+                     batch_size=max(n, 1), sync_dist=True)
+            metrics = self.modality_metrics[f"{stage}_{i}"]
+            if n:
+                metrics.update(self._as_target(parts.unimodal[m][keep].detach()), batch.target[keep])
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=max(n, 1))
+
+    def on_after_backward(self) -> None:
+        # OGM-GE: damp the dominant modality's gradients (reduced across processes, so all apply the same)
+        scores, self._ogm_scores = self._ogm_scores, None
+        if scores is None:
+            return
+        if self._trainer is not None:
+            scores = self.trainer.strategy.reduce(scores, reduce_op="sum")
+        coefficients = balance.apply_gradient_modulation(self.net, scores, step=self.global_step)
+        for m, k in coefficients.items():
+            self.log(f"train_modality/{m}/ogm_coefficient", k, on_step=False, on_epoch=True)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         padded, real = batch.padding_stats()

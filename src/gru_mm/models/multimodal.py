@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from gru_mm.config import ConfigError
 from gru_mm.data.batch import Seq
+from gru_mm.models.balance import GradientModulation, UnimodalHeads
 from gru_mm.nn.encoders import Encoder
 from gru_mm.nn.fusion import STATES, STEPS, FusionInput
 from gru_mm.nn.fusion_steps import final_state, gru_state_size
@@ -48,6 +52,16 @@ def modality_dropout_mask(present: Tensor, p: float, generator: torch.Generator 
     return drop
 
 
+@dataclass
+class ModelParts:
+    """One forward pass of `MultimodalGRU`, opened up: the fused prediction, what the fusion consumed, and
+    each modality's own head's prediction."""
+
+    logits: Tensor
+    fused: dict[str, FusionInput]
+    unimodal: dict[str, Tensor]
+
+
 class MultimodalGRU(nn.Module):
     """encoders[m](Seq) -> [grus[m]] -> fusion({m: FusionInput}) -> head.
 
@@ -57,6 +71,10 @@ class MultimodalGRU(nn.Module):
     factory. Either way, a sample lacking a modality gets that modality's learned stand-in
     (`absent[m]`), and in training each present modality is dropped with probability
     `modality_dropout` (never all of a sample's), so the model learns to cope without it.
+
+    Each modality also has a small head of its own (`unimodal_heads`, see `gru_mm.models.balance`): an
+    auxiliary loss when its weight is > 0, else a probe that only measures. `ogm_ge` switches on OGM-GE
+    gradient modulation (fusions with a GRU per modality); the LightningModule applies it after backward.
     """
 
     def __init__(
@@ -68,6 +86,8 @@ class MultimodalGRU(nn.Module):
         num_classes: int,
         modalities: list[str] | None = None,
         modality_dropout: float = 0.0,
+        unimodal_heads: Mapping[str, Any] | None = None,
+        ogm_ge: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if not encoders:
@@ -93,6 +113,12 @@ class MultimodalGRU(nn.Module):
         # The learned stand-in for a modality a sample lacks, in the space the fusion consumes.
         self.absent = nn.ParameterDict({m: nn.Parameter(torch.randn(d) * 0.1) for m, d in dims.items()})
         self.head = head(in_features=self.fusion.out_features, out_features=num_classes)
+        self.unimodal = UnimodalHeads(dims, num_classes, **dict(unimodal_heads or {}))
+        ogm_ge = dict(ogm_ge or {})
+        self.ogm_ge = GradientModulation(**ogm_ge) if ogm_ge.pop("enabled", False) else None
+        if self.ogm_ge is not None and self.consumes != STATES:
+            raise ConfigError("model.ogm_ge needs a fusion with a GRU per modality (late, attention, tensor, lmf); "
+                             "early and event fusions share one GRU across modalities")
 
     def drop_modalities(self, inputs: Mapping[str, Seq]) -> dict[str, Seq]:
         """Modality dropout: each present modality of each sample set absent with probability p."""
@@ -135,6 +161,30 @@ class MultimodalGRU(nn.Module):
 
     def forward(self, inputs: Mapping[str, Seq]) -> Tensor:
         return self.head(self.fusion(self.fusion_inputs(inputs)))
+
+    def forward_parts(self, inputs: Mapping[str, Seq]) -> ModelParts:
+        """The fused prediction with the fusion's inputs and each modality's own head's prediction."""
+        fused = self.fusion_inputs(inputs)
+        return ModelParts(self.head(self.fusion(fused)), fused, self.unimodal(fused))
+
+    def logits_with_only(self, fused: Mapping[str, FusionInput], keep: str) -> Tensor:
+        """The fused head's prediction from `keep` alone: every other modality takes its absent stand-in."""
+        if self.consumes != STATES:
+            raise ValueError("logits_with_only needs a fusion with a GRU per modality (not early or event)")
+        alone = {}
+        for m, x in fused.items():
+            if m == keep:
+                alone[m] = x
+                continue
+            stand_in = x.absent.to(x.state.dtype).expand(x.state.shape[0], -1)
+            alone[m] = FusionInput(x.steps, torch.zeros_like(x.lengths), torch.zeros_like(x.present), x.absent,
+                                   state=stand_in, times=x.times)
+        return self.head(self.fusion(alone))
+
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Each modality's own parameters: its encoder's and, where it has one, its GRU's."""
+        return {m: [*self.encoders[m].parameters(), *(self.grus[m].parameters() if m in self.grus else [])]
+                for m in self.modalities}
 
     def has_gates(self) -> bool:
         """Whether `gates` can show this model's gates: a fusion that runs a GRU per modality."""

@@ -16,3 +16,10 @@ class MLPHead(nn.Sequential):
             nn.Dropout(dropout),
             nn.Linear(hidden, out_features),
         )
+
+
+class LinearHead(nn.Sequential):
+    """LayerNorm -> Linear: a modality's own small head (a linear read-out of its representation)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(nn.LayerNorm(in_features), nn.Linear(in_features, out_features))
