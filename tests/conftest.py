@@ -20,10 +20,13 @@ def isolated_root(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def run_cli(name: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    name: str, *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run one of the project's console scripts as a user would; output captured as text."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, env=full_env, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
+    )

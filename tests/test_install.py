@@ -18,9 +18,12 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*cmd, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env=env)
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -42,7 +45,9 @@ def installed(tmp_path_factory) -> Path:
     venv = tmp / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp)
     python = venv / "bin" / "python"
-    site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp).stdout.strip())
+    site = Path(
+        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp).stdout.strip()
+    )
     (site / "reuse_test_venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
     _run(BIN / "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel, cwd=tmp)
     return venv
@@ -50,14 +55,27 @@ def installed(tmp_path_factory) -> Path:
 
 def test_an_installed_gru_mm_trains_from_another_folder(installed, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
-    where = _run(installed / "bin" / "python", "-c", "import gru_mm.paths as p; print(p.__file__); print(p.CONF_DIR)",
-                 cwd=tmp_path, env=env).stdout.split()
+    where = _run(
+        installed / "bin" / "python",
+        "-c",
+        "import gru_mm.paths as p; print(p.__file__); print(p.CONF_DIR)",
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
     assert all(Path(p).is_relative_to(installed) for p in where), where  # not the checkout's src/ or conf/
     assert (Path(where[1]) / "train.yaml").is_file()
 
-    result = _run(installed / "bin" / "gru-mm-train", "debug=smoke", "test=false", "log_model=false",
-                  cwd=tmp_path, env=env | {"PYTHONUNBUFFERED": "1"})
+    result = _run(
+        installed / "bin" / "gru-mm-train",
+        "debug=smoke",
+        "test=false",
+        "log_model=false",
+        cwd=tmp_path,
+        env=env | {"PYTHONUNBUFFERED": "1"},
+    )
     assert "MLflow: run " in result.stdout + result.stderr  # it got to the end
-    assert (tmp_path / "mlflow.db").is_file()  # the store, data and run folders default to the working directory
+    assert (
+        tmp_path / "mlflow.db"
+    ).is_file()  # the store, data and run folders default to the working directory
     assert list((tmp_path / "logs" / "train" / "runs").glob("*/checkpoints/*.ckpt"))
     assert (tmp_path / "data").is_dir()

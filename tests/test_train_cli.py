@@ -36,8 +36,13 @@ def _artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[s
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
-    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={root}", "run_name=smoke",
-                     "callbacks.system_metrics.interval_s=0.5")
+    result = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        f"paths.root={root}",
+        "run_name=smoke",
+        "callbacks.system_metrics.interval_s=0.5",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
 
@@ -50,7 +55,10 @@ def test_smoke_run_is_fully_tracked(smoke_run, monkeypatch):
     (run,) = _runs(client, "avdigits")
     # the last line says where to look
     page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    assert f"`mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}`, then {page}" in result.stdout + result.stderr
+    assert (
+        f"`mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}`, then {page}"
+        in result.stdout + result.stderr
+    )
     assert run.info.status == "FINISHED"
     assert "litlogger" not in result.stdout + result.stderr  # Lightning's advertisement is filtered out
     params = run.data.params
@@ -81,7 +89,9 @@ def test_smoke_run_is_fully_tracked(smoke_run, monkeypatch):
     assert "config/config.yaml" in artifacts
     assert "plots/test_confusion_matrix.png" in artifacts
     # the pyfunc model: an MLflow 3 LoggedModel of the run, listed under the run by its name
-    assert {"model/MLmodel", "model/requirements.txt"} <= set(_artifact_paths(client, run.info.run_id, "model"))
+    assert {"model/MLmodel", "model/requirements.txt"} <= set(
+        _artifact_paths(client, run.info.run_id, "model")
+    )
     ckpts = [a for a in artifacts if a.startswith("checkpoints/") and a.endswith(".ckpt")]
     assert len(ckpts) == 1
     local = client.download_artifacts(run.info.run_id, "config/config.yaml", str(root))
@@ -141,9 +151,16 @@ def test_predict_and_eval_on_a_new_file_refuse_a_model_of_the_built_in_data_in_o
 
 def test_resume_from_last_continues_the_same_run(isolated_root):
     """A two-epoch run killed (SIGKILL) as soon as its first epoch is checkpointed, then `ckpt_path=last`."""
-    args = ["debug=smoke", "trainer.max_epochs=2", "test=false", "log_model=false", f"paths.root={isolated_root}"]
-    proc = subprocess.Popen([str(BIN / "gru-mm-train"), *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "debug=smoke",
+        "trainer.max_epochs=2",
+        "test=false",
+        "log_model=false",
+        f"paths.root={isolated_root}",
+    ]
+    proc = subprocess.Popen(
+        [str(BIN / "gru-mm-train"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (lasts := list(isolated_root.glob("logs/train/runs/*/checkpoints/last.ckpt"))):
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -174,35 +191,62 @@ def test_eval_of_a_missing_checkpoint_names_it(isolated_root):
 
 
 def test_multirun_jobs_get_distinct_run_names_and_log_their_gates(isolated_root):
-    result = run_cli("gru-mm-train", "-m", "debug=smoke", "model/gru=torch,cho2014", f"paths.root={isolated_root}")
+    result = run_cli(
+        "gru-mm-train", "-m", "debug=smoke", "model/gru=torch,cho2014", f"paths.root={isolated_root}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(isolated_root)
     runs = {r.info.run_name: r for r in _runs(client, "avdigits")}
     assert sorted(runs) == ["#0 debug=smoke model/gru=torch", "#1 debug=smoke model/gru=cho2014"]
     plots = {name: _artifact_paths(client, r.info.run_id, "plots") for name, r in runs.items()}
     for name in runs:  # both cells: torch's gates are recomputed from its outputs
-        assert plots[name] == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
-                               "plots/gradient_through_time.png", "plots/test_confusion_matrix.png"]
+        assert plots[name] == [
+            "plots/attribution.png",
+            "plots/gates_audio.png",
+            "plots/gates_video.png",
+            "plots/gradient_through_time.png",
+            "plots/test_confusion_matrix.png",
+        ]
 
 
 def test_early_stopping_ends_training_when_the_metric_stops_improving(isolated_root):
     # min_delta 10 (accuracy cannot gain that): epoch 0 sets the best, epoch 1 does not improve -> stop
-    result = run_cli("gru-mm-train", "debug=smoke", "callbacks=early_stop", "trainer.max_epochs=6",
-                     "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=10",
-                     "test=false", "log_model=false", "run_name=early", f"paths.root={isolated_root}")
+    result = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        "callbacks=early_stop",
+        "trainer.max_epochs=6",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=10",
+        "test=false",
+        "log_model=false",
+        "run_name=early",
+        f"paths.root={isolated_root}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(isolated_root)
     (run,) = _runs(client, "avdigits")
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # two validations of six epochs
 
 
-
 def test_lr_find_trains_from_the_suggested_rate_and_keeps_its_steps_out_of_the_run(isolated_root):
-    refused = run_cli("gru-mm-train", "debug=smoke", "lr_find.enabled=true", "trainer=ddp_cpu",
-                      f"paths.root={isolated_root}")
+    refused = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        "lr_find.enabled=true",
+        "trainer=ddp_cpu",
+        f"paths.root={isolated_root}",
+    )
     assert refused.returncode == 1 and "lr_find.enabled runs in one process" in refused.stderr
-    result = run_cli("gru-mm-train", "debug=smoke", "lr_find.enabled=true", "lr_find.steps=30", "test=false",
-                     "log_model=false", f"paths.root={isolated_root}")
+    result = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        "lr_find.enabled=true",
+        "lr_find.steps=30",
+        "test=false",
+        "log_model=false",
+        f"paths.root={isolated_root}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(isolated_root)
     (run,) = _runs(client, "avdigits")  # the refused command started no run
@@ -218,9 +262,17 @@ def test_lr_find_trains_from_the_suggested_rate_and_keeps_its_steps_out_of_the_r
 
 def test_a_diverging_run_stops_with_one_sentence_and_keeps_what_it_had(isolated_root):
     # the learning rate jumps by 1e32 after epoch 0: epoch 1 diverges, epoch 0's state and metrics stay
-    result = run_cli("gru-mm-train", "debug=smoke", "trainer.max_epochs=2", f"paths.root={isolated_root}",
-                     "scheduler._target_=torch.optim.lr_scheduler.StepLR", "~scheduler.T_max", "~scheduler.eta_min",
-                     "+scheduler.step_size=1", "+scheduler.gamma=1e32")
+    result = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        "trainer.max_epochs=2",
+        f"paths.root={isolated_root}",
+        "scheduler._target_=torch.optim.lr_scheduler.StepLR",
+        "~scheduler.T_max",
+        "~scheduler.eta_min",
+        "+scheduler.step_size=1",
+        "+scheduler.gamma=1e32",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("gru-mm-train: train loss is ") and " at epoch 1, step " in line, line

@@ -29,9 +29,13 @@ def _held_out_data(cfg: DictConfig, train_cfg: DictConfig, ckpt: str, data_meta:
     if cfg.data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error={cfg.data.on_error!r} must be fail or skip")
     if not data_meta or "feature_shapes" not in data_meta:
-        raise checkpoints.CheckpointError(f"ckpt_path={ckpt}: the checkpoint predates data.path for gru-mm-eval "
-                                          "(it lacks its data's shapes); evaluate it on its own data")
-    retargeted = retarget_data(train_cfg, cfg.data.path, cfg.paths.data_dir, cfg.data.trust_pickle, what="data.path")
+        raise checkpoints.CheckpointError(
+            f"ckpt_path={ckpt}: the checkpoint predates data.path for gru-mm-eval "
+            "(it lacks its data's shapes); evaluate it on its own data"
+        )
+    retargeted = retarget_data(
+        train_cfg, cfg.data.path, cfg.paths.data_dir, cfg.data.trust_pickle, what="data.path"
+    )
     datamodule = build_datamodule(retargeted)
     datamodule.source = HeldOut(datamodule.source, data_meta)
     datamodule.path, datamodule.on_error = cfg.data.path, cfg.data.on_error  # what its problem list names
@@ -63,7 +67,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if meta.get("mlflow_run_id"):
         tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
     loggers = [
-        hydra.utils.instantiate(node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}))
+        hydra.utils.instantiate(
+            node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {})
+        )
         for name, node in (cfg.get("logger") or {}).items()
     ]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])

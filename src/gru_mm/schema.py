@@ -23,8 +23,12 @@ from gru_mm.nn.gru import CELLS, PATHS, PRECISIONS
 from gru_mm.nn.init import INITS
 
 
-def option(ge: float | None = None, le: float | None = None, lt: float | None = None,
-           choices: tuple[str, ...] | None = None) -> Any:
+def option(
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A field whose value comes from the yaml, with bounds or choices that `check_config` enforces (None:
     any). Choices come from the constructor's own module, so they stay the ones it accepts."""
     return field(default=MISSING, metadata={"ge": ge, "le": le, "lt": lt, "choices": choices})

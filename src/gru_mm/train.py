@@ -56,7 +56,9 @@ def _multirun_job_name() -> str | None:
     if not _is_multirun():
         return None
     job = HydraConfig.get().job
-    overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths.")))
+    overrides = " ".join(
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("++trial.", "paths."))
+    )
     return f"#{job.num} {overrides}"[:250]
 
 
@@ -65,7 +67,9 @@ def build_loggers(cfg: DictConfig, run_id: str | None, tags: dict[str, str]) -> 
     for name, node in (cfg.get("logger") or {}).items():
         kwargs = {"run_id": run_id, "tags": tags} if name == "mlflow" else {}
         if name == "mlflow" and not node.get("run_name"):  # MLflow's own names repeat: it draws them seeded
-            kwargs["run_name"] = _multirun_job_name() or default_run_name(cfg.experiment_name, _hydra_overrides())
+            kwargs["run_name"] = _multirun_job_name() or default_run_name(
+                cfg.experiment_name, _hydra_overrides()
+            )
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
 
@@ -103,8 +107,9 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = build_callbacks(cfg, resume.parent if resume else None)
     callbacks.append(checkpoints.RandomState())  # RNG states in every checkpoint: a resume draws alike
     # checkpoints are written atomically and read back with weights_only, whoever asks
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                                  plugins=[checkpoints.AtomicCheckpointIO()])
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[checkpoints.AtomicCheckpointIO()]
+    )
     check_process_launch(trainer)
     range_test = lr_find.wanted(cfg, resume is not None, trainer.world_size)
 
@@ -128,14 +133,18 @@ def train(cfg: DictConfig) -> float | None:
     if range_test:
         lr_find.find_lr(cfg, module, datamodule, mlflow if trainer.is_global_zero else None)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True
+        )
     except Exception as err:  # Lightning marks the run FAILED; say why there, and what is kept
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         if last:
             err.add_note(f"the last checkpoint is kept: {last}")
         if mlflow and trainer.is_global_zero:
             with contextlib.suppress(ConnectionError):  # the server is what failed: the error says so
-                mlflow.experiment.set_tag(mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000])
+                mlflow.experiment.set_tag(
+                    mlflow.run_id, "gru_mm.error", f"{type(err).__name__}: {err}"[:5000]
+                )
         raise
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and ckpt_cb.dirpath and not trainer.interrupted and trainer.is_global_zero:

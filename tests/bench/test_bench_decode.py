@@ -10,7 +10,11 @@ def test_decode_bench_runs_real_ranks_and_shared_decodes_each_file_about_once(tm
     assert main(["decode", "--rows", "8", "--seconds", "0.2", "--rounds", "1", "--out", str(out)]) == 0
     records = json.loads(out.read_text())
     assert [(r["mode"], r["ranks"], r["threads"]) for r in records] == [
-        ("each", 2, 1), ("shared", 2, 1), ("threads", 1, 1), ("threads", 1, 2)]
+        ("each", 2, 1),
+        ("shared", 2, 1),
+        ("threads", 1, 1),
+        ("threads", 1, 2),
+    ]
     for r in records:  # every rank read every row, decoded or from the cache
         assert r["decoded_total"] + r["from_cache_total"] == r["ranks"] * 8 and r["wall_s"] > 0
     # shared: every file decoded at least once; each rank decodes its own half first, so at most one

@@ -11,7 +11,17 @@ from gru_mm.bench.cli import main
 def test_train_bench_reports_both_pipelines_and_buckets_away_the_padding(tmp_path, capsys):
     out = tmp_path / "train.json"
     small = ["data.source.n_train=256", "data.source.n_val=32", "data.source.n_test=32"]
-    args = ["train", "--configs", "default", "--steps", "4", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    args = [
+        "train",
+        "--configs",
+        "default",
+        "--steps",
+        "4",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+    ]
     assert main([*args, *small]) == 0
     ours, base = json.loads(out.read_text())
     assert (ours["impl"], base["impl"]) == ("gru_mm", "baseline")
@@ -20,5 +30,7 @@ def test_train_bench_reports_both_pipelines_and_buckets_away_the_padding(tmp_pat
         assert set(r["padding_ratio"]) == {"audio", "video"} and r["peak_mem_mb"] > 100
     # bucketing by every modality vs random batches padded to the batch maximum (1.7-1.8 on avdigits)
     assert max(ours["padding_ratio"].values()) < min(base["padding_ratio"].values())
-    assert ours["speedup_over_baseline"] == pytest.approx(ours["samples_per_s"] / base["samples_per_s"], rel=0.01)
+    assert ours["speedup_over_baseline"] == pytest.approx(
+        ours["samples_per_s"] / base["samples_per_s"], rel=0.01
+    )
     assert "gru_mm / baseline samples/s" in capsys.readouterr().out

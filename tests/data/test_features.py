@@ -137,7 +137,9 @@ def test_as_trained_with_labels_encodes_them_with_the_trained_classes(tmp_path):
     named = LabelCoder.from_meta({"task": "binary", "classes": ["no", "yes"], "num_classes": 1})
     assert named.encode("yes") == 1.0 and named.num_outputs == 1
     flat = tmp_path / "flat.npz"  # no split prefix: one part, labels included
-    np.savez(flat, series=arrays["test/series"], series_lengths=arrays["test/series_lengths"], labels=[1, 0, 1, 1])
+    np.savez(
+        flat, series=arrays["test/series"], series_lengths=arrays["test/series_lengths"], labels=[1, 0, 1, 1]
+    )
     samples, problems = Features(flat).as_trained({"modalities": ["series"]}, {}, coder)
     assert problems == [] and [s.target for s in samples] == [1, 0, 1, 1]
     arrays["test/labels"] = arrays["test/labels"][:3]

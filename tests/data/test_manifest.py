@@ -67,14 +67,18 @@ def test_second_load_decodes_nothing(corpus, tmp_path, monkeypatch):
     assert (second.cache.misses, second.cache.hits) == (0, media)
     monkeypatch.undo()
     # a different transform setting is a different cache entry: audio decodes again, the rest does not
-    third = Manifest(path, cache_dir=tmp_path / "cache", audio={**SMALL["audio"], "n_mels": 20}, frames=SMALL["frames"])
+    third = Manifest(
+        path, cache_dir=tmp_path / "cache", audio={**SMALL["audio"], "n_mels": 20}, frames=SMALL["frames"]
+    )
     third.load()
     assert third.cache.misses == len(rows)
     assert third.feature_shapes["audio"] == (20,)
 
 
-@pytest.mark.parametrize("env, first", [({"RANK": "1", "WORLD_SIZE": "2"}, 1),
-                                         ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3"}, 2), ({}, 0)])
+@pytest.mark.parametrize(
+    "env, first",
+    [({"RANK": "1", "WORLD_SIZE": "2"}, 1), ({"SLURM_PROCID": "2", "SLURM_NTASKS": "3"}, 2), ({}, 0)],
+)
 def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monkeypatch, env, first):
     """Rank r of w decodes rows r, r+w, ... before the others (which the other ranks are decoding at
     the same time), each row once; the samples are the same as a single process reads."""
@@ -83,7 +87,9 @@ def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monke
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    source = Manifest(path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL)  # one thread: a strict order
+    source = Manifest(
+        path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL
+    )  # one thread: a strict order
     calls, sample = [], source._sample
     source._sample = lambda row, labeled=True: calls.append(row["id"]) or sample(row, labeled)
     source.load()
@@ -113,7 +119,9 @@ def test_threads_decode_the_same_samples_each_file_once(corpus, tmp_path):
             np.testing.assert_array_equal(a, reference[sid].modalities[m])
     assert (many.cache.misses, many.cache.hits) == (3 * len(rows), 0)  # counted exactly across threads
     assert len(list((tmp_path / "many").rglob("*.npz"))) == 3 * len(rows)  # no temporary file left behind
-    with pytest.raises(DataError, match=r"data\.source\.decode_threads must be null or an integer >= 1, got 0"):
+    with pytest.raises(
+        DataError, match=r"data\.source\.decode_threads must be null or an integer >= 1, got 0"
+    ):
         Manifest(path, decode_threads=0)
 
 
@@ -141,7 +149,10 @@ def test_audio_is_mixed_down_and_resampled(tmp_path):
     mono = write_wav(tmp_path / "mono.wav", 0.5, rate=8000, freq=500)
     stereo = write_wav(tmp_path / "stereo.flac", 0.5, rate=22050, channels=2, freq=500)
     ogg = write_wav(tmp_path / "clip.ogg", 0.5, rate=16000, freq=500, fmt="OGG")
-    rows = [{"id": p.stem, "label": "a", "audio": p.name, "split": s} for p, s in zip((mono, stereo, ogg), SPLITS, strict=True)]
+    rows = [
+        {"id": p.stem, "label": "a", "audio": p.name, "split": s}
+        for p, s in zip((mono, stereo, ogg), SPLITS, strict=True)
+    ]
     source = Manifest(write_manifest(tmp_path / "m.csv", rows), **SMALL)
     a, b, c = (_by_id(source)[k].modalities["audio"] for k in ("mono", "stereo", "clip"))
     assert a.shape == b.shape == c.shape == (32, 40)  # 0.5 s at 8 kHz, hop 128, centred frames
@@ -153,10 +164,14 @@ def test_frames_from_a_folder_or_a_list(tmp_path):
     for t in range(3):
         write_png(tmp_path / "clip" / f"{t:02d}.png", size=20, value=t / 4)
     write_png(tmp_path / "x.jpg", size=10, value=0.5)
-    rows = [{"id": "folder", "label": "a", "frames": "clip", "split": "train"},
-            {"id": "list", "label": "a", "frames": ["clip/02.png", "x.jpg"], "split": "val"},
-            {"id": "gray", "label": "a", "frames": "clip/01.png;clip/00.png", "split": "test"}]
-    source = Manifest(write_manifest(tmp_path / "m.jsonl", rows), frames={"height": 6, "width": 5, "channels": 1})
+    rows = [
+        {"id": "folder", "label": "a", "frames": "clip", "split": "train"},
+        {"id": "list", "label": "a", "frames": ["clip/02.png", "x.jpg"], "split": "val"},
+        {"id": "gray", "label": "a", "frames": "clip/01.png;clip/00.png", "split": "test"},
+    ]
+    source = Manifest(
+        write_manifest(tmp_path / "m.jsonl", rows), frames={"height": 6, "width": 5, "channels": 1}
+    )
     samples = _by_id(source)
     folder = samples["folder"].modalities["frames"]
     assert folder.shape == (3, 1, 6, 5) and folder.dtype == np.float32
@@ -167,10 +182,12 @@ def test_frames_from_a_folder_or_a_list(tmp_path):
 
 def test_text_vocabulary_from_training_split_or_file(tmp_path):
     assert tokenize("It's LOUD, very loud!") == ["it's", "loud", "very", "loud"]
-    rows = [{"id": "1", "label": "a", "text": "red dog red", "split": "train"},
-            {"id": "2", "label": "b", "text": "blue cat", "split": "train"},
-            {"id": "3", "label": "a", "text": "red zebra", "split": "val"},
-            {"id": "4", "label": "b", "text": "", "split": "test"}]
+    rows = [
+        {"id": "1", "label": "a", "text": "red dog red", "split": "train"},
+        {"id": "2", "label": "b", "text": "blue cat", "split": "train"},
+        {"id": "3", "label": "a", "text": "red zebra", "split": "val"},
+        {"id": "4", "label": "b", "text": "", "split": "test"},
+    ]
     source = Manifest(write_manifest(tmp_path / "m.csv", rows))
     samples = _by_id(source)
     vocab = source.vocab["text"]
@@ -236,7 +253,10 @@ def test_crop_cuts_long_sequences_at_the_same_relative_position():
     assert out.modalities["b"][:, 0].tolist() == [18, 19, 20, 21, 22]  # int(0.5 * 36): the same stretch
     assert out.timestamps["b"].tolist() == [9.0, 9.5, 10.0, 10.5, 11.0]  # the times of those steps
     assert out.modalities["short"] is short and out.modalities["gone"] is None and out.target == 1
-    assert crop(sample, 5, 0.0).modalities["a"][0, 0] == 0 and crop(sample, 5, 0.9999).modalities["a"][-1, 0] == 19
+    assert (
+        crop(sample, 5, 0.0).modalities["a"][0, 0] == 0
+        and crop(sample, 5, 0.9999).modalities["a"][-1, 0] == 19
+    )
     assert len(sample.modalities["a"]) == 20  # the source's sample is left as it was
 
 
@@ -266,7 +286,11 @@ def test_datamodule_reads_nothing_until_asked(corpus, tmp_path):
     dm = SequenceDataModule(source, batch_size=4)
     assert source._splits is None and not (tmp_path / "cache").exists()
     assert dm.validate().problems == []
-    assert dm.task == "multiclass" and dm.num_classes == 3 and dm.vocab_sizes == {"text": source.vocab_sizes["text"]}
+    assert (
+        dm.task == "multiclass"
+        and dm.num_classes == 3
+        and dm.vocab_sizes == {"text": source.vocab_sizes["text"]}
+    )
     batch = next(iter(dm.train_dataloader()))
     assert set(batch.inputs) == {"audio", "frames", "text", "series"} and batch.target.dtype == torch.int64
 

@@ -21,7 +21,9 @@ def _epoch(sampler, epoch):
 )
 def test_every_sample_exactly_once_per_epoch(n, batch_size, shuffle, bucket, seed):
     lengths = np.random.default_rng(seed).integers(1, 100, n)
-    sampler = LengthBucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed, bucket=bucket, pool_batches=4)
+    sampler = LengthBucketBatchSampler(
+        lengths, batch_size, shuffle=shuffle, seed=seed, bucket=bucket, pool_batches=4
+    )
     for epoch in range(2):
         batches = _epoch(sampler, epoch)
         flat = [i for b in batches for i in b]
@@ -31,7 +33,9 @@ def test_every_sample_exactly_once_per_epoch(n, batch_size, shuffle, bucket, see
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(4, 300), batch_size=st.integers(1, 32), replicas=st.integers(2, 4), seed=st.integers(0, 5))
+@given(
+    n=st.integers(4, 300), batch_size=st.integers(1, 32), replicas=st.integers(2, 4), seed=st.integers(0, 5)
+)
 def test_ddp_ranks_disjoint_balanced_and_complete(n, batch_size, replicas, seed):
     lengths = np.random.default_rng(seed).integers(1, 100, n)
     per_rank = []

@@ -60,7 +60,9 @@ def test_masked_series_train_and_predict_alike(gappy, tmp_path):
     path, rows = gappy
     source = Manifest(path, cache_dir=tmp_path / "cache", series={"missing": "mask"})
     source.load()
-    assert source.problems == [] and source.feature_shapes["series"] == (9,)  # 3 features x (value, mask, time)
+    assert source.problems == [] and source.feature_shapes["series"] == (
+        9,
+    )  # 3 features x (value, mask, time)
     train = np.concatenate([s.modalities["series"] for s in source.split("train")])
     assert not np.isnan(train).any()
     measured = train[:, 3:6] == 1
@@ -69,7 +71,8 @@ def test_masked_series_train_and_predict_alike(gappy, tmp_path):
         assert abs(v.mean()) < 1e-5 and v.std() == pytest.approx(1.0, abs=1e-4)
     assert (measured == 0).any()
     again, problems = Manifest(path, cache_dir=tmp_path / "cache", series={"missing": "mask"}).as_trained(
-        source.state(), {})
+        source.state(), {}
+    )
     assert problems == []
     trained = {s.id: s for split in SPLITS for s in source.split(split)}
     for s in again:  # new rows are decoded exactly as training saw them

@@ -33,6 +33,8 @@ def _cut(path: Path) -> None:
 
 
 ROW = 9  # the edited row: s009, in val, so a label unseen in training is unknown rather than a new class
+
+
 def _set(column, value):
     return lambda d, r: r.__setitem__(column, value)
 
@@ -41,6 +43,7 @@ def _write(column, name, writer):
     def edit(d: Path, r: dict) -> None:
         writer(d / name)
         r[column] = name
+
     return edit
 
 
@@ -79,20 +82,38 @@ def _duplicate(d: Path, r: dict) -> None:
 DEFECTS = {
     "missing file": (_set("audio", "audio/nope.wav"), "audio"),
     "path leaves the manifest folder": (_outside, "audio"),
-    "unreadable audio": (_write("audio", "junk.wav", lambda p: _bad_file(p, b"not a wav file" * 10)), "audio"),
+    "unreadable audio": (
+        _write("audio", "junk.wav", lambda p: _bad_file(p, b"not a wav file" * 10)),
+        "audio",
+    ),
     "truncated audio": (_write("audio", "cut.wav", _truncated_wav), "audio"),
     "empty audio": (_write("audio", "empty.wav", lambda p: write_wav(p, 0.0)), "audio"),
-    "unsupported file type": (_write("audio", "clip.mp3", lambda p: _bad_file(p, b"ID3" + b"\0" * 64)), "audio"),
+    "unsupported file type": (
+        _write("audio", "clip.mp3", lambda p: _bad_file(p, b"ID3" + b"\0" * 64)),
+        "audio",
+    ),
     "unreadable image": (_write("frames", "junk.png", lambda p: _bad_file(p, b"PNG? no" * 5)), "frames"),
     "truncated image": (_write("frames", "cut.png", _truncated_png), "frames"),
     "no images": (_empty_folder, "frames"),
-    "NaN or infinite values": (_write("series", "nan.npy", _series_npy(np.array([[1.0, np.nan, 2.0]] * 4))), "series"),
+    "NaN or infinite values": (
+        _write("series", "nan.npy", _series_npy(np.array([[1.0, np.nan, 2.0]] * 4))),
+        "series",
+    ),
     "wrong array rank": (_write("series", "rank3.npy", _series_npy(np.zeros((4, 3, 2)))), "series"),
     "wrong feature size": (_write("series", "wide.npy", _series_npy(np.ones((4, 5)))), "series"),
     "empty series": (_write("series", "empty.npy", _series_npy(np.zeros((0, 3)))), "series"),
-    "unreadable array": (_write("series", "junk.npy", lambda p: _bad_file(p, b"\x93NUMPY garbage")), "series"),
-    "non-numeric values": (_write("series", "words.csv", _series_csv_text("time,a,b,c\n0,1,x,2\n1,2,y,3\n")), "series"),
-    "time goes backwards": (_write("series", "back.csv", _series_csv_text("time,a,b,c\n1,1,1,2\n0.5,2,2,3\n")), "series"),
+    "unreadable array": (
+        _write("series", "junk.npy", lambda p: _bad_file(p, b"\x93NUMPY garbage")),
+        "series",
+    ),
+    "non-numeric values": (
+        _write("series", "words.csv", _series_csv_text("time,a,b,c\n0,1,x,2\n1,2,y,3\n")),
+        "series",
+    ),
+    "time goes backwards": (
+        _write("series", "back.csv", _series_csv_text("time,a,b,c\n1,1,1,2\n0.5,2,2,3\n")),
+        "series",
+    ),
     "no words": (_set("text", "?!?"), "text"),
     "unknown label": (_set("label", "purple"), "label"),
     "label out of range": (_set("label", "7"), "label"),
@@ -113,8 +134,9 @@ def test_each_defect_gives_exactly_its_problem(corpus, kind):
     source = Manifest(manifest, cache_dir=root / "cache", **SMALL)
     splits = source.load()
     expected_id = rows[ROW]["id"]
-    assert [(p.id, p.modality, p.kind) for p in source.problems] == [(expected_id, column, kind)], \
-        [p.line() for p in source.problems]
+    assert [(p.id, p.modality, p.kind) for p in source.problems] == [(expected_id, column, kind)], [
+        p.line() for p in source.problems
+    ]
     assert source.problems[0].line().startswith(f"{expected_id}\t{column}\t{kind}")
     # the bad row is left out and nothing else is
     assert sum(len(splits[s]) for s in SPLITS) == len(rows) - 1
@@ -146,7 +168,9 @@ def test_several_regression_targets_and_a_label_with_another_count(corpus):
     manifest = write_manifest(root / "data" / "manifest-targets.csv", rows)
     source = Manifest(manifest, cache_dir=root / "cache", task="regression", classes=["hr", "sbp"], **SMALL)
     source.load()
-    assert [(p.id, p.modality, p.kind) for p in source.problems] == [("s004", "label", "wrong number of targets")]
+    assert [(p.id, p.modality, p.kind) for p in source.problems] == [
+        ("s004", "label", "wrong number of targets")
+    ]
     assert source.num_classes == 2 and source.labels.classes == ["hr", "sbp"]
     sample = next(s for s in source.split("train") if s.id == "s003")
     np.testing.assert_array_equal(sample.target, np.array([1.5, -3.0], dtype=np.float32))
@@ -215,8 +239,15 @@ def test_unusable_manifests_are_one_sentence(tmp_path):
 
 def test_series_csv_time_becomes_timestamps(tmp_path):
     write_series_csv(tmp_path / "a.csv", 5, features=2, seed=1)
-    source = Manifest(write_manifest(tmp_path / "m.csv", [
-        {"id": f"x{i}", "label": str(i % 2), "series": "a.csv", "split": s} for i, s in enumerate(SPLITS)]))
+    source = Manifest(
+        write_manifest(
+            tmp_path / "m.csv",
+            [
+                {"id": f"x{i}", "label": str(i % 2), "series": "a.csv", "split": s}
+                for i, s in enumerate(SPLITS)
+            ],
+        )
+    )
     sample = source.split("train")[0]
     assert sample.modalities["series"].shape == (5, 2)
     assert sample.timestamps["series"].shape == (5,) and (np.diff(sample.timestamps["series"]) > 0).all()

@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 SMALL = ("debug=smoke", "test=false", "trainer.limit_val_batches=null", "data.bucket=false")
 # Training: 1 process with batches of 32 vs 2 processes with 16 each (the same global batch, seed and data).
 # The batch order differs (the sampler shuffles 4 vs 8 batches), so after 3 steps the models differ a little.
-VAL_ACC_TOL = 0.1   # absolute: 6 of the 64 validation samples
+VAL_ACC_TOL = 0.1  # absolute: 6 of the 64 validation samples
 VAL_LOSS_RTOL = 0.05  # relative
 
 
@@ -38,11 +38,30 @@ def _runs(root: Path, experiment: str):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     common = (*SMALL, f"paths.root={root}")
-    _ok(run_cli("gru-mm-train", *common, "trainer=cpu", "data.batch_size=32", "experiment_name=one",
-                f"hydra.run.dir={root}/logs/one", env=_env()))
-    _ok(run_cli("gru-mm-train", *common, "trainer=ddp_cpu", "data.batch_size=16", "experiment_name=two",
-                f"hydra.run.dir={root}/logs/two", "+callbacks.probe._target_=ddp_probe.RecordBatchIds",
-                f"+callbacks.probe.out={root}/probe", env=_env()))
+    _ok(
+        run_cli(
+            "gru-mm-train",
+            *common,
+            "trainer=cpu",
+            "data.batch_size=32",
+            "experiment_name=one",
+            f"hydra.run.dir={root}/logs/one",
+            env=_env(),
+        )
+    )
+    _ok(
+        run_cli(
+            "gru-mm-train",
+            *common,
+            "trainer=ddp_cpu",
+            "data.batch_size=16",
+            "experiment_name=two",
+            f"hydra.run.dir={root}/logs/two",
+            "+callbacks.probe._target_=ddp_probe.RecordBatchIds",
+            f"+callbacks.probe.out={root}/probe",
+            env=_env(),
+        )
+    )
     return root
 
 
@@ -61,17 +80,23 @@ def test_ranks_see_disjoint_data(trained: Path):
 def test_one_mlflow_run_and_one_set_of_checkpoints(trained: Path):
     runs = _runs(trained, "two")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    ckpts = sorted(p.relative_to(trained / "logs" / "two") for p in (trained / "logs" / "two").rglob("*.ckpt"))
+    ckpts = sorted(
+        p.relative_to(trained / "logs" / "two") for p in (trained / "logs" / "two").rglob("*.ckpt")
+    )
     assert [str(p.parent) for p in ckpts] == ["checkpoints", "checkpoints"], ckpts
     assert "last.ckpt" in {p.name for p in ckpts}
-    assert len(list((trained / "logs").rglob("config.yaml"))) == 2, "one Hydra config per run (rank 1 writes none)"
+    assert len(list((trained / "logs").rglob("config.yaml"))) == 2, (
+        "one Hydra config per run (rank 1 writes none)"
+    )
 
 
 @pytest.mark.slow
 def test_val_metric_matches_one_process(trained: Path):
     one, two = (_runs(trained, name)[0].data.metrics for name in ("one", "two"))
-    print(f"val/acc 1 process {one['val/acc']:.4f}, 2 processes {two['val/acc']:.4f}; "
-          f"val/loss {one['val/loss']:.4f} vs {two['val/loss']:.4f}")
+    print(
+        f"val/acc 1 process {one['val/acc']:.4f}, 2 processes {two['val/acc']:.4f}; "
+        f"val/loss {one['val/loss']:.4f} vs {two['val/loss']:.4f}"
+    )
     assert abs(one["val/acc"] - two["val/acc"]) <= VAL_ACC_TOL
     assert two["val/loss"] == pytest.approx(one["val/loss"], rel=VAL_LOSS_RTOL)
 
@@ -81,9 +106,19 @@ def test_same_weights_give_identical_metrics_with_two_processes(trained: Path):
     """Synced metrics: the 1-process run's best checkpoint, tested by 1 and by 2 processes."""
     ckpt = next((trained / "logs" / "one" / "checkpoints").glob("epoch*.ckpt"))
     for trainer, name in (("cpu", "eval1"), ("ddp_cpu", "eval2")):
-        _ok(run_cli("gru-mm-eval", f"ckpt_path={ckpt}", f"trainer={trainer}", f"experiment_name={name}",
-                    "ablation=false", "trainer.limit_test_batches=null", f"paths.root={trained}",
-                    f"hydra.run.dir={trained}/logs/{name}", env=_env()))
+        _ok(
+            run_cli(
+                "gru-mm-eval",
+                f"ckpt_path={ckpt}",
+                f"trainer={trainer}",
+                f"experiment_name={name}",
+                "ablation=false",
+                "trainer.limit_test_batches=null",
+                f"paths.root={trained}",
+                f"hydra.run.dir={trained}/logs/{name}",
+                env=_env(),
+            )
+        )
     (r1,), (r2,) = _runs(trained, "eval1"), _runs(trained, "eval2")
     m1, m2 = r1.data.metrics, r2.data.metrics
     print("1 process:", m1, "\n2 processes:", m2)

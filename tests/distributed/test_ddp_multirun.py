@@ -19,10 +19,14 @@ def _runs(root: Path):
 
 @pytest.mark.slow
 def test_multirun_with_relaunching_ddp_is_refused(isolated_root: Path):
-    proc = run_cli("gru-mm-train", "-m", "trainer=ddp_cpu", "debug=smoke", "seed=1,2", f"paths.root={isolated_root}")
+    proc = run_cli(
+        "gru-mm-train", "-m", "trainer=ddp_cpu", "debug=smoke", "seed=1,2", f"paths.root={isolated_root}"
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("gru-mm-train: trainer.strategy: ddp with 2 processes under multirun (-m)"), proc.stderr
+    assert last.startswith("gru-mm-train: trainer.strategy: ddp with 2 processes under multirun (-m)"), (
+        proc.stderr
+    )
     assert "hydra.launcher.tasks_per_node=trainer.devices" in last and "start_method=spawn" in last
     assert "Traceback" not in proc.stderr
     assert not list(isolated_root.rglob("*.ckpt")) and not list(isolated_root.rglob("train_ddp_process_*"))
@@ -31,14 +35,25 @@ def test_multirun_with_relaunching_ddp_is_refused(isolated_root: Path):
 
 @pytest.mark.slow
 def test_optuna_sweep_with_spawned_ddp_trials(isolated_root: Path):
-    proc = run_cli("gru-mm-train", "-m", "hparams_search=avdigits", "debug=smoke", "test=false",
-                   "hydra.sweeper.n_trials=1", "trainer=ddp_cpu", "trainer.strategy.start_method=spawn",
-                   f"paths.root={isolated_root}", "hydra.sweeper.study_name=spawned")
+    proc = run_cli(
+        "gru-mm-train",
+        "-m",
+        "hparams_search=avdigits",
+        "debug=smoke",
+        "test=false",
+        "hydra.sweeper.n_trials=1",
+        "trainer=ddp_cpu",
+        "trainer.strategy.start_method=spawn",
+        f"paths.root={isolated_root}",
+        "hydra.sweeper.study_name=spawned",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     sweep = isolated_root / "logs" / "sweeps" / "spawned"
     study = optuna.load_study(study_name="spawned", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"], "one job folder: the sweep ran once"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"], (
+        "one job folder: the sweep ran once"
+    )
     runs = _runs(isolated_root)
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

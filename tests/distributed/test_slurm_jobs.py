@@ -48,8 +48,13 @@ def test_multinode_script_matches_lightnings_slurm_checks():
     text = (SBATCH / "train_multinode.sbatch").read_text()
     # Lightning requires SLURM_NNODES == num_nodes and SLURM_NTASKS_PER_NODE == devices; the run folder must
     # not depend on the start time (nodes would disagree, and a requeued job would not find its checkpoint).
-    for piece in ("trainer=ddp", 'trainer.num_nodes="${SLURM_JOB_NUM_NODES}"',
-                  'trainer.devices="${SLURM_NTASKS_PER_NODE}"', "${SLURM_JOB_ID}", "srun"):
+    for piece in (
+        "trainer=ddp",
+        'trainer.num_nodes="${SLURM_JOB_NUM_NODES}"',
+        'trainer.devices="${SLURM_NTASKS_PER_NODE}"',
+        "${SLURM_JOB_ID}",
+        "srun",
+    ):
         assert piece in text
 
 
@@ -57,11 +62,24 @@ def test_multinode_script_matches_lightnings_slurm_checks():
 def test_sbatch_examples_are_accepted_by_slurm(tmp_path: Path):
     slurm_or_skip()
     # This cluster is one CPU node: shrink the multi-node request, keep everything else as written.
-    shrink = {"train_multinode.sbatch": ["--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0",
-                                         "--cpus-per-task=1", "--mem=1G"], "sweep.sbatch": []}
+    shrink = {
+        "train_multinode.sbatch": [
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            "--mem=1G",
+        ],
+        "sweep.sbatch": [],
+    }
     for name, extra in shrink.items():
-        out = subprocess.run(["sbatch", "--test-only", *extra, f"--output={tmp_path}/%j.out",
-                              str(SBATCH / name)], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+        out = subprocess.run(
+            ["sbatch", "--test-only", *extra, f"--output={tmp_path}/%j.out", str(SBATCH / name)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+        )
         assert out.returncode == 0 and "to start at" in out.stderr, f"{name}: {out.stderr}"
 
 
@@ -75,7 +93,9 @@ def _wait(predicate, timeout: float, what: str, log: Path) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}; job log:\n{log.read_text()[-4000:] if log.exists() else ''}")
+            pytest.fail(
+                f"timed out waiting for {what}; job log:\n{log.read_text()[-4000:] if log.exists() else ''}"
+            )
         time.sleep(0.5)
 
 
@@ -84,7 +104,9 @@ def _release(job: str) -> bool:
     job (repeated: an update made while the requeue is still settling may not stick)."""
     state = _job_state(job)
     if state == "PENDING":
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30)
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30
+        )
         time.sleep(2)
     return state in ("COMPLETED", "FAILED", "CANCELLED", "GONE")
 
@@ -94,16 +116,41 @@ def _release(job: str) -> bool:
 def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
     slurm_or_skip()
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
-    train = [str(BIN / "gru-mm-train"), "debug=smoke", f"paths.root={tmp_path}", f"hydra.run.dir={run_dir}",
-             "test=false", "experiment_name=requeue", "trainer.max_epochs=4",
-             "+callbacks.slow._target_=ddp_probe.SlowEpochs", "+callbacks.slow.seconds=3"]
+    train = [
+        str(BIN / "gru-mm-train"),
+        "debug=smoke",
+        f"paths.root={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+        "test=false",
+        "experiment_name=requeue",
+        "trainer.max_epochs=4",
+        "+callbacks.slow._target_=ddp_probe.SlowEpochs",
+        "+callbacks.slow.seconds=3",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    job = subprocess.run(
-        ["sbatch", "--parsable", "--requeue", "--open-mode=append", f"--output={log}", f"--chdir={REPO}",
-         "--cpus-per-task=1", "--job-name=gru-mm-requeue-test", f"--wrap={shlex.join(train)}"],
-        capture_output=True, text=True, env=env, check=True, timeout=30,
-    ).stdout.strip().split(";")[0]
+    job = (
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--requeue",
+                "--open-mode=append",
+                f"--output={log}",
+                f"--chdir={REPO}",
+                "--cpus-per-task=1",
+                "--job-name=gru-mm-requeue-test",
+                f"--wrap={shlex.join(train)}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=30,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
     try:
         last = run_dir / "checkpoints" / "last.ckpt"
         _wait(last.is_file, 240, "the first epoch's last.ckpt", log)
@@ -114,7 +161,9 @@ def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
     text = log.read_text()
     assert _job_state(job) in ("COMPLETED", "GONE"), text[-4000:]
     assert f"SLURM requeue 1: resuming from {last}" in text, text[-4000:]
-    assert "DUE TO JOB REQUEUE" in text and text.count("`Trainer.fit` stopped") == 1, "the first attempt must be cut off"
+    assert "DUE TO JOB REQUEUE" in text and text.count("`Trainer.fit` stopped") == 1, (
+        "the first attempt must be cut off"
+    )
 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 3, "the resumed run should finish all 4 epochs"
@@ -132,11 +181,26 @@ def test_sweep_trial_trains_with_ddp_processes_started_by_slurm(tmp_path: Path):
     slurm_or_skip()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
-        [str(BIN / "gru-mm-train"), "-m", "hparams_search=avdigits", "debug=smoke", "test=false",
-         "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=slurmddp", "hydra/launcher=submitit_slurm",
-         "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
-         "trainer=ddp_cpu", f"paths.root={tmp_path}"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=400,
+        [
+            str(BIN / "gru-mm-train"),
+            "-m",
+            "hparams_search=avdigits",
+            "debug=smoke",
+            "test=false",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.study_name=slurmddp",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.tasks_per_node=2",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.timeout_min=10",
+            "trainer=ddp_cpu",
+            f"paths.root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     sweep = tmp_path / "logs" / "sweeps" / "slurmddp"

@@ -26,10 +26,17 @@ def _batches(n_batches=3, size=8):
     collate = Collate(SHAPES)
     out = []
     for b in range(n_batches):
-        samples = [Sample(f"{b}-{i}", int(rng.integers(10)), {
-            "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
-            "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
-        }) for i in range(size)]
+        samples = [
+            Sample(
+                f"{b}-{i}",
+                int(rng.integers(10)),
+                {
+                    "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
+                    "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
+                },
+            )
+            for i in range(size)
+        ]
         out.append(collate(samples))
     return out
 

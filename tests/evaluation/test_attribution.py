@@ -15,10 +15,17 @@ from models.model_testlib import FUSIONS, SHAPES, build_model
 
 def _samples(lengths, seed=0):
     rng = np.random.default_rng(seed)
-    return [Sample(f"s{i}", i % 10, {
-        "audio": rng.normal(size=(a, 40)).astype(np.float32) if a else None,
-        "video": rng.random((v, 1, 8, 8)).astype(np.float32) if v else None,
-    }) for i, (a, v) in enumerate(lengths)]
+    return [
+        Sample(
+            f"s{i}",
+            i % 10,
+            {
+                "audio": rng.normal(size=(a, 40)).astype(np.float32) if a else None,
+                "video": rng.random((v, 1, 8, 8)).astype(np.float32) if v else None,
+            },
+        )
+        for i, (a, v) in enumerate(lengths)
+    ]
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -33,7 +40,7 @@ def test_shares_sum_to_one_padding_gets_nothing_and_a_sample_alone_agrees(fusion
     for m in ("audio", "video"):
         steps, lengths = result[m]["steps"], result[m]["lengths"]
         for i in range(3):
-            assert not steps[i, int(lengths[i]):].any()  # padding
+            assert not steps[i, int(lengths[i]) :].any()  # padding
             alone = attributions(net, collate([samples[i]]).inputs)[m]
             n = int(lengths[i])
             torch.testing.assert_close(alone["steps"][0, :n], steps[i, :n], rtol=1e-4, atol=1e-6)
@@ -57,8 +64,14 @@ def test_frozen_text_embedding_is_still_attributed(tmp_path):
     frozen.embed.weight.requires_grad_(False)
     net.encoders["audio"] = frozen  # audio slot now reads token ids
     shapes = {"audio": (), "video": (1, 8, 8)}
-    sample = Sample("t", 0, {"audio": np.array([3, 4, 5], dtype=np.int64),
-                             "video": np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)})
+    sample = Sample(
+        "t",
+        0,
+        {
+            "audio": np.array([3, 4, 5], dtype=np.int64),
+            "video": np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32),
+        },
+    )
     result = attributions(net, Collate(shapes)([sample]).inputs)
     assert float(result["audio"]["share"][0]) > 0 and result["audio"]["steps"][0, :3].all()
 
@@ -87,9 +100,9 @@ def test_the_gradient_reaches_early_steps_only_when_the_update_gate_keeps_the_st
     with torch.no_grad():
         for name, p in gru.named_parameters():
             if name.startswith("bias_ih"):
-                p[gru.hidden_size: 2 * gru.hidden_size] = z_bias
+                p[gru.hidden_size : 2 * gru.hidden_size] = z_bias
             elif name.startswith("bias_hh"):
-                p[gru.hidden_size: 2 * gru.hidden_size] = 0.0
+                p[gru.hidden_size : 2 * gru.hidden_size] = 0.0
             elif name.startswith("weight_hh"):
                 p.mul_(0.01)
     result = attributions(net, Collate(SHAPES)(_samples([(60, 4), (40, 6), (80, 5)])).inputs)

@@ -26,8 +26,10 @@ class FixedPredictions(torch.nn.Module):
 def test_counts_match_sklearn():
     rng = np.random.default_rng(0)
     true, pred = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
-    batches = [Batch([str(p) for p in pred[i:i + 16]], torch.as_tensor(true[i:i + 16]), {})
-               for i in range(0, 50, 16)]
+    batches = [
+        Batch([str(p) for p in pred[i : i + 16]], torch.as_tensor(true[i : i + 16]), {})
+        for i in range(0, 50, 16)
+    ]
     counts = confusion_counts(FixedPredictions(4), batches, 4)
     np.testing.assert_array_equal(counts, confusion_matrix(true, pred, labels=range(4)))
 

@@ -27,10 +27,17 @@ class SmallTestSplit:
 
     def __init__(self):
         rng = np.random.default_rng(0)
-        samples = [Sample(f"s{i}", i % 10, {
-            "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
-            "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
-        }) for i in range(16)]
+        samples = [
+            Sample(
+                f"s{i}",
+                i % 10,
+                {
+                    "audio": rng.normal(size=(int(rng.integers(0, 30)), 40)).astype(np.float32),
+                    "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
+                },
+            )
+            for i in range(16)
+        ]
         self.batches = [Collate(SHAPES)(samples[:8]), Collate(SHAPES)(samples[8:])]
 
     def test_dataloader(self):
@@ -42,25 +49,38 @@ class SmallTestSplit:
 
 def test_report_logs_the_tables_metrics_and_plots(tmp_path):
     module = build_test_module("model/fusion=late")  # a GRU per modality: gates too
-    logger = MLFlowLogger("x", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                          artifact_location=str(tmp_path / "artifacts"))
+    logger = MLFlowLogger(
+        "x", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts")
+    )
     metrics = report(module, SmallTestSplit(), logger, device="cpu")
     assert module.training  # evaluated in eval mode, handed back as it came
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = logger.run_id
     logged = client.get_run(run_id).data.metrics
-    assert {"test_ablation/none/acc", "test_ablation/audio/f1", "test_ablation/video/acc",
-            "test_attribution/audio/share", "test_gradient/audio/start_vs_peak"} <= set(metrics)
+    assert {
+        "test_ablation/none/acc",
+        "test_ablation/audio/f1",
+        "test_ablation/video/acc",
+        "test_attribution/audio/share",
+        "test_gradient/audio/start_vs_peak",
+    } <= set(metrics)
     assert {k: logged[k] for k in metrics} == pytest.approx(metrics)
     assert {"test_class/digit3/precision", "test_class/digit3/recall", "test_class/digit3/f1"} <= set(logged)
     shares = metrics["test_attribution/audio/share"] + metrics["test_attribution/video/share"]
     assert shares == pytest.approx(1)
     folders = ("ablation", "per_class", "plots")
     artifacts = sorted(a.path for d in folders for a in client.list_artifacts(run_id, d))
-    assert artifacts == ["ablation/ablation.csv", "ablation/ablation.md", "per_class/test_per_class.csv",
-                         "per_class/test_per_class.md", "plots/attribution.png", "plots/gates_audio.png",
-                         "plots/gates_video.png", "plots/gradient_through_time.png",
-                         "plots/test_confusion_matrix.png"]
+    assert artifacts == [
+        "ablation/ablation.csv",
+        "ablation/ablation.md",
+        "per_class/test_per_class.csv",
+        "per_class/test_per_class.md",
+        "plots/attribution.png",
+        "plots/gates_audio.png",
+        "plots/gates_video.png",
+        "plots/gradient_through_time.png",
+        "plots/test_confusion_matrix.png",
+    ]
     per_class = client.download_artifacts(run_id, "per_class/test_per_class.csv", str(tmp_path))
     support = [int(line.split(",")[4]) for line in Path(per_class).read_text().splitlines()[1:]]
     assert support == [2, 2, 2, 2, 2, 2, 1, 1, 1, 1]  # the whole split counted once
@@ -75,13 +95,21 @@ def test_without_a_logger_the_report_is_the_ablation_only():
 def fusion_runs(tmp_path_factory):
     """One smoke training per fusion type, as one Hydra multirun (one process, one generated data set)."""
     root = tmp_path_factory.mktemp("fusions")
-    result = run_cli("gru-mm-train", "-m", "debug=smoke", f"paths.root={root}",
-                     f"model/fusion={','.join(FUSIONS)}", timeout=900)
+    result = run_cli(
+        "gru-mm-train",
+        "-m",
+        "debug=smoke",
+        f"paths.root={root}",
+        f"model/fusion={','.join(FUSIONS)}",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("avdigits")
-    runs = {r.data.params["model/fusion/_target_"].rsplit(".", 1)[1]: r
-            for r in client.search_runs([exp.experiment_id])}
+    runs = {
+        r.data.params["model/fusion/_target_"].rsplit(".", 1)[1]: r
+        for r in client.search_runs([exp.experiment_id])
+    }
     return root, client, runs
 
 
@@ -98,7 +126,9 @@ def test_every_fusion_trains_end_to_end_with_an_ablation_table(fusion_runs, fusi
     # the smoke test split is tested whole, so "none removed" is the test accuracy itself
     assert metrics["test_ablation/none/acc"] == pytest.approx(metrics["test/acc"])
     assert [a.path for a in client.list_artifacts(run.info.run_id, "ablation")] == [
-        "ablation/ablation.csv", "ablation/ablation.md"]
+        "ablation/ablation.csv",
+        "ablation/ablation.md",
+    ]
 
 
 @pytest.mark.slow
@@ -117,8 +147,13 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     assert Path(csv).read_text().splitlines()[0] == "removed,acc,f1"
     plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     # the confusion matrix from the ablation's pass; gates for the per-modality GRUs of the late fusion
-    assert plots == ["plots/attribution.png", "plots/gates_audio.png", "plots/gates_video.png",
-                     "plots/gradient_through_time.png", "plots/test_confusion_matrix.png"]
+    assert plots == [
+        "plots/attribution.png",
+        "plots/gates_audio.png",
+        "plots/gates_video.png",
+        "plots/gradient_through_time.png",
+        "plots/test_confusion_matrix.png",
+    ]
     shares = metrics["test_attribution/audio/share"] + metrics["test_attribution/video/share"]
     assert shares == pytest.approx(1)
     # per class, from the same pass: the support sums to the test split, and recall weighted by it is acc
@@ -129,5 +164,3 @@ def test_eval_logs_the_ablation_of_a_checkpoint(fusion_runs):
     recall_acc = sum(float(r[2]) * n for r, n in zip(rows[1:], support, strict=True)) / sum(support)
     assert recall_acc == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert metrics["test_class/3/recall"] == pytest.approx(float(rows[4][2]))
-
-

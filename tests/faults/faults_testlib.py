@@ -14,9 +14,19 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 # A short, fast run: 2 training batches of 8 small samples per epoch, 1 validation batch; no test, no model.
-FAST = ["debug=smoke", "data.source.n_train=32", "data.source.n_val=16", "data.source.n_test=16",
-        "data.batch_size=8", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "model.gru.hidden_size=16", "test=false", "log_model=false", "~callbacks.system_metrics"]
+FAST = [
+    "debug=smoke",
+    "data.source.n_train=32",
+    "data.source.n_val=16",
+    "data.source.n_test=16",
+    "data.batch_size=8",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "model.gru.hidden_size=16",
+    "test=false",
+    "log_model=false",
+    "~callbacks.system_metrics",
+]
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -27,17 +37,23 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """One of the project's console scripts, run as a user would (output captured as text)."""
-    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, env=cli_env(env),
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, env=cli_env(env), timeout=timeout, cwd=REPO
+    )
 
 
-def start(name: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+def start(
+    name: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
     """The same, in the background (for killing it); output goes to `log`."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([str(BIN / name), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env(env),
-                            cwd=REPO)
+    return subprocess.Popen(
+        [str(BIN / name), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env(env), cwd=REPO
+    )
 
 
 def craft(source: Path, target: Path, change: Callable[[dict], None]) -> Path:
@@ -65,4 +81,6 @@ def train_runs(root: Path, experiment: str = "avdigits"):
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    return (
+        [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    )

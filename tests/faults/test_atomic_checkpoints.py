@@ -86,14 +86,25 @@ class _Watched(AtomicCheckpointIO):
 def test_last_ckpt_never_names_a_best_checkpoint_that_is_gone(tmp_path):
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
     io = _Watched(tmp_path)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", mode="max", save_top_k=1, save_last=True,
-                                 filename="best{epoch}")
-    trainer = pl.Trainer(max_epochs=3, callbacks=[checkpoint], plugins=[io], logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path, monitor="score", mode="max", save_top_k=1, save_last=True, filename="best{epoch}"
+    )
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[checkpoint],
+        plugins=[io],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(_Improving(), data, data)
     assert sum(what.startswith("asked to remove best") for what, _, _ in io.seen) == 2  # two bests replaced
     assert all(ok for _, _, ok in io.seen), io.seen
-    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["bestepoch=2.ckpt", "last.ckpt"]  # the old ones went
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "bestepoch=2.ckpt",
+        "last.ckpt",
+    ]  # the old ones went
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     assert (tmp_path / "last.ckpt").stat().st_mode == plain.stat().st_mode  # shared as a plain write would be

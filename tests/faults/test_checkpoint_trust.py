@@ -46,18 +46,30 @@ def test_predictor_refuses_a_foreign_target_before_building_anything(real_ckpt, 
     crafted = craft(real_ckpt, tmp_path / "crafted.ckpt", _foreign_optimizer)
     with pytest.raises(CheckpointError, match=r"optimizer\._target_ = 'marker_target\.write_marker'"):
         Predictor.from_checkpoint(crafted)
-    shell = craft(real_ckpt, tmp_path / "shell.ckpt", lambda c: c["gru_mm"]["config"]["model"]["head"].update(
-        _target_="os.system", _args_=[f"touch {marker}"]))
+    shell = craft(
+        real_ckpt,
+        tmp_path / "shell.ckpt",
+        lambda c: c["gru_mm"]["config"]["model"]["head"].update(
+            _target_="os.system", _args_=[f"touch {marker}"]
+        ),
+    )
     with pytest.raises(CheckpointError, match=r"model\.head\._target_ = 'os\.system'"):
         Predictor.from_checkpoint(shell)
     assert not marker.exists()
     Predictor.from_checkpoint(real_ckpt)  # the real one loads
 
 
-@pytest.mark.parametrize("target", [
-    "os.system", "builtins.exec", "torch.nn.functional.torch.load",  # an alias out of an allowed package
-    "gru_mm.checkpoints.io.torch.load", "torch.optim.AdamW.__init__", "subprocess.run",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "os.system",
+        "builtins.exec",
+        "torch.nn.functional.torch.load",  # an alias out of an allowed package
+        "gru_mm.checkpoints.io.torch.load",
+        "torch.optim.AdamW.__init__",
+        "subprocess.run",
+    ],
+)
 def test_the_allow_list_refuses_what_could_run_anything(target):
     assert not trust.allowed(target)
 
@@ -66,9 +78,13 @@ def test_every_target_of_the_projects_own_configs_is_allowed():
     """A checkpoint of any config in conf/ loads: the allow-list keeps up with conf/ (launchers are hydra's,
     never saved in a checkpoint)."""
     conf = Path(trust.__file__).resolve().parents[3] / "conf"
-    targets = {line.split("_target_:")[1].split("#")[0].strip()
-               for f in conf.rglob("*.yaml") if "launcher" not in f.parts
-               for line in f.read_text().splitlines() if "_target_:" in line}
+    targets = {
+        line.split("_target_:")[1].split("#")[0].strip()
+        for f in conf.rglob("*.yaml")
+        if "launcher" not in f.parts
+        for line in f.read_text().splitlines()
+        if "_target_:" in line
+    }
     assert len(targets) > 10 and not [t for t in sorted(targets) if not trust.allowed(t)]
 
 
@@ -92,8 +108,10 @@ def test_the_clis_refuse_a_crafted_checkpoint_and_run_none_of_it(real_ckpt, tmp_
         where = last if "last" in what else crafted
         assert result.returncode == 1 and "Traceback" not in result.stderr, (what, result.stderr[-2000:])
         line = result.stderr.strip().splitlines()[-1]
-        assert line.startswith(f"{command}: {where}: its config names optimizer._target_ = "
-                               f"'{FOREIGN}', which a checkpoint may not build"), (what, line)
+        assert line.startswith(
+            f"{command}: {where}: its config names optimizer._target_ = "
+            f"'{FOREIGN}', which a checkpoint may not build"
+        ), (what, line)
         assert not marker.exists(), what
 
 
@@ -122,7 +140,9 @@ def test_the_mlflow_model_refuses_a_crafted_checkpoint(real_ckpt, tmp_path, monk
 
 def _bomb(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"gru_mm": {"experiment_name": "avdigits", "config": {}}, "bomb": PickleBomb(str(marker))}, path)
+    torch.save(
+        {"gru_mm": {"experiment_name": "avdigits", "config": {}}, "bomb": PickleBomb(str(marker))}, path
+    )
     return path
 
 
@@ -136,9 +156,11 @@ def test_a_crafted_pickle_is_live_when_unpickled_without_weights_only(tmp_path):
 def test_a_crafted_pickle_in_last_ckpt_does_not_run(tmp_path):
     marker = tmp_path / "marker"
     last = _bomb(tmp_path / "logs/train/runs/crafted/checkpoints/last.ckpt", marker)
-    for command, *args in (("gru-mm-train", *FAST, "ckpt_path=last"),
-                           ("gru-mm-eval", "ckpt_path=last", "experiment_name=avdigits"),
-                           ("gru-mm-predict", f"ckpt_path={last}", f"data_path={tmp_path / 'x.csv'}")):
+    for command, *args in (
+        ("gru-mm-train", *FAST, "ckpt_path=last"),
+        ("gru-mm-eval", "ckpt_path=last", "experiment_name=avdigits"),
+        ("gru-mm-predict", f"ckpt_path={last}", f"data_path={tmp_path / 'x.csv'}"),
+    ):
         result = run(command, *args, f"paths.root={tmp_path}")
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"{command}: {last}: not a readable checkpoint" in result.stderr

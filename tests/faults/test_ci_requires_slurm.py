@@ -16,9 +16,24 @@ SLURM_TEST = "tests/distributed/test_slurm_jobs.py::test_sbatch_examples_are_acc
 
 
 def _pytest(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", SLURM_TEST, "-q", "-rs", "-p", "no:cacheprovider",
-                           f"--basetemp={tmp_path / 'pytest'}"], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            SLURM_TEST,
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'pytest'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -33,8 +48,10 @@ def test_slurm_tests_skip_without_a_cluster_but_fail_where_it_is_required(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason=".ci/run starts SLURM only as root")
-@pytest.mark.skipif(shutil.which("slurmctld") is None and not Path("/usr/sbin/slurmctld").exists(),
-                    reason="SLURM is not installed (.ci/run installs it; a test does not)")
+@pytest.mark.skipif(
+    shutil.which("slurmctld") is None and not Path("/usr/sbin/slurmctld").exists(),
+    reason="SLURM is not installed (.ci/run installs it; a test does not)",
+)
 def test_ci_fails_when_slurm_does_not_start(tmp_path):
     """The real .ci/run and start_slurm.sh, with a state folder that cannot be created; `make` is replaced
     by a marker so that, whatever happens, the test suite is not run from inside itself."""
@@ -44,9 +61,14 @@ def test_ci_fails_when_slurm_does_not_start(tmp_path):
     (shim / "make").chmod(0o755)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "SLURM_TEST_DIR": str(blocker / "slurm")}
-    result = subprocess.run(["bash", str(REPO / ".ci" / "run")], capture_output=True, text=True, env=env,
-                            timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_TEST_DIR": str(blocker / "slurm"),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "SLURM could not be started" in result.stderr and "failing CI" in result.stderr
     assert not (tmp_path / "make-ran").exists(), "the tests ran although SLURM did not start"

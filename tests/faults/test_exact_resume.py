@@ -12,8 +12,14 @@ import torch
 from faults_testlib import FAST, metric_history, run, start, train_runs
 
 # Dropout, modality dropout and random crops all draw random numbers: a resume that lost their states differs.
-ARGS = [*FAST, "trainer.max_epochs=4", "trainer.deterministic=true", "model.modality_dropout=0.3",
-        "data.train_crop_steps=12", "trainer.log_every_n_steps=1"]
+ARGS = [
+    *FAST,
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "model.modality_dropout=0.3",
+    "data.train_crop_steps=12",
+    "trainer.log_every_n_steps=1",
+]
 EPOCH_METRICS = ("val/loss", "val/acc", "train/loss_epoch")
 
 pytestmark = pytest.mark.slow
@@ -62,7 +68,9 @@ def uninterrupted(tmp_path_factory) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.parametrize("epoch", [1, 3])
-def test_kill_at_an_epoch_boundary_then_resume_gives_the_uninterrupted_metrics(epoch, uninterrupted, tmp_path):
+def test_kill_at_an_epoch_boundary_then_resume_gives_the_uninterrupted_metrics(
+    epoch, uninterrupted, tmp_path
+):
     last = kill_after_epoch(tmp_path, epoch, *ARGS)
     (killed,) = train_runs(tmp_path)
     assert killed.info.status == "RUNNING"  # killed: nothing closed the run

@@ -25,8 +25,11 @@ def _check_folder(root: Path) -> None:
     for path in root.glob("logs/train/runs/*/checkpoints/*.ckpt"):
         ckpt = load(path)  # a CheckpointError (truncated, half-written) fails the test
         if path.name == "last.ckpt":
-            state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("RunCheckpoint")
-                         or k.startswith("ModelCheckpoint"))
+            state = next(
+                v
+                for k, v in ckpt["callbacks"].items()
+                if k.startswith("RunCheckpoint") or k.startswith("ModelCheckpoint")
+            )
             assert Path(state["best_model_path"]).is_file(), f"{path} names a missing best checkpoint"
 
 
@@ -34,13 +37,17 @@ def _kill_once(root: Path, rng: random.Random, n: int, resume: bool) -> None:
     """Start (resuming after the first), wait for training to write a checkpoint, then kill: at once when a
     write is in progress (a temporary file appears), or after a random delay, whichever comes first."""
     log = root / f"attempt{n}.log"
-    proc = start("gru-mm-train", *ARGS, *(["ckpt_path=last"] if resume else []), f"paths.root={root}", log=log)
+    proc = start(
+        "gru-mm-train", *ARGS, *(["ckpt_path=last"] if resume else []), f"paths.root={root}", log=log
+    )
     folder = root / "logs/train/runs"
     seen = {p: p.stat().st_ino for p in folder.glob("*/checkpoints/last.ckpt")} if folder.exists() else {}
     deadline, kill_at = time.time() + 600, None
     hunt_writes = rng.random() < 0.5
     while proc.poll() is None and time.time() < deadline:
-        lasts = {p: p.stat().st_ino for p in folder.glob("*/checkpoints/last.ckpt")} if folder.exists() else {}
+        lasts = (
+            {p: p.stat().st_ino for p in folder.glob("*/checkpoints/last.ckpt")} if folder.exists() else {}
+        )
         if kill_at is None and lasts != seen:  # this process has started training and written a checkpoint
             kill_at = time.time() + rng.uniform(0.0, 1.5)
         writing = hunt_writes and kill_at is not None and any(folder.glob("*/checkpoints/.*.tmp"))
@@ -61,7 +68,9 @@ def test_random_kills_each_resumed_leave_readable_checkpoints_and_a_finished_run
     for n in range(KILLS):
         _kill_once(tmp_path, rng, n, resume=n > 0)
         _check_folder(tmp_path)
-    final = start("gru-mm-train", *ARGS, "ckpt_path=last", f"paths.root={tmp_path}", log=tmp_path / "final.log")
+    final = start(
+        "gru-mm-train", *ARGS, "ckpt_path=last", f"paths.root={tmp_path}", log=tmp_path / "final.log"
+    )
     assert final.wait(timeout=900) == 0, (tmp_path / "final.log").read_text()[-3000:]
     _check_folder(tmp_path)
     (only,) = train_runs(tmp_path)  # every resume continued the one MLflow run

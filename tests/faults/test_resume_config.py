@@ -42,7 +42,9 @@ def test_resume_keeps_the_checkpoints_config_and_refuses_contradictions_unless_a
     refused = run("gru-mm-train", *FAST, f"ckpt_path={last}", "trainer.max_epochs=2", root)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
     line = refused.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"gru-mm-train: ckpt_path={last}: a resumed run keeps its checkpoint's config"), line
+    assert line.startswith(f"gru-mm-train: ckpt_path={last}: a resumed run keeps its checkpoint's config"), (
+        line
+    )
     assert "trainer.max_epochs=2 (the checkpoint has 1)" in line and "resume_overrides=allow" in line
 
     nothing = run("gru-mm-train", *FAST, "ckpt_path=last", root)

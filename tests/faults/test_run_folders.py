@@ -25,8 +25,17 @@ def _start_two(root):
     start = time.time() + 25  # after both have imported
     # seed=-1 fails the config check, after Hydra has made the run folder: the folder is all this needs
     args = [f"paths.root={root}", "seed=-1"]
-    procs = [subprocess.Popen([sys.executable, "-c", STARTER, str(start), *args], cwd=REPO, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(start), *args],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert all("gru-mm-train: seed must be" in out for out in outputs), outputs
     return sorted(p.name for p in (root / "logs/train/runs").iterdir())
@@ -34,7 +43,9 @@ def _start_two(root):
 
 @pytest.mark.slow
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path):
-    for attempt in range(5):  # both compose within a fraction of a second; now and then a second boundary falls between
+    for attempt in range(
+        5
+    ):  # both compose within a fraction of a second; now and then a second boundary falls between
         folders = _start_two(tmp_path / str(attempt))
         assert len(folders) == 2, folders  # never one shared folder
         if len({name.rsplit("_", 1)[0] for name in folders}) == 1:

@@ -22,9 +22,18 @@ from gru_mm.tracking.outbox import unsent  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 STEPS = 16  # training batches per epoch: epoch e logs train/loss_step at steps 16e..16e+15, its end at 16e+15
-RUN = ["debug=smoke", "data.batch_size=8", f"trainer.limit_train_batches={STEPS}", "trainer.limit_val_batches=2",
-       "model.gru.hidden_size=16", "trainer.max_epochs=3", "test=false", "log_model=false",
-       "~callbacks.system_metrics", "experiment_name=outage"]
+RUN = [
+    "debug=smoke",
+    "data.batch_size=8",
+    f"trainer.limit_train_batches={STEPS}",
+    "trainer.limit_val_batches=2",
+    "model.gru.hidden_size=16",
+    "trainer.max_epochs=3",
+    "test=false",
+    "log_model=false",
+    "~callbacks.system_metrics",
+    "experiment_name=outage",
+]
 
 
 def wait_for(condition, timeout: float, what: str, proc=None) -> None:
@@ -62,13 +71,21 @@ def test_metrics_of_an_outage_survive_a_kill_and_reach_the_run_on_resume(server,
         return _steps(client, runs[0].info.run_id, "train/loss_step") if runs else []
 
     def queued_steps() -> set[int]:
-        return {m[3] for path in journals() for b in unsent(path) for m in b["metrics"] if m[0] == "train/loss_step"}
+        return {
+            m[3]
+            for path in journals()
+            for b in unsent(path)
+            for m in b["metrics"]
+            if m[0] == "train/loss_step"
+        }
 
     try:
         # 1. Epoch 0 is logging to the server: freeze the run, stop the server (during epoch 0), let it go on.
         wait_for(lambda: steps_on_server(), 600, "a training step reached the server", proc)
         os.kill(proc.pid, signal.SIGSTOP)
-        assert max(steps_on_server()) < STEPS - 1, "the run got past epoch 0 before the server could be stopped"
+        assert max(steps_on_server()) < STEPS - 1, (
+            "the run got past epoch 0 before the server could be stopped"
+        )
         server.stop()
         os.kill(proc.pid, signal.SIGCONT)
         # 2. Epoch 1 is under way, the server still down: kill the run.
@@ -101,14 +118,32 @@ def test_a_run_failing_during_an_outage_shows_its_own_error(server, tmp_path):
     then stops the run: its error is the last line, not the server's, and the server was waited for once."""
     gate = tmp_path / "gate"
     gate.mkdir()
-    quick = ["debug=smoke", "data.batch_size=8", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-             "model.gru.hidden_size=16", "trainer.max_epochs=3", "test=false", "log_model=false",
-             "~callbacks.system_metrics", "experiment_name=failing", "logger.mlflow.wait_s=3",
-             "+callbacks.pause._target_=fault_injection.PauseAt", f"+callbacks.pause.folder={gate}",
-             "+callbacks.pause.epoch=0", "+callbacks.pause.batch=1",
-             "+callbacks.nan._target_=fault_injection.NanGradientAt", "+callbacks.nan.steps=[5]"]
-    proc = start("gru-mm-train", *quick, f"paths.root={tmp_path}", env={"MLFLOW_TRACKING_URI": server.uri},
-                 log=tmp_path / "run.log")
+    quick = [
+        "debug=smoke",
+        "data.batch_size=8",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "model.gru.hidden_size=16",
+        "trainer.max_epochs=3",
+        "test=false",
+        "log_model=false",
+        "~callbacks.system_metrics",
+        "experiment_name=failing",
+        "logger.mlflow.wait_s=3",
+        "+callbacks.pause._target_=fault_injection.PauseAt",
+        f"+callbacks.pause.folder={gate}",
+        "+callbacks.pause.epoch=0",
+        "+callbacks.pause.batch=1",
+        "+callbacks.nan._target_=fault_injection.NanGradientAt",
+        "+callbacks.nan.steps=[5]",
+    ]
+    proc = start(
+        "gru-mm-train",
+        *quick,
+        f"paths.root={tmp_path}",
+        env={"MLFLOW_TRACKING_URI": server.uri},
+        log=tmp_path / "run.log",
+    )
     try:
         wait_for(lambda: (gate / "reached").exists(), 600, "the run to reach batch 1", proc)
         server.stop()

@@ -15,7 +15,6 @@ register_resolvers()
 SHAPES = {"audio": (40,), "video": (1, 8, 8)}  # avdigits' per-step feature shapes
 
 
-
 def _options(group: str) -> list[str]:
     """The options of a conf/model/ group, the model's default first: a new yaml file is tested too."""
     names = sorted(p.stem for p in (CONF_DIR / "model" / group).glob("*.yaml"))

@@ -54,8 +54,15 @@ def test_each_fusion_config_builds_and_declares_what_it_consumes(name):
 
 @pytest.mark.parametrize("name", ["early", "event"])
 def test_the_fusion_gru_follows_the_model_gru_group(name):
-    model = instantiate(_cfg(f"model/fusion={name}", "model/gru=cho2014", "model.gru.hidden_size=24",
-                             "model.gru.bidirectional=true").model, num_classes=10)
+    model = instantiate(
+        _cfg(
+            f"model/fusion={name}",
+            "model/gru=cho2014",
+            "model.gru.hidden_size=24",
+            "model.gru.bidirectional=true",
+        ).model,
+        num_classes=10,
+    )
     gru = model.fusion.gru
     assert isinstance(gru, GRU) and gru.cell == "cho2014" and gru.hidden_size == 24
     assert model.fusion.out_features == 48 == model.head[0].normalized_shape[0]
@@ -64,7 +71,12 @@ def test_the_fusion_gru_follows_the_model_gru_group(name):
 def test_fusion_consumes_unwraps_partials():
     assert fusion_consumes(functools.partial(EventFusion, dim=8)) == "steps"
     assert fusion_consumes(functools.partial(EarlyFusion)) == "steps"
-    assert fusion_consumes(LateFusion) == fusion_consumes(AttentionFusion) == fusion_consumes(TensorFusion) == "states"
+    assert (
+        fusion_consumes(LateFusion)
+        == fusion_consumes(AttentionFusion)
+        == fusion_consumes(TensorFusion)
+        == "states"
+    )
     assert fusion_consumes(LowRankFusion) == "states"
 
 
@@ -120,7 +132,9 @@ def test_resample_interpolates_each_row_onto_its_own_timeline():
 
 
 def test_fill_absent_gives_one_stand_in_step():
-    x = FusionInput(torch.zeros(2, 0, 3), torch.tensor([0, 0]), torch.tensor([False, False]), torch.arange(3.0))
+    x = FusionInput(
+        torch.zeros(2, 0, 3), torch.tensor([0, 0]), torch.tensor([False, False]), torch.arange(3.0)
+    )
     steps, lengths, _ = fill_absent(x)
     assert steps.shape == (2, 1, 3) and lengths.tolist() == [1, 1]
     torch.testing.assert_close(steps[:, 0], torch.arange(3.0).expand(2, 3))
@@ -137,8 +151,9 @@ def _steps_input(lengths, dim, times=None, seed=0):
 def test_event_fusion_orders_events_by_time():
     """Given times that interleave the two modalities, the GRU sees one merged, time-ordered sequence."""
     torch.manual_seed(0)
-    fusion = EventFusion({"a": 2, "b": 2}, functools.partial(GRU, hidden_size=4), dim=3,
-                         step_seconds={"a": 0.1, "b": 0.25})
+    fusion = EventFusion(
+        {"a": 2, "b": 2}, functools.partial(GRU, hidden_size=4), dim=3, step_seconds={"a": 0.1, "b": 0.25}
+    )
     seen = {}
     fusion.gru.register_forward_hook(lambda mod, args, out: seen.update(x=args[0], lengths=args[1]))
     x = {"a": _steps_input([3], 2), "b": _steps_input([2], 2, seed=1)}
@@ -152,8 +167,10 @@ def test_event_fusion_orders_events_by_time():
     expected = torch.stack([proj_a[0], proj_b[0], proj_a[1], proj_a[2], proj_b[1]])
     torch.testing.assert_close(seen["x"][0, :, :3], expected)
     # explicit times equal to index x step_seconds give the same result
-    timed = {"a": _steps_input([3], 2, times=torch.tensor([[0.0, 0.1, 0.2]])),
-             "b": _steps_input([2], 2, times=torch.tensor([[0.0, 0.25]]), seed=1)}
+    timed = {
+        "a": _steps_input([3], 2, times=torch.tensor([[0.0, 0.1, 0.2]])),
+        "b": _steps_input([2], 2, times=torch.tensor([[0.0, 0.25]]), seed=1),
+    }
     torch.testing.assert_close(fusion(timed), fusion(x))
 
 
@@ -167,7 +184,9 @@ def test_event_fusion_follows_seq_times_through_a_strided_encoder():
     model = instantiate(_cfg("model/fusion=event", "model.modalities=[audio]").model, num_classes=10).eval()
     T = 10  # noqa: N806
     seq = Seq(torch.randn(1, T, 40), torch.tensor([T]), torch.tensor([True]))
-    with_times = Seq(seq.data, seq.lengths, seq.present, times=torch.arange(T, dtype=torch.float32)[None] * 0.016)
+    with_times = Seq(
+        seq.data, seq.lengths, seq.present, times=torch.arange(T, dtype=torch.float32)[None] * 0.016
+    )
     with torch.no_grad():
         # the configured 32 ms per encoded step equals 16 ms frames under the encoder's stride 2
         torch.testing.assert_close(model({"audio": seq}), model({"audio": with_times}))

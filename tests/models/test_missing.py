@@ -16,10 +16,17 @@ _model = build_model
 
 def _batch(lengths, seed=0):
     rng = np.random.default_rng(seed)
-    samples = [Sample(f"s{i}", i % 10, {
-        "audio": rng.normal(size=(a, 40)).astype(np.float32) if a else None,
-        "video": rng.random((v, 1, 8, 8)).astype(np.float32) if v else None,
-    }) for i, (a, v) in enumerate(lengths)]
+    samples = [
+        Sample(
+            f"s{i}",
+            i % 10,
+            {
+                "audio": rng.normal(size=(a, 40)).astype(np.float32) if a else None,
+                "video": rng.random((v, 1, 8, 8)).astype(np.float32) if v else None,
+            },
+        )
+        for i, (a, v) in enumerate(lengths)
+    ]
     return Collate(SHAPES)(samples)
 
 
@@ -73,8 +80,9 @@ def test_modality_dropout_runs_in_training_only():
     model = _model("model.modality_dropout=0.5", "model.head.dropout=0.0")
     batch = _batch([(20, 5)] * 32, seed=1)
     seen = []
-    model.fusion.register_forward_hook(lambda mod, args, out: seen.append(
-        {m: x.lengths.clone() for m, x in args[0].items()}))
+    model.fusion.register_forward_hook(
+        lambda mod, args, out: seen.append({m: x.lengths.clone() for m, x in args[0].items()})
+    )
     model.train()
     torch.manual_seed(0)
     model(batch.inputs)

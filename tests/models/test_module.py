@@ -14,8 +14,17 @@ from gru_mm.data.collate import Collate
 
 def _batch():
     rng = np.random.default_rng(0)
-    samples = [Sample(str(i), i, {"audio": rng.normal(size=(20 + i, 40)).astype(np.float32),
-                                  "video": rng.random((3 + i, 1, 8, 8)).astype(np.float32)}) for i in range(4)]
+    samples = [
+        Sample(
+            str(i),
+            i,
+            {
+                "audio": rng.normal(size=(20 + i, 40)).astype(np.float32),
+                "video": rng.random((3 + i, 1, 8, 8)).astype(np.float32),
+            },
+        )
+        for i in range(4)
+    ]
     return Collate({"audio": (40,), "video": (1, 8, 8)})(samples)
 
 
@@ -39,8 +48,13 @@ def test_find_lr_restores_the_weights_and_forgets_its_steps():
     from gru_mm.models.lr_find import find_lr
 
     # no dropout: the first loss of the test is the untrained model's loss on the first training batch
-    cfg = compose_train("debug=smoke", "lr_find.enabled=true", "lr_find.steps=20", "model.head.dropout=0",
-                        "model.modality_dropout=0")
+    cfg = compose_train(
+        "debug=smoke",
+        "lr_find.enabled=true",
+        "lr_find.steps=20",
+        "model.head.dropout=0",
+        "model.modality_dropout=0",
+    )
     datamodule = build_datamodule(cfg)
     datamodule.validate()
     torch.manual_seed(0)

@@ -13,7 +13,12 @@ from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.nn.encoders import Encoder
 
-KIND_SHAPES = {"audio": (6,), "frames": (3, 8, 8), "text": (), "series": (4,)}  # a per-step shape of each kind
+KIND_SHAPES = {
+    "audio": (6,),
+    "frames": (3, 8, 8),
+    "text": (),
+    "series": (4,),
+}  # a per-step shape of each kind
 
 
 def _model(*overrides: str):
@@ -53,7 +58,9 @@ def test_padding_never_changes_a_prediction(gru, bidirectional):
 @pytest.mark.parametrize(("gru", "bidirectional"), [("torch", True), ("cho2014", False)])
 def test_padding_never_changes_a_prediction_for_any_fusion(fusion, gru, bidirectional):
     """Including absent modalities (length 0) and a sample that lacks both."""
-    model = _model(f"model/fusion={fusion}", f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}")
+    model = _model(
+        f"model/fusion={fusion}", f"model/gru={gru}", f"model.gru.bidirectional={str(bidirectional).lower()}"
+    )
     _assert_padding_invariant(model, [(1, 1), (7, 3), (60, 40), (13, 0), (0, 25), (100, 25), (0, 0)])
 
 
@@ -114,8 +121,9 @@ def test_every_encoder_config_declares_its_sizes_and_stride_and_ignores_padding(
     cls = get_object(cfg._target_)
     assert issubclass(cls, Encoder) and cls.size_args, f"{cls.__name__} declares no size_args"
     assert set(cls.size_args) <= set(cfg.keys())  # each one is a key users see (null or ???: the data's)
-    kind, shape = next((k, s) for k, s in KIND_SHAPES.items()
-                       if set(cls.size_args) <= set(kinds.get(k).encoder_sizes(s, 20)))
+    kind, shape = next(
+        (k, s) for k, s in KIND_SHAPES.items() if set(cls.size_args) <= set(kinds.get(k).encoder_sizes(s, 20))
+    )
     torch.manual_seed(0)
     encoder = instantiate(cfg, **kinds.get(kind).encoder_sizes(shape, 20)).eval()
     lengths = torch.tensor([7, 3, 0])
@@ -126,6 +134,6 @@ def test_every_encoder_config_declares_its_sizes_and_stride_and_ignores_padding(
         assert y.shape[-1] == encoder.out_features
         assert out_lengths.tolist() == [-(-n // stride) for n in lengths.tolist()]
         for i, n in enumerate(out_lengths.tolist()[:2]):
-            alone, _ = encoder(x[i: i + 1, : int(lengths[i])], lengths[i: i + 1])
+            alone, _ = encoder(x[i : i + 1, : int(lengths[i])], lengths[i : i + 1])
             torch.testing.assert_close(y[i, :n], alone[0, :n], rtol=1e-5, atol=1e-5)
             assert not y[i, n:].any()  # padded steps stay zero

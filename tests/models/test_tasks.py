@@ -22,9 +22,18 @@ TEXT = "+model/encoder@model.encoders.text=text_embedding"
 def _setup(tmp_path, task, *overrides, modalities=("series", "text"), targets=1):
     path, _ = make_corpus(tmp_path, n=12, task=task, modalities=modalities, targets=targets)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"paths.root={tmp_path}", "data=manifest",
-                                          f"data.path={path}", f"data.source.task={task}", "model.gru.hidden_size=8",
-                                          *overrides])
+        cfg = compose(
+            "train",
+            overrides=[
+                "paths.output_dir=/tmp/x",
+                f"paths.root={tmp_path}",
+                "data=manifest",
+                f"data.path={path}",
+                f"data.source.task={task}",
+                "model.gru.hidden_size=8",
+                *overrides,
+            ],
+        )
     dm = build_datamodule(cfg)
     dm.validate()
     return cfg, dm
@@ -81,13 +90,23 @@ def test_task_metrics_take_raw_logits():
 
 def test_monitors_must_exist_for_the_task(tmp_path):
     cfg, dm = _setup(tmp_path, "regression", SERIES, TEXT)
-    with pytest.raises(ConfigError, match=r"optimized_metric=val/acc is not logged for the regression task.*"
-                                          r"callbacks\.model_checkpoint\.mode=min"):
+    with pytest.raises(
+        ConfigError,
+        match=r"optimized_metric=val/acc is not logged for the regression task.*"
+        r"callbacks\.model_checkpoint\.mode=min",
+    ):
         check_monitors(cfg, "regression")
     cfg.optimized_metric = cfg.callbacks.model_checkpoint.monitor = "val/mae"
     check_monitors(cfg, "regression")
-    cfg, _ = _setup(tmp_path, "regression", SERIES, TEXT, "callbacks=early_stop", "optimized_metric=val/mae",
-                    "callbacks.model_checkpoint.monitor=val/mae")
+    cfg, _ = _setup(
+        tmp_path,
+        "regression",
+        SERIES,
+        TEXT,
+        "callbacks=early_stop",
+        "optimized_metric=val/mae",
+        "callbacks.model_checkpoint.monitor=val/mae",
+    )
     assert cfg.callbacks.early_stopping.monitor == "val/mae"  # follows the checkpoint's metric
     check_monitors(cfg, "regression")
     cfg.callbacks.early_stopping.monitor = "val/f1"
@@ -97,9 +116,14 @@ def test_monitors_must_exist_for_the_task(tmp_path):
 
 def test_model_config_follows_the_data(tmp_path):
     cfg, dm = _setup(tmp_path, "multiclass", SERIES, modalities=("series", "text"))
-    with pytest.raises(ConfigError, match=r"modalities \['text'\] with no encoder.*\+model/encoder@model\.encoders\.text=text_embedding"):
+    with pytest.raises(
+        ConfigError,
+        match=r"modalities \['text'\] with no encoder.*\+model/encoder@model\.encoders\.text=text_embedding",
+    ):
         build_module(cfg, datamodule=dm)
-    cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.encoders.series.in_features=5", modalities=("series",))
+    cfg, dm = _setup(
+        tmp_path, "multiclass", SERIES, "model.encoders.series.in_features=5", modalities=("series",)
+    )
     with pytest.raises(ConfigError, match=r"model\.encoders\.series\.in_features=5, but the data has 3"):
         build_module(cfg, datamodule=dm)
     cfg, dm = _setup(tmp_path, "multiclass", SERIES, "model.modalities=[video]", modalities=("series",))
@@ -142,24 +166,33 @@ def test_class_weights_follow_the_training_counts_per_task():
     from gru_mm.models.module import loss_class_weights
 
     multiclass = torch.tensor([0, 0, 0, 1, 2, 2])  # class 3 never occurs: it counts as one
-    torch.testing.assert_close(loss_class_weights("balanced", "multiclass", 4, multiclass),
-                               torch.tensor([6 / 12, 6 / 4, 6 / 8, 6 / 4]))
+    torch.testing.assert_close(
+        loss_class_weights("balanced", "multiclass", 4, multiclass),
+        torch.tensor([6 / 12, 6 / 4, 6 / 8, 6 / 4]),
+    )
     binary = torch.tensor([0.0, 0.0, 0.0, 1.0])
     torch.testing.assert_close(loss_class_weights("balanced", "binary", 1, binary), torch.tensor([3.0]))
     torch.testing.assert_close(loss_class_weights([1, 4], "binary", 1, None), torch.tensor([4.0]))
     multilabel = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    torch.testing.assert_close(loss_class_weights("balanced", "multilabel", 2, multilabel), torch.tensor([1 / 3, 3.0]))
+    torch.testing.assert_close(
+        loss_class_weights("balanced", "multilabel", 2, multilabel), torch.tensor([1 / 3, 3.0])
+    )
     assert loss_class_weights(None, "multiclass", 3, multiclass) is None
     assert loss_class_weights("balanced", "multiclass", 3, None) is None  # prediction: no data, no loss
-    with pytest.raises(ConfigError, match=r"loss\.class_weights has 2 weights, and this multiclass task needs 3: "
-                                          r"one per class \(a, b, c\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"loss\.class_weights has 2 weights, and this multiclass task needs 3: "
+        r"one per class \(a, b, c\)",
+    ):
         loss_class_weights([1, 2], "multiclass", 3, None, ["a", "b", "c"])
     with pytest.raises(ConfigError, match="this task is regression"):
         loss_class_weights("balanced", "regression", 1, torch.zeros(3))
 
 
 def test_weighted_loss_is_the_weighted_mean_and_checkpoints_stay_alike(tmp_path):
-    cfg, dm = _setup(tmp_path, "multiclass", SERIES, TEXT, "loss.class_weights=balanced", "loss.label_smoothing=0.1")
+    cfg, dm = _setup(
+        tmp_path, "multiclass", SERIES, TEXT, "loss.class_weights=balanced", "loss.label_smoothing=0.1"
+    )
     module = build_module(cfg, datamodule=dm)
     targets = dm.train_targets()
     counts = torch.bincount(targets, minlength=3).float()
@@ -183,8 +216,11 @@ def test_bad_class_weights_fail_before_data_is_read(tmp_path):
     for value, message in (("balance", "got 'balance'"), ("[1,-2]", "got [1, -2]")):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=["paths.output_dir=/tmp/x", f"loss.class_weights={value}"])
-        with pytest.raises(ConfigError, match=r"loss\.class_weights must be null, balanced or a list of positive "
-                                              rf"numbers, {re.escape(message)}"):
+        with pytest.raises(
+            ConfigError,
+            match=r"loss\.class_weights must be null, balanced or a list of positive "
+            rf"numbers, {re.escape(message)}",
+        ):
             check_config(cfg)
 
 
@@ -199,6 +235,7 @@ def test_balanced_weights_weigh_the_positives_of_each_output(tmp_path, task):
     module.log = lambda *a, **k: None
     batch = next(iter(dm.train_dataloader()))
     logits = module.outputs(batch)
-    manual = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.target,
-                                                                  pos_weight=module.loss_fn.pos_weight)
+    manual = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, batch.target, pos_weight=module.loss_fn.pos_weight
+    )
     torch.testing.assert_close(module._step(batch, "val"), manual)

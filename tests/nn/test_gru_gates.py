@@ -43,9 +43,15 @@ def numpy_torch_gru(m: GRU, x, lengths, h0):
 def cases(draw):
     T = draw(st.integers(1, 7))
     B = draw(st.integers(1, 5))
-    return {"T": T, "lengths": draw(st.lists(st.integers(0, T), min_size=B, max_size=B)),
-            "F": draw(st.integers(1, 4)), "H": draw(st.integers(1, 5)), "L": draw(st.integers(1, 2)),
-            "D": draw(st.sampled_from([1, 2])), "seed": draw(st.integers(0, 2**16))}
+    return {
+        "T": T,
+        "lengths": draw(st.lists(st.integers(0, T), min_size=B, max_size=B)),
+        "F": draw(st.integers(1, 4)),
+        "H": draw(st.integers(1, 5)),
+        "L": draw(st.integers(1, 2)),
+        "D": draw(st.sampled_from([1, 2])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
 
 
 @pytest.mark.parametrize("device", DEVICES)

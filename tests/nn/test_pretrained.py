@@ -55,13 +55,16 @@ def test_frozen_embedding_does_not_train(tmp_path):
     assert torch.equal(out[0, 2], torch.zeros(4))
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "does not exist"),
-    ("dim", "has 4-dimensional vectors, but the embedding has 8 (set its out_features to 4)"),
-    ("none_found", "none of the 6 vocabulary tokens is in word-vector file"),
-    ("binary", "is not a text file of `token v1 ... vD` lines"),
-    ("ragged", "line 2: 3 numbers for 'cat', but the file's vectors have 4"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("dim", "has 4-dimensional vectors, but the embedding has 8 (set its out_features to 4)"),
+        ("none_found", "none of the 6 vocabulary tokens is in word-vector file"),
+        ("binary", "is not a text file of `token v1 ... vD` lines"),
+        ("ragged", "line 2: 3 numbers for 'cat', but the file's vectors have 4"),
+    ],
+)
 def test_bad_word_vector_files_name_the_file(tmp_path, case, message):
     path = tmp_path / "v.txt"
     dim = 8 if case == "dim" else 4
@@ -90,8 +93,9 @@ def _saved_resnet(path, with_head: bool = True):
 @pytest.mark.parametrize("with_head", [True, False])
 def test_backbone_loads_the_weights_file(tmp_path, with_head):
     state = _saved_resnet(tmp_path / "resnet18.pth", with_head)
-    enc = BackboneFrameEncoder("resnet18", weights_path=str(tmp_path / "resnet18.pth"), in_channels=1,
-                               out_features=5)
+    enc = BackboneFrameEncoder(
+        "resnet18", weights_path=str(tmp_path / "resnet18.pth"), in_channels=1, out_features=5
+    )
     own = enc.backbone.state_dict()
     for k, v in state.items():
         if not k.startswith("fc."):
@@ -129,12 +133,15 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(tmp_path):
     assert not torch.equal(proj_before, enc.proj.weight)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "does not exist"),
-    ("corrupt", "is not a readable torch state dict"),
-    ("other_arch", "does not fit resnet18 (missing: "),
-    ("not_a_dict", "does not hold a state dict"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("corrupt", "is not a readable torch state dict"),
+        ("other_arch", "does not fit resnet18 (missing: "),
+        ("not_a_dict", "does not hold a state dict"),
+    ],
+)
 def test_bad_weights_files_name_the_file(tmp_path, case, message):
     path = tmp_path / "w.pth"
     if case == "corrupt":

@@ -31,7 +31,9 @@ def write_checkpoint(path, data_meta, *overrides):
     torch.manual_seed(0)
     module = build_module(cfg, datamodule=SavedData(data_meta))
     config = OmegaConf.to_container(cfg, resolve=True)
-    torch.save({"gru_mm": {"config": config}, "gru_mm_data": data_meta, "state_dict": module.state_dict()}, path)
+    torch.save(
+        {"gru_mm": {"config": config}, "gru_mm_data": data_meta, "state_dict": module.state_dict()}, path
+    )
     return module.eval()
 
 

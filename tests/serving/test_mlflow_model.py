@@ -32,18 +32,25 @@ def test_the_saved_model_has_a_signature_and_an_input_example_that_it_accepts(ch
     mlmodel = Model.load(str(model_dir))
     assert mlmodel.metadata["gru_mm_inputs"] == {"audio": "[T, 40]", "video": "[T, 1, 8, 8]"}
     example = mlmodel.load_input_example(str(model_dir))
-    assert np.asarray(example["audio"][0]).shape == (2, 40) and example["video"].isna().tolist() == [False, True]
+    assert np.asarray(example["audio"][0]).shape == (2, 40) and example["video"].isna().tolist() == [
+        False,
+        True,
+    ]
     # the schema is enforced at predict time and lets through what Predictor takes, absent modalities included
     loaded = mlflow.pyfunc.load_model(str(model_dir))
-    assert loaded.predict(example)["predicted"].tolist() == Predictor.from_checkpoint(checkpoint).predict(example)[
-        "predicted"
-    ].tolist()
+    assert (
+        loaded.predict(example)["predicted"].tolist()
+        == Predictor.from_checkpoint(checkpoint).predict(example)["predicted"].tolist()
+    )
 
 
 def test_a_text_modality_is_shown_as_a_string_in_the_example(tmp_path):
     path = tmp_path / "text.ckpt"
-    write_checkpoint(path, meta(vocab={"text": TEXT}, feature_shapes={"audio": [40], "text": []}),
-                     "+model/encoder@model.encoders.text=text_embedding")
+    write_checkpoint(
+        path,
+        meta(vocab={"text": TEXT}, feature_shapes={"audio": [40], "text": []}),
+        "+model/encoder@model.encoders.text=text_embedding",
+    )
     model_dir = save_model(path, tmp_path / "model")
     mlmodel = Model.load(str(model_dir))
     assert mlmodel.metadata["gru_mm_inputs"]["text"] == "a string, or token ids [T]"
@@ -51,7 +58,9 @@ def test_a_text_modality_is_shown_as_a_string_in_the_example(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_logged_model_is_a_logged_model_of_the_run_and_a_registered_version(checkpoint, tmp_path, monkeypatch):
+def test_the_logged_model_is_a_logged_model_of_the_run_and_a_registered_version(
+    checkpoint, tmp_path, monkeypatch
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     logger = make_mlflow_logger("registry", root=str(tmp_path))
     uri, run_id = logger._tracking_uri, logger.run_id

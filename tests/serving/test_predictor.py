@@ -127,10 +127,25 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(multiclass, tmp_p
     model_dir = save_model(path, tmp_path / "model")
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server writes to it while it runs)
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True,  # its own process group: the workers stop with it
-                              env=os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"})  # it execs `uvicorn`
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers stop with it
+        env=os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"},
+    )  # it execs `uvicorn`
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -139,13 +154,17 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(multiclass, tmp_p
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+                    pytest.fail(
+                        f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}"
+                    )
                 time.sleep(0.5)
         samples = _samples(4, seed=2)  # samples 0 and 3 have no video
         records = [{m: a.tolist() for m, a in s.items()} for s in samples]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"dataframe_records": records}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_records": records}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = json.loads(response.read())["predictions"]
     finally:

@@ -179,7 +179,10 @@ def test_a_parameter_set_is_retried_at_most_max_retries_times(tmp_path: Path):
 def test_a_connection_error_is_retried_and_other_errors_are_not(tmp_path: Path):
     storage = _storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=storage, study_name="s")
-    for error in (ValueError("data.batch_size must be >= 1"), ConnectionError("server 127.0.0.1 is not reachable")):
+    for error in (
+        ValueError("data.batch_size must be >= 1"),
+        ConnectionError("server 127.0.0.1 is not reachable"),
+    ):
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
         assert _study.record(study, storage, trial.number, error=error) == TrialState.FAIL

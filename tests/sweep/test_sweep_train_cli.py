@@ -13,8 +13,16 @@ from conftest import run_cli
 
 @pytest.mark.slow
 def test_sweep_of_the_training_cli_logs_parent_and_children(isolated_root: Path):
-    proc = run_cli("gru-mm-train", "-m", "hparams_search=avdigits", "debug=smoke", "test=false",
-                   "hydra.sweeper.n_trials=2", f"paths.root={isolated_root}", "hydra.sweeper.study_name=cli")
+    proc = run_cli(
+        "gru-mm-train",
+        "-m",
+        "hparams_search=avdigits",
+        "debug=smoke",
+        "test=false",
+        "hydra.sweeper.n_trials=2",
+        f"paths.root={isolated_root}",
+        "hydra.sweeper.study_name=cli",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     storage = f"sqlite:///{isolated_root / 'logs' / 'sweeps' / 'cli' / 'optuna.db'}"
     study = optuna.load_study(study_name="cli", storage=storage)

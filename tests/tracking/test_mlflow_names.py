@@ -32,22 +32,32 @@ def test_run_names_are_readable_and_differ_even_from_the_same_seed_in_the_same_s
         names.append(default_run_name("avdigits", overrides, now))
     assert names[0] != names[1]
     for name in names:  # where files go, and the experiment (already the prefix), are left out
-        assert re.fullmatch(r"avdigits debug=smoke model\.gru\.hidden_size=8 11-27 16:58:03 [0-9a-f]{4}", name), name
+        assert re.fullmatch(
+            r"avdigits debug=smoke model\.gru\.hidden_size=8 11-27 16:58:03 [0-9a-f]{4}", name
+        ), name
 
 
 @pytest.mark.slow
 def test_two_runs_get_distinct_names_shown_in_the_log_and_in_mlflow(isolated_root):
     names = []
     for _ in range(2):
-        result = run_cli("gru-mm-train", "debug=smoke", "test=false", "log_model=false",
-                         "trainer.limit_val_batches=1", f"paths.root={isolated_root}")
+        result = run_cli(
+            "gru-mm-train",
+            "debug=smoke",
+            "test=false",
+            "log_model=false",
+            "trainer.limit_val_batches=1",
+            f"paths.root={isolated_root}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         shown = re.search(r"MLflow: run '([^']+)' in experiment 'avdigits'", result.stdout + result.stderr)
         assert shown, (result.stdout + result.stderr)[-3000:]
         names.append(shown.group(1))
     assert names[0] != names[1]
-    assert all(n.startswith("avdigits debug=smoke test=false log_model=false trainer.limit_val_batches=1 ")
-               for n in names), names
+    assert all(
+        n.startswith("avdigits debug=smoke test=false log_model=false trainer.limit_val_batches=1 ")
+        for n in names
+    ), names
     client = MlflowClient(f"sqlite:///{isolated_root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("avdigits").experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(names)

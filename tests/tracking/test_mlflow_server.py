@@ -23,8 +23,13 @@ def mlflow_server(tmp_path_factory):
 
 
 def test_training_logs_to_the_server(mlflow_server, isolated_root):
-    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", "experiment_name=remote",
-                     env={"MLFLOW_TRACKING_URI": mlflow_server})
+    result = run_cli(
+        "gru-mm-train",
+        "debug=smoke",
+        f"paths.root={isolated_root}",
+        "experiment_name=remote",
+        env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (isolated_root / "mlflow.db").exists(), "logged to the local store instead of the server"
     client = MlflowClient(mlflow_server)
@@ -68,10 +73,14 @@ def test_the_reachability_check_is_bounded_in_seconds(dead_server):
 def test_dead_server_fails_fast_with_one_sentence(dead_server, isolated_root):
     uri, reason = dead_server
     start = time.monotonic()
-    result = run_cli("gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri})
+    result = run_cli(
+        "gru-mm-train", "debug=smoke", f"paths.root={isolated_root}", env={"MLFLOW_TRACKING_URI": uri}
+    )
     assert result.returncode != 0
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"gru-mm-train: MLflow tracking server {uri} is not reachable (") and reason in line, line
+    assert (
+        line.startswith(f"gru-mm-train: MLflow tracking server {uri} is not reachable (") and reason in line
+    ), line
     # start-up (imports: a minute on a busy 2-core machine) included; MLflow's own retries would take minutes more
     assert time.monotonic() - start < 180
     assert not (isolated_root / "data").exists(), "data was generated before the tracking server was checked"

@@ -85,8 +85,12 @@ def test_what_a_killed_process_queued_is_on_disk_and_sent_later(server, tmp_path
     run_id = client.create_run(client.create_experiment("killed")).info.run_id
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     journal = tmp_path / "mlflow_outbox.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", _QUEUE_AND_WAIT, dead, run_id, str(journal)],
-                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _QUEUE_AND_WAIT, dead, run_id, str(journal)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert proc.stdout.readline().strip() == "queued"
     finally:
@@ -109,8 +113,17 @@ def test_a_resumed_outbox_sends_what_was_left_without_the_steps_redone(server, t
     client = MlflowClient(server.uri)
     run_id = client.create_run(client.create_experiment("resumed")).info.run_id
     journal = tmp_path / "mlflow_outbox.jsonl"
-    lines = [{"seq": i, "tracking_uri": server.uri, "run_id": run_id,
-              "metrics": [["loss", float(i), 1000 + i, i]], "params": [], "tags": []} for i in range(5)]
+    lines = [
+        {
+            "seq": i,
+            "tracking_uri": server.uri,
+            "run_id": run_id,
+            "metrics": [["loss", float(i), 1000 + i, i]],
+            "params": [],
+            "tags": [],
+        }
+        for i in range(5)
+    ]
     journal.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"sent": 0}\n{"seq": 5, "run_')
     outbox = Outbox(client, server.uri, retry_s=0.2, journal=journal, redo_from_step=3)
     assert outbox.recovered == 2  # 1 and 2: 0 was sent, 3 and 4 are redone, the cut line was never queued
@@ -135,20 +148,43 @@ def test_a_refusal_for_good_fails_fast_and_is_not_retried(server, tmp_path):
 
 
 def _train(*args: str, server_uri: str, root: Path) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server_uri, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server_uri,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "gru_mm.train", "debug=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=5",
-         "logger.mlflow.wait_s=3", f"paths.root={root}", "log_model=false", "test=false", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gru_mm.train",
+            "debug=smoke",
+            "trainer.max_epochs=4",
+            "trainer.limit_train_batches=5",
+            "logger.mlflow.wait_s=3",
+            f"paths.root={root}",
+            "log_model=false",
+            "test=false",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
 
 
 def pause_at(folder: Path, epoch: int, batch: int) -> list[str]:
     """fault_injection.PauseAt: the run waits there until the test creates `folder/go`."""
     folder.mkdir(parents=True, exist_ok=True)
-    return ["+callbacks.pause._target_=fault_injection.PauseAt", f"+callbacks.pause.folder={folder}",
-            f"+callbacks.pause.epoch={epoch}", f"+callbacks.pause.batch={batch}"]
+    return [
+        "+callbacks.pause._target_=fault_injection.PauseAt",
+        f"+callbacks.pause.folder={folder}",
+        f"+callbacks.pause.epoch={epoch}",
+        f"+callbacks.pause.batch={batch}",
+    ]
 
 
 def test_training_through_a_dead_server_keeps_its_metrics_and_says_how_to_send_them(server, tmp_path):
@@ -156,8 +192,9 @@ def test_training_through_a_dead_server_keeps_its_metrics_and_says_how_to_send_t
     first): training goes on; at the end the run waits for the server once and stops with one sentence
     naming the journal; sent, the run has every epoch's metrics."""
     gate = tmp_path / "gate"
-    proc = _train("experiment_name=through", *pause_at(gate, epoch=0, batch=1), server_uri=server.uri,
-                  root=tmp_path)
+    proc = _train(
+        "experiment_name=through", *pause_at(gate, epoch=0, batch=1), server_uri=server.uri, root=tmp_path
+    )
     assert _wait(lambda: (gate / "reached").exists() or proc.poll() is not None, 300), "the run never started"
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     server.stop()  # during the first epoch: the run is waiting for `go`
@@ -167,7 +204,10 @@ def test_training_through_a_dead_server_keeps_its_metrics_and_says_how_to_send_t
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"gru-mm-train: MLflow tracking server {server.uri} stopped answering: "), line
     journal = line.split(" are kept in ")[1].split("; they are sent")[0]
-    assert journal.endswith("mlflow_outbox.jsonl") and Path(journal).parent.parent == tmp_path / "logs/train/runs"
+    assert (
+        journal.endswith("mlflow_outbox.jsonl")
+        and Path(journal).parent.parent == tmp_path / "logs/train/runs"
+    )
     assert (out + err).count("waiting up to 3 s for MLflow tracking server") == 1  # waited once, not twice
     assert list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))  # the training state is on disk
     server.start()

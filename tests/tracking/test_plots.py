@@ -29,8 +29,13 @@ def test_gate_figure_renders_each_sample_up_to_its_length(tmp_path):
 
 
 def test_attribution_figure_draws_real_steps_with_the_share(tmp_path):
-    result = {"audio": {"steps": torch.rand(2, 6), "lengths": torch.tensor([6, 0]),
-                        "share": torch.tensor([0.25, 0.0])}}
+    result = {
+        "audio": {
+            "steps": torch.rand(2, 6),
+            "lengths": torch.tensor([6, 0]),
+            "share": torch.tensor([0.25, 0.0]),
+        }
+    }
     fig = attribution_figure(result, ["a", "b"])
     fig.savefig(tmp_path / "attribution.png")
     assert [len(ax.patches) for ax in fig.axes] == [6, 0]  # a bar per real step; an absent modality: none

@@ -42,25 +42,33 @@ def main(argv: list[str] | None = None) -> int:
         "threads contending with other jobs on a small machine made runs 5-10x slower)",
     )
     decode = sub.add_parser(
-        "decode", help="first-run manifest decoding: ranks started together (shared out vs each rank all), "
-        "and one process with 1 vs N decoding threads"
+        "decode",
+        help="first-run manifest decoding: ranks started together (shared out vs each rank all), "
+        "and one process with 1 vs N decoding threads",
     )
     decode.add_argument("--ranks", type=int, default=2, help="processes started together")
     decode.add_argument("--rows", type=int, default=200, help="audio files in the generated manifest")
     decode.add_argument("--seconds", type=float, default=3.0, help="length of each audio file")
     decode.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternated")
-    decode.add_argument("--threads", type=int, default=2, help="decoding threads compared with 1 in one process")
+    decode.add_argument(
+        "--threads", type=int, default=2, help="decoding threads compared with 1 in one process"
+    )
     decode.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     train = sub.add_parser(
-        "train", help="end-to-end training throughput (data loader, model, optimizer, Lightning) of the default "
-        "experiment and a larger model, against random batches + packed nn.GRU (the MultiBench/MMSA pattern)"
+        "train",
+        help="end-to-end training throughput (data loader, model, optimizer, Lightning) of the default "
+        "experiment and a larger model, against random batches + packed nn.GRU (the MultiBench/MMSA pattern)",
     )
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train.add_argument("--quick", action="store_true", help="20 timed steps per case instead of 90")
     train.add_argument("--steps", type=int, help="timed training steps per case (after 3 untimed ones)")
-    train.add_argument("overrides", nargs="*", help="config overrides for every case, e.g. data.source.n_train=500")
+    train.add_argument(
+        "overrides", nargs="*", help="config overrides for every case, e.g. data.source.n_train=500"
+    )
     train.add_argument("--configs", nargs="+", choices=("default", "large"), help="default: both")
-    train.add_argument("--data-dir", type=Path, help="where the built-in data set is cached (default: paths.data_dir)")
+    train.add_argument(
+        "--data-dir", type=Path, help="where the built-in data set is cached (default: paths.data_dir)"
+    )
     train.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     args = parser.parse_args(argv)
     if args.bench == "train":
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from gru_mm.bench.decode import run
 
         if min(args.ranks, args.rows, args.rounds, args.threads) < 1 or args.seconds <= 0:
-            print("gru-mm-bench: --ranks, --rows, --rounds, --threads and --seconds must be positive", file=sys.stderr)
+            print(
+                "gru-mm-bench: --ranks, --rows, --rounds, --threads and --seconds must be positive",
+                file=sys.stderr,
+            )
             return 2
         print(f"gru-mm-bench decode: {_machine('cpu')}")
         run(args.ranks, args.rows, args.seconds, args.rounds, args.out, args.threads)

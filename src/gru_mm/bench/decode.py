@@ -49,21 +49,34 @@ def write_corpus(root: Path, rows: int, seconds: float) -> Path:
 
 def run_ranks(manifest: Path, cache: Path, ranks: int, mode: str, threads: int = 1) -> dict:
     shutil.rmtree(cache, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
+    }
     if mode != "threads":  # one rank per core, as torchrun sets it; one process keeps torch's own threads
         env["OMP_NUM_THREADS"] = "1"
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(manifest), str(cache), str(threads)],
-                              stdout=subprocess.PIPE, text=True,
-                              env=env | ({"RANK": str(r), "WORLD_SIZE": str(ranks)} if mode == "shared" else {}))
-             for r in range(ranks)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(manifest), str(cache), str(threads)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env | ({"RANK": str(r), "WORLD_SIZE": str(ranks)} if mode == "shared" else {}),
+        )
+        for r in range(ranks)
+    ]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - start
     if any(p.returncode for p in procs):
         raise RuntimeError("a rank failed")
-    return {"mode": mode, "ranks": ranks, "threads": threads, "wall_s": round(wall, 2),
-            "slowest_load_s": round(max(o["load_s"] for o in outs), 2),
-            "decoded_total": sum(o["decoded"] for o in outs), "from_cache_total": sum(o["from_cache"] for o in outs)}
+    return {
+        "mode": mode,
+        "ranks": ranks,
+        "threads": threads,
+        "wall_s": round(wall, 2),
+        "slowest_load_s": round(max(o["load_s"] for o in outs), 2),
+        "decoded_total": sum(o["decoded"] for o in outs),
+        "from_cache_total": sum(o["from_cache"] for o in outs),
+    }
 
 
 def run(ranks: int, rows: int, seconds: float, rounds: int, out: Path | None, threads: int = 2) -> list[dict]:
@@ -76,11 +89,15 @@ def run(ranks: int, rows: int, seconds: float, rounds: int, out: Path | None, th
                 records.append({"rows": rows, **run_ranks(manifest, cache, ranks, mode)})
             for n in (1, threads):
                 records.append({"rows": rows, **run_ranks(manifest, cache, 1, "threads", n)})
-    print(f"{'mode':<8} {'ranks':>5} {'threads':>7} {'rows':>5} {'wall s':>7} {'load s':>7} {'decoded':>8} "
-          f"{'from cache':>10}")
+    print(
+        f"{'mode':<8} {'ranks':>5} {'threads':>7} {'rows':>5} {'wall s':>7} {'load s':>7} {'decoded':>8} "
+        f"{'from cache':>10}"
+    )
     for r in records:
-        print(f"{r['mode']:<8} {r['ranks']:>5} {r['threads']:>7} {r['rows']:>5} {r['wall_s']:>7.2f} "
-              f"{r['slowest_load_s']:>7.2f} {r['decoded_total']:>8} {r['from_cache_total']:>10}")
+        print(
+            f"{r['mode']:<8} {r['ranks']:>5} {r['threads']:>7} {r['rows']:>5} {r['wall_s']:>7.2f} "
+            f"{r['slowest_load_s']:>7.2f} {r['decoded_total']:>8} {r['from_cache_total']:>10}"
+        )
     if out:
         out.write_text(json.dumps(records, indent=1) + "\n")
     return records

@@ -38,11 +38,24 @@ class PackedGRU(nn.Module):
     """The baseline's GRU: `pack_padded_sequence` + `nn.GRU` + `pad_packed_sequence`, as MultiBench and
     MMSA run it. Lengths of 0 (an absent modality) are clamped to 1, since packing refuses them."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0, **_ignored):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        **_ignored,
+    ):
         super().__init__()
-        self.rnn = nn.GRU(input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-                          dropout=dropout)
+        self.rnn = nn.GRU(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout,
+        )
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional = bidirectional
 
@@ -159,10 +172,19 @@ def run_ours(cfg, device: str, max_steps: int) -> dict:
     datamodule, module = _build(cfg)
     timer = StepTimer(list(datamodule.feature_shapes), profile=True)
     trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=cfg.trainer.precision,
-        max_epochs=1, max_steps=max_steps + WARMUP_STEPS, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer], gradient_clip_val=cfg.trainer.gradient_clip_val,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_epochs=1,
+        max_steps=max_steps + WARMUP_STEPS,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
         use_distributed_sampler=False,
     )
     if device == "cuda":
@@ -181,8 +203,11 @@ def run_baseline(cfg, device: str, max_steps: int) -> dict:
     dev = torch.device(device)
     net = module.net.to(dev).train() if hasattr(module, "net") else module.to(dev).train()
     loader = torch.utils.data.DataLoader(
-        datamodule.source.split("train"), batch_size=datamodule.batch_size, shuffle=True,
-        collate_fn=datamodule.collate, num_workers=0,
+        datamodule.source.split("train"),
+        batch_size=datamodule.batch_size,
+        shuffle=True,
+        collate_fn=datamodule.collate,
+        num_workers=0,
         generator=torch.Generator().manual_seed(int(cfg.seed)),
     )
     optimizer = torch.optim.AdamW(net.parameters(), lr=float(cfg.optimizer.lr))
@@ -213,8 +238,15 @@ def run_case(name: str, impl: str, device: str, data_dir: Path | None, extra: li
     return {"config": name, "impl": impl, "device": device, **fn(cfg, device, steps)}
 
 
-def run(device: str, quick: bool, out: Path | None, data_dir: Path | None = None,
-        configs: list[str] | None = None, extra: list[str] | None = None, steps: int | None = None) -> list[dict]:
+def run(
+    device: str,
+    quick: bool,
+    out: Path | None,
+    data_dir: Path | None = None,
+    configs: list[str] | None = None,
+    extra: list[str] | None = None,
+    steps: int | None = None,
+) -> list[dict]:
     """Each case in a fresh process, so that peak memory is its own and no state leaks between them."""
     import json
     import multiprocessing
@@ -230,8 +262,9 @@ def run(device: str, quick: bool, out: Path | None, data_dir: Path | None = None
             records.append(rec)
             print(_row(rec), flush=True)
     for name in configs or list(CONFIGS):
-        ours, base = (next(r for r in records if r["config"] == name and r["impl"] == i)
-                      for i in ("gru_mm", "baseline"))
+        ours, base = (
+            next(r for r in records if r["config"] == name and r["impl"] == i) for i in ("gru_mm", "baseline")
+        )
         ours["speedup_over_baseline"] = round(ours["samples_per_s"] / base["samples_per_s"], 2)
         print(f"{name}: gru_mm / baseline samples/s = {ours['speedup_over_baseline']:.2f}x")
     if out:
@@ -240,25 +273,32 @@ def run(device: str, quick: bool, out: Path | None, data_dir: Path | None = None
     return records
 
 
-HEADER = (f"{'config':<8} {'impl':<9} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
-          f"{'padding ratio':<28} {'gpu busy':>8} {'peak MB':>8}")
+HEADER = (
+    f"{'config':<8} {'impl':<9} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
+    f"{'padding ratio':<28} {'gpu busy':>8} {'peak MB':>8}"
+)
 
 
 def _row(r: dict) -> str:
     pad = " ".join(f"{m}={v:.2f}" for m, v in r["padding_ratio"].items())
     busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f}%"
-    return (f"{r['config']:<8} {r['impl']:<9} {r['samples_per_s']:>9.1f} {r['ms_per_step']:>8.2f} "
-            f"{100 * r['data_wait_frac']:>8.1f}% {pad:<28} {busy:>8} {r['peak_mem_mb']:>8.0f}")
+    return (
+        f"{r['config']:<8} {r['impl']:<9} {r['samples_per_s']:>9.1f} {r['ms_per_step']:>8.2f} "
+        f"{100 * r['data_wait_frac']:>8.1f}% {pad:<28} {busy:>8} {r['peak_mem_mb']:>8.0f}"
+    )
 
 
 def markdown_table(records: list[dict]) -> str:
     """A markdown table of the records (for docs/benchmarks.md)."""
-    lines = ["| config | impl | samples/s | ms/step | data wait | padding ratio | GPU busy | peak MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | impl | samples/s | ms/step | data wait | padding ratio | GPU busy | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         pad = ", ".join(f"{m} {v:.2f}" for m, v in r["padding_ratio"].items())
         busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f} %"
-        lines.append(f"| {r['config']} | {r['impl']} | {r['samples_per_s']:.1f} | {r['ms_per_step']:.2f} | "
-                     f"{100 * r['data_wait_frac']:.1f} % | {pad} | {busy} | {r['peak_mem_mb']:.0f} |")
+        lines.append(
+            f"| {r['config']} | {r['impl']} | {r['samples_per_s']:.1f} | {r['ms_per_step']:.2f} | "
+            f"{100 * r['data_wait_frac']:.1f} % | {pad} | {busy} | {r['peak_mem_mb']:.0f} |"
+        )
     return "\n".join(lines)
-

@@ -49,9 +49,14 @@ class RunCheckpoint(ModelCheckpoint):
             bad = nonfinite_tensors(trainer.lightning_module.state_dict())
             self._finite = not bad
             if bad:
-                log.warning("not writing a checkpoint at epoch %d, step %d: non-finite weights in %s; the last "
-                            "checkpoint stays %s", trainer.current_epoch, trainer.global_step, ", ".join(bad[:3]),
-                            self.last_model_path or "(none yet)")
+                log.warning(
+                    "not writing a checkpoint at epoch %d, step %d: non-finite weights in %s; the last "
+                    "checkpoint stays %s",
+                    trainer.current_epoch,
+                    trainer.global_step,
+                    ", ".join(bad[:3]),
+                    self.last_model_path or "(none yet)",
+                )
         return self._finite
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:

@@ -32,8 +32,12 @@ class SystemMetrics(pl.Callback):
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             # resume_logging: steps continue after fit's (and a resumed run's) samples
-            self._monitor = SystemMetricsMonitor(logger.run_id, sampling_interval=self.interval_s,
-                                                 resume_logging=True, tracking_uri=logger._tracking_uri)
+            self._monitor = SystemMetricsMonitor(
+                logger.run_id,
+                sampling_interval=self.interval_s,
+                resume_logging=True,
+                tracking_uri=logger._tracking_uri,
+            )
         except ImportError as err:  # psutil missing: the run goes on without system metrics
             log.warning("no system metrics: %s", err)
             return

@@ -18,8 +18,20 @@ from gru_mm.checkpoints.io import AtomicCheckpointIO, atomic_save, load
 from gru_mm.checkpoints.rng import RandomState
 from gru_mm.checkpoints.trust import check_config, trusted_config
 
-__all__ = ["AtomicCheckpointIO", "CheckpointError", "RandomState", "atomic_save", "check_config", "find_last", "is_finished",
-           "load", "mark_finished", "read_meta", "resolve", "trusted_config"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "RandomState",
+    "atomic_save",
+    "check_config",
+    "find_last",
+    "is_finished",
+    "load",
+    "mark_finished",
+    "read_meta",
+    "resolve",
+    "trusted_config",
+]
 
 log = logging.getLogger("gru_mm.checkpoints")
 FINISHED = "finished"  # written next to last.ckpt when the run's fit completes: `ckpt_path=last` skips it
@@ -41,7 +53,9 @@ def find_last(log_dir: str | Path, experiment_name: str, unfinished_only: bool =
 
     A last.ckpt that cannot be read is an error naming it: skipping it would silently take an older run.
     """
-    candidates = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = sorted(
+        Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     finished = 0
     for path in candidates:
         if unfinished_only and is_finished(path):
@@ -49,16 +63,24 @@ def find_last(log_dir: str | Path, experiment_name: str, unfinished_only: bool =
             continue
         meta = read_meta(path)
         if meta.get("experiment_name") == experiment_name:
-            log.info("ckpt_path=last: %s %s (epoch %s, MLflow run %s)", "resuming" if unfinished_only else "taking",
-                     path, meta.get("_epoch"), meta.get("mlflow_run_id"))
+            log.info(
+                "ckpt_path=last: %s %s (epoch %s, MLflow run %s)",
+                "resuming" if unfinished_only else "taking",
+                path,
+                meta.get("_epoch"),
+                meta.get("mlflow_run_id"),
+            )
             return path
     done = f" ({finished} finished run(s) skipped: give ckpt_path=PATH to continue one)" if finished else ""
     which = "unfinished run" if unfinished_only else "last.ckpt"
-    raise CheckpointError(f"ckpt_path=last: no {which} of experiment {experiment_name!r} under {log_dir}{done}")
+    raise CheckpointError(
+        f"ckpt_path=last: no {which} of experiment {experiment_name!r} under {log_dir}{done}"
+    )
 
 
-def resolve(ckpt_path: str | None, log_dir: str | Path, experiment_name: str,
-            unfinished_only: bool = False) -> Path | None:
+def resolve(
+    ckpt_path: str | None, log_dir: str | Path, experiment_name: str, unfinished_only: bool = False
+) -> Path | None:
     if ckpt_path in (None, ""):
         return None
     if ckpt_path == "last":

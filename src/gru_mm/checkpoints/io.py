@@ -21,7 +21,9 @@ def load(path: str | Path) -> dict[str, Any]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: not a readable checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (it holds a {type(ckpt).__name__}, not a dict)"
+        )
     return ckpt
 
 
@@ -63,7 +65,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self._pending_removals: list[str] = []
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_save(checkpoint, path)
@@ -83,7 +87,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._remove_pending()
         super().teardown()
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return load(path)

@@ -45,11 +45,15 @@ def resumed_config(cfg: DictConfig, saved: Any, where: str | Path) -> DictConfig
     kept = flatten(resumed, sep=".")
     contradicting = {k: v for k, v in command_line_changes(cfg).items() if kept.get(k, REMOVED) != v}
     if contradicting and mode != "allow":
-        listed = "; ".join(f"{k}={v!r} (the checkpoint has {kept.get(k, REMOVED)!r})"
-                           for k, v in sorted(contradicting.items()))
-        raise ConfigError(f"ckpt_path={where}: a resumed run keeps its checkpoint's config, and this command "
-                          f"line contradicts it: {listed}; drop those overrides, or add resume_overrides=allow "
-                          "to apply them to the resumed run")
+        listed = "; ".join(
+            f"{k}={v!r} (the checkpoint has {kept.get(k, REMOVED)!r})"
+            for k, v in sorted(contradicting.items())
+        )
+        raise ConfigError(
+            f"ckpt_path={where}: a resumed run keeps its checkpoint's config, and this command "
+            f"line contradicts it: {listed}; drop those overrides, or add resume_overrides=allow "
+            "to apply them to the resumed run"
+        )
     with open_dict(resumed):
         for key, value in contradicting.items():
             if value == REMOVED:

@@ -21,15 +21,17 @@ from gru_mm.checkpoints.errors import CheckpointError
 # Packages whose classes and functions a checkpoint may name (torch.optim covers lr_scheduler).
 ALLOWED_PACKAGES = ("gru_mm", "torch.optim", "torch.nn", "torchvision.models")
 # Single names the project's own conf/ uses outside those packages (a test keeps this in step with conf/).
-ALLOWED_NAMES = frozenset({
-    "pytorch_lightning.Trainer",
-    "pytorch_lightning.callbacks.ModelCheckpoint",
-    "pytorch_lightning.callbacks.EarlyStopping",
-    "pytorch_lightning.callbacks.LearningRateMonitor",
-    "pytorch_lightning.loggers.CSVLogger",
-    "pytorch_lightning.strategies.DDPStrategy",
-    "datetime.timedelta",
-})
+ALLOWED_NAMES = frozenset(
+    {
+        "pytorch_lightning.Trainer",
+        "pytorch_lightning.callbacks.ModelCheckpoint",
+        "pytorch_lightning.callbacks.EarlyStopping",
+        "pytorch_lightning.callbacks.LearningRateMonitor",
+        "pytorch_lightning.loggers.CSVLogger",
+        "pytorch_lightning.strategies.DDPStrategy",
+        "datetime.timedelta",
+    }
+)
 
 
 def _package_of(target: str) -> str | None:
@@ -89,8 +91,10 @@ def _walk(node: Any, path: str, where: str) -> None:
         for i, item in enumerate(node):
             _walk(item, f"{path}[{i}]", where)
     elif isinstance(node, str) and "${" in node:  # saved configs are resolved: none is left legitimately
-        raise CheckpointError(f"{where}: its config holds an interpolation at {path} ({node!r}); "
-                              "saved configs are resolved, so the checkpoint is refused unloaded")
+        raise CheckpointError(
+            f"{where}: its config holds an interpolation at {path} ({node!r}); "
+            "saved configs are resolved, so the checkpoint is refused unloaded"
+        )
 
 
 def check_config(config: Any, where: str | Path) -> None:

@@ -64,8 +64,12 @@ class Seq:
 
     def pin_memory(self) -> Seq:
         # DataLoader(pin_memory=True) calls this on custom batch types.
-        return Seq(self.data.pin_memory(), self.lengths, self.present.pin_memory(),
-                   None if self.times is None else self.times.pin_memory())
+        return Seq(
+            self.data.pin_memory(),
+            self.lengths,
+            self.present.pin_memory(),
+            None if self.times is None else self.times.pin_memory(),
+        )
 
     def with_data(self, data: Tensor, lengths: Tensor | None = None) -> Seq:
         """Same batch, new per-step data (an encoder's output); lengths may change (strided conv)."""
@@ -98,7 +102,9 @@ class Batch:
         return padded, real
 
 
-def pad_sequences(arrays: list[np.ndarray | Tensor | None], feature_shape: tuple[int, ...] | None = None) -> Seq:
+def pad_sequences(
+    arrays: list[np.ndarray | Tensor | None], feature_shape: tuple[int, ...] | None = None
+) -> Seq:
     """Stack variable-length arrays [T_i, *F] into a Seq; None means absent (length 0)."""
     tensors = [None if a is None else torch.as_tensor(a) for a in arrays]
     real = [t for t in tensors if t is not None]

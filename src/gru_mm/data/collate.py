@@ -19,8 +19,12 @@ class Collate:
     step indices, padding gets zeros.
     """
 
-    def __init__(self, feature_shapes: Mapping[str, Sequence[int]], target_dtype: torch.dtype = torch.int64,
-                 crop_steps: int | None = None):
+    def __init__(
+        self,
+        feature_shapes: Mapping[str, Sequence[int]],
+        target_dtype: torch.dtype = torch.int64,
+        crop_steps: int | None = None,
+    ):
         self.feature_shapes = {m: tuple(shape) for m, shape in feature_shapes.items()}
         self.target_dtype = target_dtype
         self.crop_steps = crop_steps  # training: longer sequences become a random window (`crop`)
@@ -52,7 +56,7 @@ def crop(sample: Sample, steps: int, position: float) -> Sample:
     for m, a in sample.modalities.items():
         if a is not None and len(a) > steps:
             start = min(int(position * (len(a) - steps + 1)), len(a) - steps)
-            modalities[m] = a[start: start + steps]
+            modalities[m] = a[start : start + steps]
             if m in times:
-                times[m] = times[m][start: start + steps]
+                times[m] = times[m][start : start + steps]
     return Sample(sample.id, sample.target, modalities, times)

@@ -103,15 +103,18 @@ class SequenceDataModule(pl.LightningDataModule):
         """What a trained model's inputs and outputs mean: task, classes, vocabularies, shapes."""
         labels = getattr(self.source, "labels", None)
         vocab = getattr(self.source, "vocab", {})
-        return {"task": self.task, "num_classes": self.num_classes,
-                "classes": list(labels.classes) if labels is not None and labels.classes else None,
-                "vocab": {m: list(v.tokens) for m, v in vocab.items()},
-                # per-step input shapes: enough, with the config, to rebuild the model without the data
-                "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
-                # each modality's kind (gru_mm.data.kinds): what sizes its encoder takes from the data
-                "kinds": dict(getattr(self.source, "kinds", None) or {}),
-                # what decoding new recordings needs (manifest: modality kinds, series statistics)
-                "source_state": self.source.state() if hasattr(self.source, "state") else None}
+        return {
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "classes": list(labels.classes) if labels is not None and labels.classes else None,
+            "vocab": {m: list(v.tokens) for m, v in vocab.items()},
+            # per-step input shapes: enough, with the config, to rebuild the model without the data
+            "feature_shapes": {m: list(s) for m, s in self.source.feature_shapes.items()},
+            # each modality's kind (gru_mm.data.kinds): what sizes its encoder takes from the data
+            "kinds": dict(getattr(self.source, "kinds", None) or {}),
+            # what decoding new recordings needs (manifest: modality kinds, series statistics)
+            "source_state": self.source.state() if hasattr(self.source, "state") else None,
+        }
 
     @property
     def collate(self) -> Collate:
@@ -136,8 +139,13 @@ class SequenceDataModule(pl.LightningDataModule):
                 raise DataProblems(fatal if self.on_error == "skip" else problems, where)
             skipped = sorted({p.id for p in problems})
             if skipped:
-                log.warning("data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s", len(skipped),
-                            len(problems), ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
+                log.warning(
+                    "data.on_error=skip: %d sample(s) left out for %d problem(s): %s%s",
+                    len(skipped),
+                    len(problems),
+                    ", ".join(skipped[:10]),
+                    " ..." if len(skipped) > 10 else "",
+                )
             self.report = DataReport(problems, skipped)
         return self.report
 
@@ -155,7 +163,9 @@ class SequenceDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int, collate: Collate | None = None) -> DataLoader:
+    def _loader(
+        self, split: str, shuffle: bool, batch_size: int, collate: Collate | None = None
+    ) -> DataLoader:
         samples = self.source.split(split)
         replicas, rank = self._replicas()
         sampler = LengthBucketBatchSampler(
@@ -200,8 +210,10 @@ class SequenceDataModule(pl.LightningDataModule):
             from gru_mm.data.augment import build_augment
 
             shapes, known = self.source.feature_shapes, dict(getattr(self.source, "kinds", None) or {})
-            kinds = {m: known.get(m) or modality_kinds.guess(tuple(shape), m in self.vocab_sizes).name
-                     for m, shape in shapes.items()}
+            kinds = {
+                m: known.get(m) or modality_kinds.guess(tuple(shape), m in self.vocab_sizes).name
+                for m, shape in shapes.items()
+            }
             self._augmentation = build_augment(self.augment, kinds, shapes, self.seed) or False
             if self._augmentation and self._augmentation_state is not None:
                 self._augmentation.load_state_dict(self._augmentation_state)

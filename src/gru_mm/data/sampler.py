@@ -100,7 +100,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             return np.split(pool, np.cumsum(sizes)[:-1])
         runs = np.array_split(np.asarray(sizes), max(1, round(len(sizes) ** (1 / len(dims)))))
         parts = np.split(pool, np.cumsum([r.sum() for r in runs])[:-1])
-        return [b for part, run in zip(parts, runs, strict=True) for b in self._arrange(part, run.tolist(), dims[1:])]
+        return [
+            b
+            for part, run in zip(parts, runs, strict=True)
+            for b in self._arrange(part, run.tolist(), dims[1:])
+        ]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.all_batches()[self.rank :: self.num_replicas]:

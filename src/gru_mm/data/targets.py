@@ -29,7 +29,11 @@ def _as_int(raw: Any) -> int | None:
 
 
 def is_empty(raw: Any) -> bool:
-    return raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, float) and math.isnan(raw))
+    return (
+        raw is None
+        or (isinstance(raw, str) and not raw.strip())
+        or (isinstance(raw, float) and math.isnan(raw))
+    )
 
 
 class LabelCoder:
@@ -42,15 +46,22 @@ class LabelCoder:
     training labels: the most common count; a label with another count is a problem).
     """
 
-    def __init__(self, task: str, classes: Sequence[str] | None = None, num_classes: int | None = None,
-                 separator: str = ";"):
+    def __init__(
+        self,
+        task: str,
+        classes: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        separator: str = ";",
+    ):
         if task not in TASKS:
             raise DataError(f"data.source.task={task!r} is not one of {', '.join(TASKS)}")
         self.task = task
         self.classes = [str(c) for c in classes] if classes else None
         self.num_classes = len(self.classes) if self.classes else num_classes
         if task == "binary" and self.num_classes not in (None, 2):
-            raise DataError(f"a binary task has 2 classes, but data.source.classes/num_classes gives {self.num_classes}")
+            raise DataError(
+                f"a binary task has 2 classes, but data.source.classes/num_classes gives {self.num_classes}"
+            )
         self.separator = separator
         self.numeric = False  # labels are indices rather than names
 
@@ -77,8 +88,10 @@ class LabelCoder:
             counts = Counter(len(self._items(raw)) for raw in train_labels if not is_empty(raw))
             found = counts.most_common(1)[0][0] if counts else 1
             if self.num_classes is not None and self.num_classes != found:
-                raise DataError(f"data.source.classes/num_classes give {self.num_classes} regression targets, "
-                                f"but the training labels have {found} value(s) each")
+                raise DataError(
+                    f"data.source.classes/num_classes give {self.num_classes} regression targets, "
+                    f"but the training labels have {found} value(s) each"
+                )
             self.num_classes = found
             return
         if self.task == "binary" and self.classes is None:
@@ -99,7 +112,9 @@ class LabelCoder:
             else:
                 self.classes = names
         if self.task == "binary" and self.classes and len(self.classes) != 2:
-            raise DataError(f"a binary task needs exactly 2 classes, but the training labels are {self.classes}")
+            raise DataError(
+                f"a binary task needs exactly 2 classes, but the training labels are {self.classes}"
+            )
         if not self.num_classes:
             raise DataError("the training split has no labels to learn classes from")
 
@@ -132,8 +147,10 @@ class LabelCoder:
             if not all(math.isfinite(v) for v in values):
                 raise SampleError("NaN or infinite values", f"label {raw!r}")
             if len(values) != self.num_classes:
-                raise SampleError("wrong number of targets",
-                                  f"label {raw!r} has {len(values)} value(s), the training labels {self.num_classes}")
+                raise SampleError(
+                    "wrong number of targets",
+                    f"label {raw!r} has {len(values)} value(s), the training labels {self.num_classes}",
+                )
             return values[0] if len(values) == 1 else np.asarray(values, dtype=np.float32)
         if self.task == "multilabel":
             target = np.zeros(self.num_classes, dtype=np.float32)

@@ -15,8 +15,9 @@ def summary(report: DataReport, n_samples: int) -> str:
     kinds = Counter(p.kind for p in report.problems)
     detail = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
     bad = len({p.id for p in report.problems})
-    return (f"{n_samples} usable sample(s), {len(report.problems)} problem(s) in {bad} sample(s)"
-            + (f": {detail}" if detail else ""))
+    return f"{n_samples} usable sample(s), {len(report.problems)} problem(s) in {bad} sample(s)" + (
+        f": {detail}" if detail else ""
+    )
 
 
 def log_report(mlflow_logger, report: DataReport | None) -> None:

@@ -63,12 +63,17 @@ def ablation_table(
 
 def ablation_metrics(table: list[dict], prefix: str = "test_ablation") -> dict[str, float]:
     """The table as metrics `<prefix>/<removed>/<metric>`."""
-    return {f"{prefix}/{row['removed']}/{key}": value for row in table for key, value in row.items()
-            if key != "removed"}
+    return {
+        f"{prefix}/{row['removed']}/{key}": value
+        for row in table
+        for key, value in row.items()
+        if key != "removed"
+    }
 
 
-def log_ablation(client, run_id: str, table: list[dict], prefix: str = "test_ablation",
-                 artifact_dir: str = "ablation") -> None:
+def log_ablation(
+    client, run_id: str, table: list[dict], prefix: str = "test_ablation", artifact_dir: str = "ablation"
+) -> None:
     """Metrics `<prefix>/<removed>/<metric>` and the table as `<artifact_dir>/ablation.{csv,md}`."""
     for name, value in ablation_metrics(table, prefix).items():
         client.log_metric(run_id, name, value)

@@ -137,8 +137,11 @@ class AttributionSummary:
         """`test_attribution/<modality>/share` (mean over the samples) and
         `test_gradient/<modality>/start_vs_peak` (where some sample has 2 steps or more)."""
         metrics = {f"test_attribution/{m}/share": v / max(self.count, 1) for m, v in self.share_sums.items()}
-        return metrics | {f"test_gradient/{m}/start_vs_peak": v for m, p in self.profiles.items()
-                          if (v := p.start_vs_peak()) is not None}
+        return metrics | {
+            f"test_gradient/{m}/start_vs_peak": v
+            for m, p in self.profiles.items()
+            if (v := p.start_vs_peak()) is not None
+        }
 
     def first_samples(self, n: int) -> tuple[list[str], dict[str, dict[str, Tensor]]]:
         """The ids and attributions of the first `n` samples of the first batch."""

@@ -30,6 +30,13 @@ def first_gates(
     for m, g in gates.items():
         keep = [i for i in range(len(batch.ids)) if int(g["lengths"][i]) > 0][:samples]
         if keep:
-            picked[m] = ({"z": g["z"][:, keep], "r": g["r"][:, keep], "lengths": g["lengths"][keep],
-                          "cell": g["cell"]}, [batch.ids[i] for i in keep])
+            picked[m] = (
+                {
+                    "z": g["z"][:, keep],
+                    "r": g["r"][:, keep],
+                    "lengths": g["lengths"][keep],
+                    "cell": g["cell"],
+                },
+                [batch.ids[i] for i in keep],
+            )
     return picked

@@ -20,8 +20,16 @@ def per_class_table(counts: np.ndarray, classes: Sequence[str] | None = None) ->
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
     names = list(classes) if classes else [str(i) for i in range(len(counts))]
-    return [{"class": str(names[k]), "precision": float(precision[k]), "recall": float(recall[k]),
-             "f1": float(f1[k]), "support": int(support[k])} for k in range(len(counts))]
+    return [
+        {
+            "class": str(names[k]),
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+        for k in range(len(counts))
+    ]
 
 
 def log_per_class(client, run_id: str, table: list[dict], prefix: str = "test_class") -> None:

@@ -21,20 +21,25 @@ from gru_mm.nn.pretrained import PretrainedError
 log = logging.getLogger("gru_mm.train")
 
 
-def retarget_data(train_cfg: DictConfig, data_path: str | Path, data_dir: str, trust_pickle: bool,
-                  what: str = "data_path") -> DictConfig:
+def retarget_data(
+    train_cfg: DictConfig, data_path: str | Path, data_dir: str, trust_pickle: bool, what: str = "data_path"
+) -> DictConfig:
     """A trained model's config with its data source pointed at another file of the same kind (a
     manifest or a features file), decoded into this project's cache. `trust_pickle` is this command's
     own: trusting the training file says nothing of the new one."""
     source = train_cfg.data.source
     if "path" not in source:  # the built-in data set: nothing else to read
-        raise ConfigError(f"{what}: this model was trained on {source._target_.rsplit('.', 1)[-1]}, which reads "
-                          "no files; only models trained on a manifest or a features file read another file")
+        raise ConfigError(
+            f"{what}: this model was trained on {source._target_.rsplit('.', 1)[-1]}, which reads "
+            "no files; only models trained on a manifest or a features file read another file"
+        )
     path = Path(data_path).expanduser()
     if path.suffix.lower() in (".pkl", ".pickle") and trust_pickle is not True:
         key = "trust_pickle" if what == "data_path" else "data.trust_pickle"
-        raise ConfigError(f"{what}={path} is a pickle, and loading a pickle runs any code inside it, "
-                          f"so set {key}=true only if you trust where the file came from")
+        raise ConfigError(
+            f"{what}={path} is a pickle, and loading a pickle runs any code inside it, "
+            f"so set {key}=true only if you trust where the file came from"
+        )
     cfg = copy.deepcopy(train_cfg)
     with open_dict(cfg):
         cfg.data.source.path = str(path)
@@ -60,7 +65,9 @@ def _encoder_class(enc: DictConfig, key: str) -> type[Encoder]:
     """What the encoder a config builds declares (`Encoder`'s attributes), read from its class."""
     target = enc.get("_target_") if isinstance(enc, DictConfig) else None
     if not target:
-        raise ConfigError(f"{key} names no encoder class (_target_): use e.g. +model/encoder@{key}=series_linear")
+        raise ConfigError(
+            f"{key} names no encoder class (_target_): use e.g. +model/encoder@{key}=series_linear"
+        )
     try:
         return declared(hydra.utils.get_object(target))
     except (ImportError, AttributeError, ValueError) as err:
@@ -73,12 +80,20 @@ def _kind(modality: str, name: str | None, shape: tuple[int, ...], tokens: bool)
     try:
         return modality_kinds.get(name)
     except KeyError:
-        raise ConfigError(f"the data's modality {modality} is of kind {name!r}, which is not a registered "
-                          f"modality kind (kinds: {', '.join(modality_kinds.names())})") from None
+        raise ConfigError(
+            f"the data's modality {modality} is of kind {name!r}, which is not a registered "
+            f"modality kind (kinds: {', '.join(modality_kinds.names())})"
+        ) from None
 
 
-def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_sizes: dict[str, int],
-                  vocabs: dict[str, list[str]], kinds: dict[str, str], pretrained: bool) -> DictConfig:
+def _fit_encoders(
+    cfg: DictConfig,
+    shapes: dict[str, tuple[int, ...]],
+    vocab_sizes: dict[str, int],
+    vocabs: dict[str, list[str]],
+    kinds: dict[str, str],
+    pretrained: bool,
+) -> DictConfig:
     """A copy of cfg whose model uses the data's modalities, with sizes only the data knows filled in.
 
     Encoders for modalities the data lacks are dropped (the defaults name avdigits' audio and video).
@@ -99,9 +114,12 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
     data_kinds = {m: _kind(m, kinds.get(m), shapes[m], m in vocab_sizes) for m in wanted}
     missing = [m for m in wanted if m not in encoders]
     if missing:
-        hint = " ".join(f"+model/encoder@model.encoders.{m}={data_kinds[m].suggested_encoder(shapes[m])}"
-                        for m in missing)
-        raise ConfigError(f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}")
+        hint = " ".join(
+            f"+model/encoder@model.encoders.{m}={data_kinds[m].suggested_encoder(shapes[m])}" for m in missing
+        )
+        raise ConfigError(
+            f"the data has modalities {missing} with no encoder in model.encoders: add e.g. {hint}"
+        )
     with open_dict(model):
         for m in [m for m in encoders if m not in wanted]:
             del model.encoders[m]
@@ -115,13 +133,16 @@ def _fit_encoders(cfg: DictConfig, shapes: dict[str, tuple[int, ...]], vocab_siz
                     raise ConfigError(
                         f"{key} ({enc._target_.rsplit('.', 1)[-1]}) takes {name}, which {m} ({kind.name} data) does "
                         f"not give: use e.g. model/encoder@{key}={kind.suggested_encoder(shape)} (with a leading + "
-                        "if it is new)")
+                        "if it is new)"
+                    )
                 size = sizes[name]
                 given = OmegaConf.select(enc, name, default=None, throw_on_missing=False)
                 if given is None or OmegaConf.is_missing(enc, name):
                     enc[name] = size
                 elif given != size:
-                    raise ConfigError(f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)")
+                    raise ConfigError(
+                        f"{key}.{name}={given}, but the data has {size} (set it to {size} or null)"
+                    )
             for name in encoder.weight_files:
                 if enc.get(name) and not pretrained:
                     enc[name] = None
@@ -141,8 +162,9 @@ def check_pretrained_files(cfg: DictConfig) -> None:
                 raise ConfigError(f"model.encoders.{m}.{name}={value}: no such file")
 
 
-def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=None,
-                 pretrained: bool = True) -> SequenceClassifier:
+def build_module(
+    cfg: DictConfig, num_classes: int | None = None, datamodule=None, pretrained: bool = True
+) -> SequenceClassifier:
     """The LightningModule. With `datamodule`, the task, outputs, modalities and sizes come from the data.
 
     `pretrained=False` skips reading pretrained weight files: for a model whose weights a checkpoint holds.
@@ -151,19 +173,31 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
     if datamodule is not None:
         num_classes, task, meta = datamodule.num_classes, datamodule.task, datamodule.meta()
         vocabs = meta.get("vocab") or {}
-        cfg = _fit_encoders(cfg, dict(datamodule.feature_shapes), datamodule.vocab_sizes, vocabs,
-                            meta.get("kinds") or {}, pretrained)
+        cfg = _fit_encoders(
+            cfg,
+            dict(datamodule.feature_shapes),
+            datamodule.vocab_sizes,
+            vocabs,
+            meta.get("kinds") or {},
+            pretrained,
+        )
     try:
         net = hydra.utils.instantiate(cfg.model, num_classes=num_classes)
-    except InstantiationException as err:  # a bad pretrained file or model option: its sentence, not Hydra's wrapper
+    except (
+        InstantiationException
+    ) as err:  # a bad pretrained file or model option: its sentence, not Hydra's wrapper
         if isinstance(err.__cause__, PretrainedError | ConfigError):
             raise ConfigError(str(err.__cause__)) from None
         raise
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    loss = OmegaConf.to_container(cfg.loss, resolve=True) if cfg.get("loss") else {}  # older checkpoints: none
+    loss = (
+        OmegaConf.to_container(cfg.loss, resolve=True) if cfg.get("loss") else {}
+    )  # older checkpoints: none
     setting = loss.get("class_weights")
-    targets = datamodule.train_targets() if setting == "balanced" and hasattr(datamodule, "train_targets") else None
+    targets = (
+        datamodule.train_targets() if setting == "balanced" and hasattr(datamodule, "train_targets") else None
+    )
     weights = loss_class_weights(setting, task, num_classes, targets, (meta or {}).get("classes"))
     if weights is not None:
         log.info("loss.class_weights=%s: %s", setting, [round(w, 4) for w in weights.tolist()])
@@ -176,7 +210,9 @@ def build_module(cfg: DictConfig, num_classes: int | None = None, datamodule=Non
         label_smoothing=float(loss.get("label_smoothing", 0.0)),
         task=task,
         class_weights=weights,
-        nonfinite_grad=OmegaConf.select(cfg, "nonfinite_grad.action", default="stop"),  # older checkpoints: none
+        nonfinite_grad=OmegaConf.select(
+            cfg, "nonfinite_grad.action", default="stop"
+        ),  # older checkpoints: none
         max_skips_in_a_row=OmegaConf.select(cfg, "nonfinite_grad.max_skips_in_a_row", default=10),
     )
     if meta is not None:

@@ -54,8 +54,12 @@ if triton is not None:
         for k0 in range(0, K, BK):
             ks = k0 + tl.arange(0, BK)
             kmask = ks < K
-            a = tl.load(A + rows[:, None] * a_stride + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-            w = tl.load(W + ks[:, None] * w_stride + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+            a = tl.load(
+                A + rows[:, None] * a_stride + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0
+            )
+            w = tl.load(
+                W + ks[:, None] * w_stride + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
+            )
             acc += tl.dot(a, w, input_precision=PREC)
         return acc
 
@@ -95,7 +99,9 @@ if triton is not None:
                 for n0 in range(0, H, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H
-                    acc = _tile_matmul(Q + t * B * H, H, UCT, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC)
+                    acc = _tile_matmul(
+                        Q + t * B * H, H, UCT, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC
+                    )
                     m2 = rmask[:, None] & cmask[None, :]
                     p = tl.load(PRE + t * B * H3 + rows[:, None] * H3 + cols[None, :], mask=m2, other=0.0)
                     c = _tanh(acc + p)
@@ -142,7 +148,9 @@ if triton is not None:
                 for n0 in range(0, H, BN):
                     cols = n0 + tl.arange(0, BN)
                     cmask = cols < H
-                    acc = _tile_matmul(DPRE + t * B * H3, H3, UC, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC)
+                    acc = _tile_matmul(
+                        DPRE + t * B * H3, H3, UC, H, rows, rmask, cols, cmask, H, BB, BK, BN, PREC
+                    )
                     m2 = rmask[:, None] & cmask[None, :]
                     at = rows[:, None] * H + cols[None, :]
                     hp = tl.load(hp_ptr + at, mask=m2, other=0.0)

@@ -43,8 +43,14 @@ class AudioConvEncoder(Encoder):
 
     size_args = ("in_features",)
 
-    def __init__(self, in_features: int, out_features: int = 64, channels: int = 64, stride: int = 2,
-                 kernel_size: int = 5):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 64,
+        channels: int = 64,
+        stride: int = 2,
+        kernel_size: int = 5,
+    ):
         super().__init__()
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -99,7 +105,9 @@ class FrameCNNEncoder(Encoder):
         for i, c_out in enumerate(channels):
             layers.append(Conv2dNormActivation(c_in, c_out, kernel_size=3, stride=1 if i == 0 else 2))
             c_in = c_out
-        self.cnn = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, out_features))
+        self.cnn = nn.Sequential(
+            *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, out_features)
+        )
         self.out_features = out_features
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,9 +128,16 @@ class BackboneFrameEncoder(Encoder):
     size_args = ("in_channels",)
     weight_files = ("weights_path",)
 
-    def __init__(self, arch: str = "resnet18", weights_path: str | None = None, in_channels: int = 3,
-                 out_features: int = 64, freeze: bool = False,
-                 mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225)):
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        weights_path: str | None = None,
+        in_channels: int = 3,
+        out_features: int = 64,
+        freeze: bool = False,
+        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+    ):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3 for a torchvision backbone, got {in_channels}")
@@ -182,15 +197,24 @@ class TokenEmbeddingEncoder(Encoder):
     size_args = ("vocab_size",)
     weight_files = ("vectors_path",)
 
-    def __init__(self, vocab_size: int, out_features: int = 64, dropout: float = 0.0,
-                 vectors_path: str | None = None, freeze: bool = False, vocab: list[str] | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        out_features: int = 64,
+        dropout: float = 0.0,
+        vectors_path: str | None = None,
+        freeze: bool = False,
+        vocab: list[str] | None = None,
+    ):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (<pad> and <unk>), got {vocab_size}")
         self.embed = nn.Embedding(vocab_size, out_features, padding_idx=0)
         if vectors_path:
             if vocab is None or len(vocab) != vocab_size:
-                raise ValueError(f"vectors_path needs the vocabulary's {vocab_size} tokens in id order (vocab)")
+                raise ValueError(
+                    f"vectors_path needs the vocabulary's {vocab_size} tokens in id order (vocab)"
+                )
             with torch.no_grad():
                 self.embed.weight.copy_(pretrained.embedding_matrix(list(vocab), vectors_path, out_features))
         self.embed.weight.requires_grad_(not freeze)

@@ -73,10 +73,14 @@ class AttentionFusion(nn.Module):
     def __init__(self, input_dims: dict[str, int], dim: int = 128, attention_dim: int = 64):
         super().__init__()
         self.modalities = sorted(input_dims)
-        self.score = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(d, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1, bias=False))
-            for m, d in input_dims.items()
-        })
+        self.score = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(d, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1, bias=False)
+                )
+                for m, d in input_dims.items()
+            }
+        )
         self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in input_dims.items()})
         self.gate = nn.ModuleDict({m: nn.Linear(dim, dim) for m in input_dims})
         self.out_features = dim
@@ -117,7 +121,9 @@ class TensorFusion(nn.Module):
         super().__init__()
         self.modalities = sorted(input_dims)
         sizes = {m: dim or d for m, d in input_dims.items()}
-        self.proj = nn.ModuleDict({m: nn.Linear(d, sizes[m]) if dim else nn.Identity() for m, d in input_dims.items()})
+        self.proj = nn.ModuleDict(
+            {m: nn.Linear(d, sizes[m]) if dim else nn.Identity() for m, d in input_dims.items()}
+        )
         self.out_features = math.prod(sizes[m] + 1 for m in self.modalities)
         if self.out_features > 2**20:
             raise ValueError(f"tensor fusion would have {self.out_features} features: lower model.fusion.dim")
@@ -145,9 +151,9 @@ class LowRankFusion(nn.Module):
         if rank < 1 or dim < 1:
             raise ValueError(f"low-rank fusion needs rank >= 1 and dim >= 1, got rank={rank}, dim={dim}")
         self.modalities = sorted(input_dims)
-        self.factors = nn.ParameterDict({
-            m: nn.Parameter(torch.empty(rank, d + 1, dim)) for m, d in input_dims.items()
-        })
+        self.factors = nn.ParameterDict(
+            {m: nn.Parameter(torch.empty(rank, d + 1, dim)) for m, d in input_dims.items()}
+        )
         self.rank_weights = nn.Parameter(torch.empty(1, rank))
         self.bias = nn.Parameter(torch.zeros(dim))
         for f in self.factors.values():

@@ -32,7 +32,9 @@ def fill_absent(x: FusionInput) -> tuple[Tensor, Tensor, Tensor | None]:
     first = torch.where(empty.to(steps.device)[:, None], x.absent.to(steps.dtype), steps[:, 0])
     steps = torch.cat([first[:, None], steps[:, 1:]], dim=1)
     if times is not None:
-        times = torch.cat([times[:, :1].masked_fill(empty.to(times.device)[:, None], 0.0), times[:, 1:]], dim=1)
+        times = torch.cat(
+            [times[:, :1].masked_fill(empty.to(times.device)[:, None], 0.0), times[:, 1:]], dim=1
+        )
     return steps, x.lengths.clamp(min=1), times
 
 
@@ -68,7 +70,9 @@ class EarlyFusion(nn.Module):
 
     consumes = STEPS
 
-    def __init__(self, input_dims: Mapping[str, int], gru: Callable[..., nn.Module], num_steps: int | None = None):
+    def __init__(
+        self, input_dims: Mapping[str, int], gru: Callable[..., nn.Module], num_steps: int | None = None
+    ):
         super().__init__()
         if num_steps is not None and num_steps < 1:
             raise ValueError(f"early fusion num_steps must be >= 1 or null, got {num_steps}")
@@ -101,8 +105,13 @@ class EventFusion(nn.Module):
 
     consumes = STEPS
 
-    def __init__(self, input_dims: Mapping[str, int], gru: Callable[..., nn.Module], dim: int = 64,
-                 step_seconds: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        gru: Callable[..., nn.Module],
+        dim: int = 64,
+        step_seconds: Mapping[str, float] | None = None,
+    ):
         super().__init__()
         self.modalities = sorted(input_dims)
         self.step_seconds = dict(step_seconds or {})
@@ -118,8 +127,10 @@ class EventFusion(nn.Module):
         if times is not None:
             return times.to(steps.dtype)
         if m not in self.step_seconds:
-            raise ValueError(f"the batch has no step times for modality {m!r} and model.fusion.step_seconds has no "
-                             f"entry for it: give its encoded step duration in seconds")
+            raise ValueError(
+                f"the batch has no step times for modality {m!r} and model.fusion.step_seconds has no "
+                f"entry for it: give its encoded step duration in seconds"
+            )
         index = torch.arange(steps.shape[1], device=steps.device, dtype=steps.dtype)
         return (index * self.step_seconds[m]).expand(steps.shape[0], -1)
 

@@ -57,15 +57,19 @@ def read_word_vectors(path: str | Path, wanted: set[str]) -> tuple[dict[str, np.
                 if key in wanted and key not in exact and (key == token or key not in found):
                     values = rest.split()
                     if len(values) != dim:
-                        raise PretrainedError(f"word-vector file {path}, line {number}: {len(values)} numbers "
-                                              f"for {token!r}, but the file's vectors have {dim}")
+                        raise PretrainedError(
+                            f"word-vector file {path}, line {number}: {len(values)} numbers "
+                            f"for {token!r}, but the file's vectors have {dim}"
+                        )
                     found[key] = np.asarray(values, dtype=np.float32)
                     if key == token:
                         exact.add(key)
     except PretrainedError:
         raise
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, ValueError) as err:
-        raise PretrainedError(f"word-vector file {path} is not a text file of `token v1 ... vD` lines ({err})") from None
+        raise PretrainedError(
+            f"word-vector file {path} is not a text file of `token v1 ... vD` lines ({err})"
+        ) from None
     if dim is None:
         raise PretrainedError(f"word-vector file {path} holds no vectors")
     return found, dim
@@ -76,13 +80,17 @@ def embedding_matrix(tokens: list[str], path: str | Path, dim: int, pad_index: i
     vectors' spread, and the padding row is zero."""
     found, file_dim = read_word_vectors(path, set(tokens))
     if file_dim != dim:
-        raise PretrainedError(f"word-vector file {path} has {file_dim}-dimensional vectors, but the embedding "
-                              f"has {dim} (set its out_features to {file_dim})")
+        raise PretrainedError(
+            f"word-vector file {path} has {file_dim}-dimensional vectors, but the embedding "
+            f"has {dim} (set its out_features to {file_dim})"
+        )
     rows = [found.get(t) for t in tokens]
     hits = [r for i, r in enumerate(rows) if r is not None and i != pad_index]
     if not hits:
-        raise PretrainedError(f"none of the {len(tokens)} vocabulary tokens is in word-vector file {path} "
-                              "(vocabulary tokens are lowercased words: is it a file for this language?)")
+        raise PretrainedError(
+            f"none of the {len(tokens)} vocabulary tokens is in word-vector file {path} "
+            "(vocabulary tokens are lowercased words: is it a file for this language?)"
+        )
     std = float(np.std(np.stack(hits))) or 1.0
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(len(tokens), dim, generator=gen) * std
@@ -99,7 +107,9 @@ def classification_model(arch: str) -> nn.Module:
     names = torchvision.models.list_models(module=torchvision.models)
     if arch not in names:
         close = [n for n in names if n.startswith(arch[:4])] or names[:8]
-        raise PretrainedError(f"arch={arch!r} is not a torchvision classification model (e.g. {', '.join(close)})")
+        raise PretrainedError(
+            f"arch={arch!r} is not a torchvision classification model (e.g. {', '.join(close)})"
+        )
     return torchvision.models.get_model(arch, weights=None)
 
 
@@ -117,11 +127,17 @@ def load_weights(model: nn.Module, path: str | Path, arch: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state and k.split(".")[0] not in HEADS]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and state[k].shape != own[k].shape and k.split(".")[0] not in HEADS]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape and k.split(".")[0] not in HEADS
+    ]
     if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
         raise PretrainedError(f"weights file {path} does not fit {arch} ({'; '.join(parts)})")
     # the classifier is replaced anyway: load it only where it fits (a 1000-class head or none at all)
     fitting = {k: v for k, v in state.items() if v.shape == own[k].shape}

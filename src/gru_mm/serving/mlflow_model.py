@@ -98,7 +98,9 @@ def signature(predictor: Predictor, example: pd.DataFrame):
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     inputs = Schema([ColSpec(AnyType(), m, required=False) for m in predictor.shapes])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(model_output=predictor.predict(example)).outputs)
+    return ModelSignature(
+        inputs=inputs, outputs=infer_signature(model_output=predictor.predict(example)).outputs
+    )
 
 
 def _pyfunc_arguments(ckpt_path: str | Path, tmp: str) -> dict[str, Any]:
@@ -128,8 +130,9 @@ def save_model(ckpt_path: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
-def log_model(mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH,
-              registered_model_name: str | None = None):
+def log_model(
+    mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH, registered_model_name: str | None = None
+):
     """Log the model as an MLflow 3 LoggedModel of the logger's run (`runs:/<run id>/<name>` loads it),
     registered as a new version of `registered_model_name` when given. Returns MLflow's ModelInfo."""
     import mlflow.pyfunc
@@ -143,7 +146,9 @@ def log_model(mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH,
         arguments = _pyfunc_arguments(ckpt_path, tmp)  # a bad checkpoint fails before MLflow records anything
         # Created here: Model.log, with no active run, would put it in the Default experiment (where
         # `runs:/<run id>/model` does not look). Model.log marks it READY, or FAILED if it raises.
-        logged = MlflowClient(uri).create_logged_model(mlflow_logger.experiment_id, name=name, source_run_id=run_id)
+        logged = MlflowClient(uri).create_logged_model(
+            mlflow_logger.experiment_id, name=name, source_run_id=run_id
+        )
         info = Model.log(
             artifact_path=None,
             name=name,
@@ -154,5 +159,7 @@ def log_model(mlflow_logger, ckpt_path: str | Path, name: str = ARTIFACT_PATH,
             **arguments,
         )
     if info.registered_model_version:
-        log.info("MLflow model registered: %s version %s", registered_model_name, info.registered_model_version)
+        log.info(
+            "MLflow model registered: %s version %s", registered_model_name, info.registered_model_version
+        )
     return info

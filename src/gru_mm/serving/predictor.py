@@ -45,7 +45,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = checkpoints.load(path)
     meta, config = ckpt.get("gru_mm_data"), (ckpt.get("gru_mm") or {}).get("config")
     if not config or not meta:
-        raise checkpoints.CheckpointError(f"{path}: not a gru-mm checkpoint (it holds no config or data meta)")
+        raise checkpoints.CheckpointError(
+            f"{path}: not a gru-mm checkpoint (it holds no config or data meta)"
+        )
     checkpoints.check_config(config, path)
     if "feature_shapes" not in meta:
         raise checkpoints.CheckpointError(
@@ -58,8 +60,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 class Predictor:
     """predict(samples) -> a DataFrame with one row per sample (see `predict`)."""
 
-    def __init__(self, module: torch.nn.Module, meta: dict[str, Any], batch_size: int = 64,
-                 config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        meta: dict[str, Any],
+        batch_size: int = 64,
+        config: dict[str, Any] | None = None,
+    ):
         self.module = module.eval()
         self.meta = meta
         self.config = config  # the resolved training config, when built from a checkpoint
@@ -133,7 +140,9 @@ class Predictor:
             samples = samples.to_dict("records")
         rows = [self._sample(i, s) for i, s in enumerate(samples)]
         if not rows:
-            columns = self._regression_columns() if self.task == "regression" else [*self.classes, "predicted"]
+            columns = (
+                self._regression_columns() if self.task == "regression" else [*self.classes, "predicted"]
+            )
             return pd.DataFrame(columns=["probability", "predicted"] if self.task == "binary" else columns)
         device = next(self.module.parameters()).device
         outs = []

@@ -31,8 +31,12 @@ JOURNAL_NAME = "mlflow_outbox.jsonl"  # in the run folder
 
 
 def _send_batch(client, batch: dict[str, Any]) -> None:
-    client.log_batch(batch["run_id"], metrics=[Metric(*m) for m in batch["metrics"]],
-                     params=[Param(*p) for p in batch["params"]], tags=[RunTag(*t) for t in batch["tags"]])
+    client.log_batch(
+        batch["run_id"],
+        metrics=[Metric(*m) for m in batch["metrics"]],
+        params=[Param(*p) for p in batch["params"]],
+        tags=[RunTag(*t) for t in batch["tags"]],
+    )
 
 
 def unsent(path: Path) -> list[dict[str, Any]]:
@@ -98,13 +102,21 @@ class Outbox:
     `_drop_redone_steps`), and everything queued is kept there until it arrives.
     """
 
-    def __init__(self, client, tracking_uri: str, retry_s: float = 5.0, journal: Path | None = None,
-                 redo_from_step: int | None = None):
+    def __init__(
+        self,
+        client,
+        tracking_uri: str,
+        retry_s: float = 5.0,
+        journal: Path | None = None,
+        redo_from_step: int | None = None,
+    ):
         self.client = client
         self.tracking_uri = tracking_uri
         self.retry_s = retry_s
         self.down = False
-        self.error: TrackingRejected | None = None  # the server refused a batch for good: nothing more is sent
+        self.error: TrackingRejected | None = (
+            None  # the server refused a batch for good: nothing more is sent
+        )
         self._queue: queue.Queue = queue.Queue()
         self._pending: list[dict[str, Any]] = []  # everything not yet confirmed sent, in order
         self._lock = threading.Lock()
@@ -114,7 +126,9 @@ class Outbox:
         left = unsent(journal) if journal is not None else []
         if redo_from_step is not None:
             left = [_drop_redone_steps(b, redo_from_step) for b in left]
-        left = [{**b, "seq": i} for i, b in enumerate(b for b in left if b["metrics"] or b["params"] or b["tags"])]
+        left = [
+            {**b, "seq": i} for i, b in enumerate(b for b in left if b["metrics"] or b["params"] or b["tags"])
+        ]
         if journal is not None:
             self._journal = Journal(journal, left)
         self._seq = len(left)
@@ -137,9 +151,14 @@ class Outbox:
         if self.error is not None:  # fail fast: the server will not take anything more
             raise TrackingRejected(str(self.error), self.error.status)
         with self._lock:
-            batch = {"seq": self._seq, "tracking_uri": self.tracking_uri, "run_id": run_id,
-                     "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
-                     "params": [[p.key, p.value] for p in params], "tags": [[t.key, t.value] for t in tags]}
+            batch = {
+                "seq": self._seq,
+                "tracking_uri": self.tracking_uri,
+                "run_id": run_id,
+                "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                "params": [[p.key, p.value] for p in params],
+                "tags": [[t.key, t.value] for t in tags],
+            }
             self._seq += 1
             if self._journal is not None:
                 self._journal.append(batch)
@@ -184,8 +203,12 @@ class Outbox:
                 log.error("%s", self.error)
                 return False
             if not self.down:  # an outage: keep the batch, warn once, probe until it answers
-                log.warning("MLflow tracking server %s is not answering (%s); training goes on, and its "
-                            "metrics are kept and sent once it answers", self.tracking_uri, err)
+                log.warning(
+                    "MLflow tracking server %s is not answering (%s); training goes on, and its "
+                    "metrics are kept and sent once it answers",
+                    self.tracking_uri,
+                    err,
+                )
             self.down = True
             return False
         if self.down:
@@ -218,8 +241,10 @@ def replay(path: Path, tracking_uri: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gru_mm.tracking.outbox",
-                                     description="send metrics a run could not send to its tracking server")
+    parser = argparse.ArgumentParser(
+        prog="python -m gru_mm.tracking.outbox",
+        description="send metrics a run could not send to its tracking server",
+    )
     parser.add_argument("file", type=Path, help=f"the {JOURNAL_NAME} in the run's folder")
     parser.add_argument("--tracking-uri", help="send there instead of to the server the run used")
     args = parser.parse_args(argv)

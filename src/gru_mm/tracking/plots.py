@@ -31,14 +31,28 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str] | None = Non
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, label="share of the true class")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title=f"{title}: confusion matrix (accuracy {accuracy:.3f})")
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{title}: confusion matrix (accuracy {accuracy:.3f})",
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     return fig
 
@@ -60,8 +74,11 @@ def gates_figure(gates: dict[str, torch.Tensor], ids: Sequence[str], modality: s
             values = gates[name][-1, col, :length].float().cpu().numpy().T  # [H, steps]
             im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
             label = "z: update" if name == "z" else "r: reset"
-            ax.set(title=f"{ids[col]} ({length} steps)" if row == 0 else "", xlabel="step" if row else "",
-                   ylabel=f"{label}\nhidden unit" if col == 0 else "")
+            ax.set(
+                title=f"{ids[col]} ({length} steps)" if row == 0 else "",
+                xlabel="step" if row else "",
+                ylabel=f"{label}\nhidden unit" if col == 0 else "",
+            )
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=axes, label="gate activation", shrink=0.8)
     meaning = "take the new candidate" if gates.get("cell") == "cho2014" else "keep the previous state"
@@ -83,8 +100,13 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
     """A row per modality, a column per sample: |gradient x input| of each real encoded step, titled
     with the modality's share of the sample's total."""
     modalities, n = list(result), len(ids)
-    fig, axes = plt.subplots(len(modalities), n, figsize=(3.2 * n + 1, 2.2 * len(modalities) + 0.8),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(modalities),
+        n,
+        figsize=(3.2 * n + 1, 2.2 * len(modalities) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
     for row, m in enumerate(modalities):
         for col in range(n):
             ax = axes[row][col]
@@ -92,9 +114,11 @@ def attribution_figure(result: dict[str, dict[str, torch.Tensor]], ids: Sequence
             steps = result[m]["steps"][col, :length].cpu().numpy()
             ax.bar(np.arange(length), steps, width=1.0, color=f"C{row}")
             share = float(result[m]["share"][col])
-            ax.set(title=f"{ids[col]}: {m} {share:.0%}" if length else f"{ids[col]}: no {m}",
-                   xlabel="encoded step" if row == len(modalities) - 1 else "",
-                   ylabel="|grad x input|" if col == 0 else "")
+            ax.set(
+                title=f"{ids[col]}: {m} {share:.0%}" if length else f"{ids[col]}: no {m}",
+                xlabel="encoded step" if row == len(modalities) - 1 else "",
+                ylabel="|grad x input|" if col == 0 else "",
+            )
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("what each prediction rests on: gradient x input per modality and step")
     return fig
@@ -109,18 +133,25 @@ def gradient_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
         shown = ratio > 0
         if shown.any():
             ax.plot(back[shown], ratio[shown], color=f"C{k}", label=m)
-    ax.set(yscale="log", xlabel="encoded steps before the sequence's last step",
-           ylabel="|gradient| / its largest in the sample",
-           title="how far back through time the gradient reaches\n"
-                 "(mean over the test split; a steep fall means vanishing gradients)")
+    ax.set(
+        yscale="log",
+        xlabel="encoded steps before the sequence's last step",
+        ylabel="|gradient| / its largest in the sample",
+        title="how far back through time the gradient reaches\n"
+        "(mean over the test split; a steep fall means vanishing gradients)",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ax.lines:
         ax.legend()
     return fig
 
 
-def log_attribution_plots(mlflow_logger, result: dict[str, dict[str, torch.Tensor]], ids: Sequence[str],
-                          curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def log_attribution_plots(
+    mlflow_logger,
+    result: dict[str, dict[str, torch.Tensor]],
+    ids: Sequence[str],
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
     """`plots/attribution.png` of the samples `ids` (`result`: their attributions, in that order) and
     `plots/gradient_through_time.png` of the curves."""
     log_figure(mlflow_logger, attribution_figure(result, ids), "plots/attribution.png")

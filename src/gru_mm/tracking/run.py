@@ -61,9 +61,11 @@ class _OutboxClient:
             except Exception as err:
                 if (status := rejected_status(err)) is None:
                     raise
-                raise TrackingRejected(f"MLflow tracking server {self._uri} refused {name} with HTTP {status} "
-                                       f"({err}): check the credentials and that the run still exists",
-                                       status) from err
+                raise TrackingRejected(
+                    f"MLflow tracking server {self._uri} refused {name} with HTTP {status} "
+                    f"({err}): check the credentials and that the run still exists",
+                    status,
+                ) from err
 
         return checked
 
@@ -94,10 +96,15 @@ class BufferedMLFlowLogger(MLFlowLogger):
         """Continue the journal of the run being resumed (the folder it started in): what its killed process
         had not sent goes first, into the same run, without the metric points from `redo_from_step` (the
         checkpoint's global step) on, which the resumed run logs again. Returns how many batches were left."""
-        outbox = self._mlflow_client.open_outbox(Path(run_folder) / JOURNAL_NAME, redo_from_step=redo_from_step)
+        outbox = self._mlflow_client.open_outbox(
+            Path(run_folder) / JOURNAL_NAME, redo_from_step=redo_from_step
+        )
         if outbox.recovered:
-            log.info("sending %d batch(es) of metrics the interrupted run had not sent (%s)", outbox.recovered,
-                     outbox.journal_path)
+            log.info(
+                "sending %d batch(es) of metrics the interrupted run had not sent (%s)",
+                outbox.recovered,
+                outbox.journal_path,
+            )
         return outbox.recovered
 
     def _delivered(self) -> bool:
@@ -116,8 +123,10 @@ class BufferedMLFlowLogger(MLFlowLogger):
         path = outbox.journal_path
         if path is None:
             return f"{outbox.pending} batch(es) of metrics and params were not sent (no outbox_dir to keep them in)"
-        return (f"{outbox.pending} batch(es) of metrics and params are kept in {path}; they are sent when the run "
-                f"is resumed (ckpt_path=...), or with `python -m gru_mm.tracking.outbox {path}` once it answers")
+        return (
+            f"{outbox.pending} batch(es) of metrics and params are kept in {path}; they are sent when the run "
+            f"is resumed (ckpt_path=...), or with `python -m gru_mm.tracking.outbox {path}` once it answers"
+        )
 
     def flush(self) -> None:
         """Everything queued reaches the server, or a ConnectionError says where it is kept."""
@@ -126,8 +135,10 @@ class BufferedMLFlowLogger(MLFlowLogger):
         outbox = self._mlflow_client.outbox
         if outbox.error is not None:
             raise TrackingRejected(str(outbox.error), outbox.error.status)
-        raise ConnectionError(f"MLflow tracking server {self._tracking_uri} stopped answering: "
-                              f"{self._unsent_sentence()} (the checkpoints are on disk in the run folder)")
+        raise ConnectionError(
+            f"MLflow tracking server {self._tracking_uri} stopped answering: "
+            f"{self._unsent_sentence()} (the checkpoints are on disk in the run folder)"
+        )
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -137,8 +148,11 @@ class BufferedMLFlowLogger(MLFlowLogger):
             return
         # The run failed: its own error is what must be shown, so nothing here raises.
         if not self._delivered():
-            log.warning("MLflow tracking server %s did not take everything: %s", self._tracking_uri,
-                        self._unsent_sentence())
+            log.warning(
+                "MLflow tracking server %s did not take everything: %s",
+                self._tracking_uri,
+                self._unsent_sentence(),
+            )
             return
         try:
             super().finalize(status)  # marks the run FAILED
@@ -211,9 +225,16 @@ def git_commit() -> str:
     if not IN_CHECKOUT:  # an installed gru-mm: the working directory's repository is not this code's
         return "unknown"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -230,7 +251,9 @@ def run_tags(overrides: list[str]) -> dict[str, str]:
 def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -> None:
     """Params (the flattened resolved config), tags and the config itself as an artifact."""
     client, run_id = logger.experiment, logger.run_id
-    log.info("MLflow: run '%s' in experiment '%s'", client.get_run(run_id).info.run_name, logger._experiment_name)
+    log.info(
+        "MLflow: run '%s' in experiment '%s'", client.get_run(run_id).info.run_name, logger._experiment_name
+    )
     # No passwords of storage or tracking URLs; set again, as the run was created with them (and named).
     tags = redact_values(tags | {"mlflow.runName": client.get_run(run_id).info.run_name})
     for key, value in tags.items():

@@ -23,9 +23,15 @@ from gru_mm.data.cache import cached, fingerprint
 
 # DTMF (row Hz, column Hz) for each digit key.
 DTMF = {
-    1: (697, 1209), 2: (697, 1336), 3: (697, 1477),
-    4: (770, 1209), 5: (770, 1336), 6: (770, 1477),
-    7: (852, 1209), 8: (852, 1336), 9: (852, 1477),
+    1: (697, 1209),
+    2: (697, 1336),
+    3: (697, 1477),
+    4: (770, 1209),
+    5: (770, 1336),
+    6: (770, 1477),
+    7: (852, 1209),
+    8: (852, 1336),
+    9: (852, 1477),
     0: (941, 1336),
 }
 SPLITS = ("train", "val", "test")
@@ -136,7 +142,9 @@ class AVDigits:
             dur = int(rng.uniform(0.06, 0.3) * s.sample_rate)
             lo, hi = DTMF[int(rng.choice(list(keys)))]
             t = np.arange(min(dur, total - pos)) / s.sample_rate
-            wave[pos : pos + len(t)] = rng.uniform(0.3, 1.0) * (np.sin(2 * np.pi * lo * t) + np.sin(2 * np.pi * hi * t)) / 2
+            wave[pos : pos + len(t)] = (
+                rng.uniform(0.3, 1.0) * (np.sin(2 * np.pi * lo * t) + np.sin(2 * np.pi * hi * t)) / 2
+            )
             pos += dur + int(rng.uniform(0.03, 0.3) * s.sample_rate)
         noise_rms = np.sqrt(np.mean(wave**2) + 1e-8) / (10 ** (s.snr_db / 20))
         return wave + rng.normal(0, noise_rms, total).astype(np.float32)

@@ -129,7 +129,9 @@ def check_fractions(fractions, key: str = "data.source.split_fractions") -> tupl
     """(train, val, test) shares that sum to 1; a config error otherwise (checked before data is read)."""
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
-        raise DataError(f"{key} must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}")
+        raise DataError(
+            f"{key} must be three non-negative numbers (train, val, test) summing to 1, got {list(fractions)}"
+        )
     return values  # type: ignore[return-value]
 
 

@@ -62,10 +62,14 @@ class Features(LoadedSource):
         self.path = Path(path).expanduser()
         suffix = self.path.suffix.lower()
         if suffix not in (".pkl", ".pickle", ".npz"):
-            raise DataError(f"data.path={path}: features must be a .pkl/.pickle (MultiBench/MMSA layout) or a .npz")
+            raise DataError(
+                f"data.path={path}: features must be a .pkl/.pickle (MultiBench/MMSA layout) or a .npz"
+            )
         if suffix != ".npz" and trust_pickle is not True:
-            raise DataError(f"data.path={path} is a pickle, and loading a pickle runs any code inside it, "
-                            "so set data.trust_pickle=true only if you trust where the file came from")
+            raise DataError(
+                f"data.path={path} is a pickle, and loading a pickle runs any code inside it, "
+                "so set data.trust_pickle=true only if you trust where the file came from"
+            )
         self.task = task
         self.labels = LabelCoder(task, classes, num_classes)
         self.wanted = list(modalities) if modalities else None
@@ -105,11 +109,16 @@ class Features(LoadedSource):
         if self.wanted:
             missing = [m for m in self.wanted if m not in part]
             if missing:
-                raise DataError(f"data.source.modalities names {missing}, which {self.path.name} lacks "
-                                f"(it has {sorted(part)})")
+                raise DataError(
+                    f"data.source.modalities names {missing}, which {self.path.name} lacks "
+                    f"(it has {sorted(part)})"
+                )
             return self.wanted
-        found = [k for k, v in part.items() if k not in NOT_MODALITIES and not k.endswith("_lengths")
-                 and _per_sample(v, n)]
+        found = [
+            k
+            for k, v in part.items()
+            if k not in NOT_MODALITIES and not k.endswith("_lengths") and _per_sample(v, n)
+        ]
         if not found:
             raise DataError(f"{self.path.name} has no per-sample modality arrays (keys: {sorted(part)})")
         return sorted(found)
@@ -117,8 +126,10 @@ class Features(LoadedSource):
     def _labels(self, part: dict[str, Any], split: str) -> Any:
         keys = [self.label_key] if self.label_key else [k for k in LABEL_KEYS if k in part]
         if not keys or keys[0] not in part:
-            raise DataError(f"{self.path.name} split {split!r} has no labels (looked for {keys or list(LABEL_KEYS)}); "
-                            "name the key with data.source.label_key")
+            raise DataError(
+                f"{self.path.name} split {split!r} has no labels (looked for {keys or list(LABEL_KEYS)}); "
+                "name the key with data.source.label_key"
+            )
         return part[keys[0]]
 
     def load(self) -> dict[str, list[Sample]]:
@@ -169,21 +180,36 @@ class Features(LoadedSource):
             for s in samples[split]:
                 odd = [m for m, a in s.modalities.items() if a is not None and a.shape[1:] != self._shapes[m]]
                 for m in odd:
-                    problems.append(Problem(s.id, m, "wrong feature size", f"steps of shape "
-                                            f"{list(s.modalities[m].shape[1:])}, the others have {list(self._shapes[m])}"))
+                    problems.append(
+                        Problem(
+                            s.id,
+                            m,
+                            "wrong feature size",
+                            f"steps of shape "
+                            f"{list(s.modalities[m].shape[1:])}, the others have {list(self._shapes[m])}",
+                        )
+                    )
                 if not odd:
                     keep.append(s)
             samples[split] = keep
             if not keep:
-                problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
-        log.info("features %s: %d samples, modalities %s, %d problems", self.path.name,
-                 sum(len(v) for v in samples.values()), modalities, len(problems))
+                problems.append(
+                    Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True)
+                )
+        log.info(
+            "features %s: %d samples, modalities %s, %d problems",
+            self.path.name,
+            sum(len(v) for v in samples.values()),
+            modalities,
+            len(problems),
+        )
         self._problems = problems
         self._splits = samples
         return samples
 
-    def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
-                   labels: LabelCoder | None = None) -> tuple[list[Sample], list[Problem]]:
+    def as_trained(
+        self, state: Mapping[str, Any], vocab: Mapping[str, list[str]], labels: LabelCoder | None = None
+    ) -> tuple[list[Sample], list[Problem]]:
         """Every sample in the file (all its splits, or a file without splits) decoded as in training,
         for a model whose modalities are `state["modalities"]`. Without `labels` (prediction) labels are
         ignored; with them (the trained model's classes) each part needs its labels. Samples with
@@ -193,11 +219,15 @@ class Features(LoadedSource):
         for split, part in self._read(unsplit_ok=True).items():
             present = [m for m in modalities if m in part]
             if not present:
-                raise DataError(f"{self.path.name} has none of the model's modalities {modalities} "
-                                f"(it has {sorted(part)})")
+                raise DataError(
+                    f"{self.path.name} has none of the model's modalities {modalities} "
+                    f"(it has {sorted(part)})"
+                )
             counts = {m: len(part[m]) for m in present}
             if len(set(counts.values())) > 1:
-                raise DataError(f"{self.path.name}: the modalities hold different numbers of samples {counts}")
+                raise DataError(
+                    f"{self.path.name}: the modalities hold different numbers of samples {counts}"
+                )
             n = counts[present[0]]
             absent = sorted(set(modalities) - set(present))
             if absent:
@@ -214,15 +244,18 @@ class Features(LoadedSource):
                     continue
                 seen.add(rid)
                 values = {m: (part[m][i], _length(part, m, i)) for m in present}
-                sample, row_problems = self._sample(rid, None if targets is None else targets[i], values, labels)
+                sample, row_problems = self._sample(
+                    rid, None if targets is None else targets[i], values, labels
+                )
                 problems += row_problems
                 if not row_problems:
                     sample.modalities.update({m: None for m in absent})
                     samples.append(sample)
         return samples, problems
 
-    def _sample(self, rid: str, label: Any, values: dict[str, Any], labels: LabelCoder | None
-                ) -> tuple[Sample, list[Problem]]:
+    def _sample(
+        self, rid: str, label: Any, values: dict[str, Any], labels: LabelCoder | None
+    ) -> tuple[Sample, list[Problem]]:
         """One sample from its raw label (encoded by `labels`; None: unlabeled) and (array, length) per modality."""
         problems, arrays, target = [], {}, None
         try:
@@ -253,7 +286,7 @@ class Features(LoadedSource):
             a = a[:length]
         elif self.trim_zero_steps:
             nonzero = np.flatnonzero(np.abs(a).sum(1) > 0)
-            a = a[nonzero[0]: nonzero[-1] + 1] if len(nonzero) else a[:0]
+            a = a[nonzero[0] : nonzero[-1] + 1] if len(nonzero) else a[:0]
         check_finite(a)
         return a if len(a) else None  # no steps: the modality is absent from this sample
 
@@ -304,8 +337,10 @@ def _npz_splits(path: Path, unsplit_ok: bool = False) -> dict[str, dict[str, Any
             lengths = part.get(f"{name}_lengths")
             if lengths is not None and part[name].ndim == 2:  # concatenated: cut into samples
                 if int(lengths.sum()) != len(part[name]):
-                    raise DataError(f"{path.name}: {name}_lengths sum to {int(lengths.sum())}, "
-                                    f"but {name} has {len(part[name])} steps")
+                    raise DataError(
+                        f"{path.name}: {name}_lengths sum to {int(lengths.sum())}, "
+                        f"but {name} has {len(part[name])} steps"
+                    )
                 part[name] = np.split(part[name], np.cumsum(lengths)[:-1])
                 del part[f"{name}_lengths"]
     return parts

@@ -22,7 +22,9 @@ class HeldOut:
         self.source = source
         self.data_meta = data_meta
         self.task = data_meta["task"]
-        self.labels = LabelCoder.from_meta(data_meta, getattr(getattr(source, "labels", None), "separator", ";"))
+        self.labels = LabelCoder.from_meta(
+            data_meta, getattr(getattr(source, "labels", None), "separator", ";")
+        )
         self.vocab = {m: Vocabulary(tokens) for m, tokens in (data_meta.get("vocab") or {}).items()}
         self._samples: list[Sample] | None = None
         self._problems: list[Problem] = []
@@ -35,7 +37,9 @@ class HeldOut:
             self._samples, wrong = with_model_shapes(samples, self.feature_shapes)
             self._problems = problems + wrong
             if not self._samples:
-                self._problems.append(Problem("-", "split", "empty split", "no usable samples to test", fatal=True))
+                self._problems.append(
+                    Problem("-", "split", "empty split", "no usable samples to test", fatal=True)
+                )
         return {s: self._samples if s == "test" else [] for s in SPLITS}
 
     def split(self, name: str) -> list[Sample]:
@@ -53,7 +57,9 @@ class HeldOut:
     @property
     def kinds(self) -> dict[str, str]:
         """The training data's modality kinds (checkpoints from before they were recorded: the manifest's)."""
-        return dict(self.data_meta.get("kinds") or (self.data_meta.get("source_state") or {}).get("kinds") or {})
+        return dict(
+            self.data_meta.get("kinds") or (self.data_meta.get("source_state") or {}).get("kinds") or {}
+        )
 
     @property
     def num_classes(self) -> int:
@@ -67,14 +73,25 @@ class HeldOut:
         return self.data_meta.get("source_state")
 
 
-def with_model_shapes(samples: list[Sample], shapes: dict[str, tuple[int, ...]]) -> tuple[list[Sample], list[Problem]]:
+def with_model_shapes(
+    samples: list[Sample], shapes: dict[str, tuple[int, ...]]
+) -> tuple[list[Sample], list[Problem]]:
     """The samples whose per-step shapes are the model's, and a problem for each modality that is not
     (a series with other columns than in training, say)."""
     good, problems = [], []
     for s in samples:
-        wrong = [m for m, a in s.modalities.items() if a is not None and tuple(a.shape[1:]) != tuple(shapes[m])]
-        problems += [Problem(s.id, m, "wrong feature size", f"steps of shape {list(s.modalities[m].shape[1:])}, "
-                             f"the model takes {list(shapes[m])}") for m in wrong]
+        wrong = [
+            m for m, a in s.modalities.items() if a is not None and tuple(a.shape[1:]) != tuple(shapes[m])
+        ]
+        problems += [
+            Problem(
+                s.id,
+                m,
+                "wrong feature size",
+                f"steps of shape {list(s.modalities[m].shape[1:])}, the model takes {list(shapes[m])}",
+            )
+            for m in wrong
+        ]
         if not wrong:
             good.append(s)
     return good, problems

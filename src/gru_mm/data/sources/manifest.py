@@ -62,12 +62,17 @@ class Manifest(LoadedSource):
         """`kind_settings`: each modality kind's settings by its name (audio={...}, series={...}, ...).
 
         Everything here checks config only: no file is opened until a property or load() needs it."""
-        if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(decode_threads, int)
-                                           or decode_threads < 1):
-            raise DataError(f"data.source.decode_threads must be null or an integer >= 1, got {decode_threads!r}")
+        if decode_threads is not None and (
+            isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 1
+        ):
+            raise DataError(
+                f"data.source.decode_threads must be null or an integer >= 1, got {decode_threads!r}"
+            )
         self.decode_threads = decode_threads or min(8, len(os.sched_getaffinity(0)))
         if path in (None, "", "???"):
-            raise DataError("data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv")
+            raise DataError(
+                "data.path is not set: give the manifest file, e.g. data.path=recordings/manifest.csv"
+            )
         self.path = Path(path).expanduser()
         if self.path.suffix.lower() not in TABLE_SUFFIXES:
             raise DataError(f"data.path={path}: a manifest must be {', '.join(TABLE_SUFFIXES)}")
@@ -76,19 +81,24 @@ class Manifest(LoadedSource):
         self.declared = dict(columns or {})
         for column, kind in self.declared.items():
             if kind not in modality_kinds.names():
-                raise DataError(f"data.source.columns.{column}={kind!r} is not one of "
-                                f"{', '.join(modality_kinds.names())}")
+                raise DataError(
+                    f"data.source.columns.{column}={kind!r} is not one of {', '.join(modality_kinds.names())}"
+                )
         self.required = list(required or [])
         self.fractions = check_fractions(split_fractions)
         self.split_seed = split_seed
         unknown = sorted(set(kind_settings) - set(modality_kinds.names()))
         if unknown:
-            raise DataError(f"data.source.{unknown[0]} is neither a manifest setting nor a modality kind "
-                            f"(kinds: {', '.join(modality_kinds.names())})")
+            raise DataError(
+                f"data.source.{unknown[0]} is neither a manifest setting nor a modality kind "
+                f"(kinds: {', '.join(modality_kinds.names())})"
+            )
         # n_mels mirrors audio.n_mels at the top level, where audio encoder configs interpolate it
         audio = dict(kind_settings.get("audio") or {})
         if n_mels is not None and audio.setdefault("n_mels", n_mels) != n_mels:
-            raise DataError(f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}")
+            raise DataError(
+                f"data.source.n_mels={n_mels} differs from data.source.audio.n_mels={audio['n_mels']}"
+            )
         kind_settings["audio"] = audio
         self.kind_of_name: dict[str, ModalityKind] = {
             name: modality_kinds.get(name).from_settings(kind_settings.get(name))
@@ -101,7 +111,9 @@ class Manifest(LoadedSource):
         self.vocab: dict[str, Vocabulary] = {}
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self.stats: dict[str, dict[str, np.ndarray]] = {}  # what each column's kind learned from the training split
+        self.stats: dict[
+            str, dict[str, np.ndarray]
+        ] = {}  # what each column's kind learned from the training split
 
     # --- what the datamodule asks -------------------------------------------------------------
     @property
@@ -148,8 +160,10 @@ class Manifest(LoadedSource):
             raise DataError(f"data.source.columns names {missing}, which {self.path.name} does not have")
         found = {c: c for c in modality_kinds.names() if c in columns} | self.declared
         if not found:
-            raise DataError(f"{self.path.name} has no modality column: name one "
-                            f"{', '.join(modality_kinds.names())} or declare yours in data.source.columns")
+            raise DataError(
+                f"{self.path.name} has no modality column: name one "
+                f"{', '.join(modality_kinds.names())} or declare yours in data.source.columns"
+            )
         return found
 
     def _kind(self, column: str) -> ModalityKind:
@@ -175,7 +189,9 @@ class Manifest(LoadedSource):
             rid = row["id"]
             split = "" if is_empty(row.get("split")) else str(row["split"]).strip().lower()
             if split and split not in SPLITS:
-                problems.append(Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)"))
+                problems.append(
+                    Problem(rid, "split", "unknown split", f"{row['split']!r} (use train, val or test)")
+                )
                 continue
             if _lacks_label(row, problems):
                 continue
@@ -210,7 +226,9 @@ class Manifest(LoadedSource):
                 decoded.append((r, sample))
         size_problems = self._check_feature_sizes(decoded)
         problems += size_problems
-        bad = {p.id for p in size_problems}  # ids are unique among decoded rows: duplicates were dropped above
+        bad = {
+            p.id for p in size_problems
+        }  # ids are unique among decoded rows: duplicates were dropped above
         for r, sample in decoded:
             if sample.id not in bad:
                 samples[r["split"]].append(sample)
@@ -222,9 +240,17 @@ class Manifest(LoadedSource):
         self._prepare([s for split in SPLITS for s in samples[split]], self.stats)
         for split in SPLITS:
             if not samples[split]:
-                problems.append(Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True))
-        log.info("manifest %s: %d samples, %d decoded, %d from cache, %d problems", self.path.name,
-                 sum(len(v) for v in samples.values()), self.cache.misses, self.cache.hits, len(problems))
+                problems.append(
+                    Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True)
+                )
+        log.info(
+            "manifest %s: %d samples, %d decoded, %d from cache, %d problems",
+            self.path.name,
+            sum(len(v) for v in samples.values()),
+            self.cache.misses,
+            self.cache.hits,
+            len(problems),
+        )
         self._problems = problems
         self._splits = samples
         return samples
@@ -241,8 +267,9 @@ class Manifest(LoadedSource):
             },
         }
 
-    def as_trained(self, state: Mapping[str, Any], vocab: Mapping[str, list[str]],
-                   labels: LabelCoder | None = None) -> tuple[list[Sample], list[Problem]]:
+    def as_trained(
+        self, state: Mapping[str, Any], vocab: Mapping[str, list[str]], labels: LabelCoder | None = None
+    ) -> tuple[list[Sample], list[Problem]]:
         """Every row of the manifest decoded as a trained model saw its data: the kinds, vocabularies and
         series statistics come from training (`state()`, the checkpoint's vocabularies), not from these
         rows. Without `labels` (prediction) `label` is ignored; with them (the trained model's classes)
@@ -250,8 +277,10 @@ class Manifest(LoadedSource):
         rows = self._read_rows()
         unknown = sorted(set(state["kinds"].values()) - set(modality_kinds.names()))
         if unknown:
-            raise DataError(f"the model was trained on data of kind {unknown[0]!r}, which is not a "
-                            f"registered modality kind here (kinds: {', '.join(modality_kinds.names())})")
+            raise DataError(
+                f"the model was trained on data of kind {unknown[0]!r}, which is not a "
+                f"registered modality kind here (kinds: {', '.join(modality_kinds.names())})"
+            )
         self.kinds = dict(state["kinds"])
         self.vocab = {c: Vocabulary(tokens) for c, tokens in vocab.items()}
         if labels is not None:
@@ -262,7 +291,11 @@ class Manifest(LoadedSource):
         if not set(self.kinds) & columns:
             raise DataError(f"{self.path.name} has none of the model's modality columns {sorted(self.kinds)}")
         problems: list[Problem] = []
-        good = [row for row in _with_unique_ids(rows, problems) if labels is None or not _lacks_label(row, problems)]
+        good = [
+            row
+            for row in _with_unique_ids(rows, problems)
+            if labels is None or not _lacks_label(row, problems)
+        ]
         samples = []
         for sample, row_problems in self._decode_rows(good, labeled=labels is not None):
             problems += row_problems
@@ -278,8 +311,9 @@ class Manifest(LoadedSource):
             kind = self._kind(column)
             for s in samples:
                 if s.modalities.get(column) is not None:
-                    s.modalities[column] = kind.prepare(s.modalities[column], s.timestamps.get(column),
-                                                        stats.get(column))
+                    s.modalities[column] = kind.prepare(
+                        s.modalities[column], s.timestamps.get(column), stats.get(column)
+                    )
             if column in self._shapes:
                 self._shapes[column] = kind.prepared_shape(self._shapes[column])
 
@@ -291,13 +325,23 @@ class Manifest(LoadedSource):
             raise SampleError("missing file", str(value).strip())
         return path
 
-    def _decode_rows(self, rows: list[dict[str, Any]], labeled: bool = True) -> list[tuple[Sample, list[Problem]]]:
+    def _decode_rows(
+        self, rows: list[dict[str, Any]], labeled: bool = True
+    ) -> list[tuple[Sample, list[Problem]]]:
         """`_sample` of every row, in order, `decode_threads` rows at a time (reading files, resampling
         and decoding images release the GIL, so threads overlap them without the start-up and pickling
         of processes). A progress bar shows on a terminal when decoding takes more than a second."""
-        with ThreadPoolExecutor(self.decode_threads) as pool, tqdm(
-            total=len(rows), desc=f"decoding {self.path.name}", unit="row", delay=1.0, disable=None, leave=False
-        ) as bar:
+        with (
+            ThreadPoolExecutor(self.decode_threads) as pool,
+            tqdm(
+                total=len(rows),
+                desc=f"decoding {self.path.name}",
+                unit="row",
+                delay=1.0,
+                disable=None,
+                leave=False,
+            ) as bar,
+        ):
             results = []
             for result in pool.map(lambda row: self._sample(row, labeled), rows):
                 results.append(result)
@@ -318,7 +362,14 @@ class Manifest(LoadedSource):
             value = row.get(column)
             if is_empty(value) or (isinstance(value, list) and not value):
                 if column in self.required:
-                    problems.append(Problem(rid, column, "empty required column", f"{column} is listed in data.source.required"))
+                    problems.append(
+                        Problem(
+                            rid,
+                            column,
+                            "empty required column",
+                            f"{column} is listed in data.source.required",
+                        )
+                    )
                 modalities[column] = None  # absent: a length-0 sequence
                 continue
             try:
@@ -338,7 +389,9 @@ class Manifest(LoadedSource):
         """Every sample's per-step shape must match the most common one (a series with 3 columns among 4s)."""
         problems = []
         for column in self.kinds:
-            shapes = Counter(s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None)
+            shapes = Counter(
+                s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None
+            )
             if not shapes:
                 self._shapes[column] = self._kind(column).step_shape()
                 continue
@@ -347,8 +400,14 @@ class Manifest(LoadedSource):
             for _, s in decoded:
                 a = s.modalities.get(column)
                 if a is not None and a.shape[1:] != common:
-                    problems.append(Problem(s.id, column, "wrong feature size",
-                                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}"))
+                    problems.append(
+                        Problem(
+                            s.id,
+                            column,
+                            "wrong feature size",
+                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}",
+                        )
+                    )
         return problems
 
 
