@@ -233,10 +233,8 @@ class ChoTriton(torch.autograd.Function):
         return dpre, carry, du, None
 
 
-# Above this hidden size the step loop is faster: on the H200 run (docs/gpu-2026-11-26-h200,
-# 400 steps) the kernel took 219-226 ms against the loop's 108-130 ms at H 512 and 762-796 ms
-# against 103-126 ms at H 1024 (each program streams the 3H x H recurrent weights every step);
-# at H 256 it was 1.2-1.7x faster than the loop, at H <= 128 3-10x.
+# Above this hidden size the step loop is faster (each program streams the 3H x H recurrent weights
+# every step): docs/benchmarks.md, "Why the path thresholds".
 MAX_HIDDEN = 256
 
 

@@ -61,13 +61,8 @@ def step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
 
 def _step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
     if device_type != "cpu":
-        # Fitted to the padded_gather column of the H200 run (docs/gpu-2026-11-26-h200, TF32,
-        # fwd+bwd, batch 32 vs 128 and 400 vs 1500 steps). cuDNN there is latency-bound per step:
-        # ~1.5 us/step at H <= 128 (its small-hidden persistent kernel), ~40 us/step at H >= 256,
-        # plus ~0.05 us per row and step (0.1 at H >= 512) whatever the FLOPs. So cutting rows
-        # pays only at small hidden sizes; at H >= 256 the fixed per-step cost dominates and
-        # forced segments lost to padded_gather at every measured grid point but two (<= 5%).
-        # The per-span cost s covers the extra calls, pads and concatenations, forward + backward.
+        # cuDNN is latency-bound per step, plus a small cost per row and step; fitted to the H200
+        # run (docs/benchmarks.md, "Why the path thresholds"). s: extra calls, pads, concatenations.
         per_step = 1.5 if hidden_size <= 128 else 40.0
         per_row = 0.05 if hidden_size <= 256 else 0.1
         return StepCost(per_step, per_row, 150.0)
@@ -76,13 +71,8 @@ def _step_cost(device_type: str, input_size: int, hidden_size: int) -> StepCost:
     return StepCost(40.0, flops / 4e4, 400.0)
 
 
-# Where torch's packed kernel beats one padded call on a GPU (fitted to the H200 run in
-# docs/gpu-2026-11-26-h200): from hidden 512 on, cuDNN's packed kernel costs about as much per step
-# as the padded one (~40 us, the recurrent GEMM's latency) and skips the padded rows, so forced
-# `packed` beat forced `padded_gather` at 10 of the 11 grid points there (padded/real 1.8-4.7, by up
-# to 20 %; the 11th within 1 %). Its cost per real row and step is ~1.7x the padded kernel's per
-# padded row and step (hidden 1024 fit), hence the padding threshold. Below 512 the padded call keeps
-# cuDNN's faster kernels: packed was 4-10x slower at hidden <= 128, and 0-6 % slower at 256 (t400).
+# Where torch's packed kernel beats one padded call on a GPU (hidden >= 512 with enough padding),
+# fitted to the H200 run: docs/benchmarks.md, "Why the path thresholds".
 PACKED_MIN_HIDDEN = 512
 PACKED_MIN_PADDING = 1.7  # padded steps / real steps
 
