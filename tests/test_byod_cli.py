@@ -1,4 +1,5 @@
-"""Bring your own data, end to end through the console scripts: validate, fail or skip, train each adapter and task."""
+"""Bring your own data, end to end through the console scripts: validate, fail or skip, train each
+adapter and task."""
 
 from __future__ import annotations
 

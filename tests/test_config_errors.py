@@ -208,7 +208,8 @@ def test_cli_gpu_trainer_without_a_gpu_fails_before_any_data_is_read(isolated_ro
 
 @pytest.mark.slow
 def test_cli_bad_precision_fails_before_a_manifest_is_read(isolated_root):
-    """The manifest's media do not exist: reading it would fail on them, so the trainer's error shows it was not."""
+    """The manifest's media do not exist: reading it would fail on them, so the trainer's error shows it
+    was not."""
     manifest = isolated_root / "manifest.csv"
     manifest.write_text("id,label,audio\n" + "".join(f"c{i},{i % 2},missing/c{i}.wav\n" for i in range(8)))
     result = run_cli(

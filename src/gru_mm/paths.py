@@ -16,5 +16,6 @@ CONF_DIR = _CHECKOUT / "conf" if IN_CHECKOUT else _PACKAGE / "conf"
 
 
 def stem_or(path: str | None, default: str) -> str:
-    """A file's name without folder and suffix (`data/my_recordings.csv` -> `my_recordings`), else `default`."""
+    """A file's name without folder and suffix (`data/my_recordings.csv` -> `my_recordings`), else
+    `default`."""
     return Path(path).stem if path else default

@@ -1,4 +1,5 @@
-"""`gru-mm-validate-data data=manifest data.path=FILE`: read every sample as training would; list the problems.
+"""`gru-mm-validate-data data=manifest data.path=FILE`: read every sample as training would; list the
+problems.
 
 Prints `<id>\t<column>\t<problem>` per problem, then a summary line; exits 1 if there is any problem.
 """

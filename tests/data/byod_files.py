@@ -1,4 +1,5 @@
-"""Small real files for the bring-your-own-data tests: wav/flac, png folders, npy/csv series, manifests, pickles."""
+"""Small real files for the bring-your-own-data tests: wav/flac, png folders, npy/csv series, manifests,
+pickles."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
 def write_mosi_pickle(
     path: Path, n: dict[str, int] | None = None, aligned: bool = False, seed: int = 0
 ) -> Path:
-    """The MultiBench/MMSA layout: {train, valid, test} x {text, audio, vision, *_lengths, regression_labels, id}."""
+    """The MultiBench/MMSA layout: {train, valid, test} x {text, audio, vision, *_lengths,
+    regression_labels, id}."""
     n = n or {"train": 24, "valid": 8, "test": 8}
     rng = np.random.default_rng(seed)
     data = {}

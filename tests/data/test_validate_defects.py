@@ -1,4 +1,5 @@
-"""A corpus of defects: each one gives exactly one problem line (id, column, kind), and only that sample is left out."""
+"""A corpus of defects: each one gives exactly one problem line (id, column, kind), and only that sample
+is left out."""
 
 from __future__ import annotations
 

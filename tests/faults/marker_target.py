@@ -11,7 +11,8 @@ MARKER_ENV = "GRU_MM_TEST_MARKER"
 
 
 def write_marker(*args, **kwargs):
-    """A `_target_` off the allow-list: instantiating it writes the marker file named by $GRU_MM_TEST_MARKER."""
+    """A `_target_` off the allow-list: instantiating it writes the marker file named by
+    $GRU_MM_TEST_MARKER."""
     Path(os.environ[MARKER_ENV]).write_text("a crafted checkpoint's _target_ ran\n")
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint writes survive kills: never a truncated file, never a last.ckpt whose best checkpoint is gone."""
+"""Checkpoint writes survive kills: never a truncated file, never a last.ckpt whose best checkpoint is
+gone."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ class _Improving(pl.LightningModule):
 
 
 class _Watched(AtomicCheckpointIO):
-    """Looks at the folder after every write and removal (changes nothing): what a kill at that moment leaves."""
+    """Looks at the folder after every write and removal (changes nothing): what a kill at that moment
+    leaves."""
 
     def __init__(self, folder: Path):
         super().__init__()

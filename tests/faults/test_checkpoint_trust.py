@@ -32,7 +32,8 @@ def _foreign_optimizer(ckpt: dict) -> None:
 
 
 def test_the_crafted_target_is_live_when_instantiated_without_the_check(tmp_path, monkeypatch):
-    """The payload the tests below use does run if anything instantiates it: their 'no marker' means something."""
+    """The payload the tests below use does run if anything instantiates it: their 'no marker' means
+    something."""
     marker = tmp_path / "marker"
     monkeypatch.setenv(MARKER_ENV, str(marker))
     hydra.utils.instantiate({"_target_": FOREIGN, "lr": 0.1})

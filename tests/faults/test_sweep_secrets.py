@@ -1,7 +1,7 @@
-"""Passwords in the sweep's storage URL and in the tracking URL reach no trial param, tag, config artifact or log
-line. sqlite takes no password: the sweep's URLs carry one as a query argument (`?password=...`), which SQLAlchemy
-and MLflow ignore for sqlite but which is redacted like any other; user:password@ URLs go through the same
-logging path in the second test, with a real MLflow logger on a sqlite store."""
+"""Passwords in the sweep's storage URL and in the tracking URL reach no trial param, tag, config artifact
+or log line. sqlite takes no password: the sweep's URLs carry one as a query argument (`?password=...`),
+which SQLAlchemy and MLflow ignore for sqlite but which is redacted like any other; user:password@ URLs go
+through the same logging path in the second test, with a real MLflow logger on a sqlite store."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A sweep of the real gru-mm-train survives its trials: a trial with an invalid config, and one that starts while
-the tracking server is down, fail alone (FAIL in the study, FAILED with gru_mm.error in MLflow); the others
-complete and the sweep exits 0."""
+"""A sweep of the real gru-mm-train survives its trials: a trial with an invalid config, and one that starts
+while the tracking server is down, fail alone (FAIL in the study, FAILED with gru_mm.error in MLflow); the
+others complete and the sweep exits 0."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def test_a_trial_starting_while_the_tracking_server_is_down_fails_alone_and_is_r
         trials = load_study(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}", "faults").trials
         assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
         assert "not reachable" in trials[1].user_attrs["error"]
-        # A connection error is worth another try: trial 2 ran trial 1's parameters again, once the server was up.
+        # A connection error is worth another try: trial 2 ran trial 1's parameters again, once the
+        # server was up.
         assert trials[1].user_attrs["retried"] is True
         assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
 

@@ -1,4 +1,5 @@
-"""Padding never changes a prediction, for every fusion type; absent modalities neither crash nor produce NaN."""
+"""Padding never changes a prediction, for every fusion type; absent modalities neither crash nor
+produce NaN."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def test_gates_are_per_step_and_independent_of_padding(gru):
 @pytest.mark.parametrize("name", ENCODERS)
 def test_every_encoder_config_declares_its_sizes_and_stride_and_ignores_padding(name):
     """Each conf/model/encoder/*.yaml builds an Encoder whose size arguments a modality kind gives; its
-    output lengths follow its declared time_stride, and a padded batch gives each sample what it gets alone."""
+    output lengths follow its declared time_stride, and a padded batch gives each sample what it gets
+    alone."""
     cfg = compose_train(f"+model/encoder@model.encoders.probe={name}").model.encoders.probe
     cls = get_object(cfg._target_)
     assert issubclass(cls, Encoder) and cls.size_args, f"{cls.__name__} declares no size_args"

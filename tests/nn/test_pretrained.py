@@ -1,4 +1,5 @@
-"""Pretrained weights from local files: word vectors for the text embedding, torchvision backbones per frame."""
+"""Pretrained weights from local files: word vectors for the text embedding, torchvision backbones per
+frame."""
 
 from __future__ import annotations
 

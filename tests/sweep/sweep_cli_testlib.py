@@ -19,13 +19,15 @@ FAST = ["debug=smoke", "data.source.n_train=32", "data.source.n_val=16", "data.s
 
 
 def sweep_command(tmp_path: Path, *args: str, study: str = "faults") -> list[str]:
-    """gru-mm-train -m with the Optuna sweeper, everything under tmp_path (study in tmp_path/sweep/optuna.db)."""
+    """gru-mm-train -m with the Optuna sweeper, everything under tmp_path (study in
+    tmp_path/sweep/optuna.db)."""
     return [str(BIN / "gru-mm-train"), "-m", "hydra/sweeper=optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}",
             f"paths.root={tmp_path}", f"hydra.sweeper.study_name={study}", *FAST, *args]  # fmt: skip
 
 
 def sweep_env(tracking_uri: str | None = None) -> dict[str, str]:
-    """The environment, job_gate importable; MLflow at tracking_uri, else the sqlite store under paths.root."""
+    """The environment, job_gate importable; MLflow at tracking_uri, else the sqlite store under
+    paths.root."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APP_DIR), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"

@@ -78,7 +78,8 @@ def slurm_unavailable() -> str | None:
 
 def slurm_or_skip() -> None:
     """Skip a test when SLURM cannot run jobs here, but fail it where GRU_MM_REQUIRE_SLURM=1: CI (.ci/run)
-    starts a cluster, and a cluster that is not there must fail CI, not pass it with the SLURM tests skipped."""
+    starts a cluster, and a cluster that is not there must fail CI, not pass it with the SLURM tests
+    skipped."""
     reason = slurm_unavailable()
     if reason and os.environ.get("GRU_MM_REQUIRE_SLURM") == "1":
         pytest.fail(f"GRU_MM_REQUIRE_SLURM=1, and {reason}")

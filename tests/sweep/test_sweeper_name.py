@@ -1,5 +1,6 @@
-"""`hydra/sweeper=optuna` is also the name hydra-optuna-sweeper registers: with both installed, Hydra apps refuse
-to start, in one sentence that says what to uninstall (rather than a sweep getting whichever plugin loaded last)."""
+"""`hydra/sweeper=optuna` is also the name hydra-optuna-sweeper registers: with both installed, Hydra apps
+refuse to start, in one sentence that says what to uninstall (rather than a sweep getting whichever
+plugin loaded last)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def test_hydra_optuna_sweeper_installed_alongside_is_refused(tmp_path: Path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "gru-mm: hydra-optuna-sweeper (hydra_plugins.hydra_optuna_sweeper) is installed next to gru-mm's Optuna "
-        "sweeper and both register hydra/sweeper=optuna; uninstall it (`pip uninstall hydra-optuna-sweeper`: it "
-        "needs optuna<3, gru-mm's sweeper optuna>=4)."
+        "gru-mm: hydra-optuna-sweeper (hydra_plugins.hydra_optuna_sweeper) is installed next to "
+        "gru-mm's Optuna sweeper and both register hydra/sweeper=optuna; uninstall it "
+        "(`pip uninstall hydra-optuna-sweeper`: it needs optuna<3, gru-mm's sweeper optuna>=4)."
     ]
     assert not (tmp_path / "sweep").exists(), "refused before anything ran"

@@ -1,4 +1,5 @@
-"""Where a run lands in MLflow (the experiment: the data's name) and what it is called (distinct run names)."""
+"""Where a run lands in MLflow (the experiment: the data's name) and what it is called (distinct run
+names)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A real `mlflow server` on 127.0.0.1: training logs there when MLFLOW_TRACKING_URI says so; a dead one fails fast."""
+"""A real `mlflow server` on 127.0.0.1: training logs there when MLFLOW_TRACKING_URI says so; a dead one
+fails fast."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def test_dead_server_fails_fast_with_one_sentence(dead_server, isolated_root):
     assert (
         line.startswith(f"gru-mm-train: MLflow tracking server {uri} is not reachable (") and reason in line
     ), line
-    # start-up (imports: a minute on a busy 2-core machine) included; MLflow's own retries would take minutes more
+    # start-up (imports: a minute on a busy 2-core machine) included; MLflow's own retries would take
+    # minutes more
     assert time.monotonic() - start < 180
     assert not (isolated_root / "data").exists(), "data was generated before the tracking server was checked"

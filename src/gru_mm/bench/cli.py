@@ -12,7 +12,10 @@ def _machine(device: str) -> str:
     import torch
 
     if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()})"
+        return (
+            f"{torch.cuda.get_device_name()} (torch {torch.__version__}, "
+            f"cuDNN {torch.backends.cudnn.version()})"
+        )
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -4,7 +4,8 @@ by one process with one thread or several.
 `shared`: each rank knows its rank (RANK/WORLD_SIZE), decodes its share first, then reads the rest
 from the cache. `each`: the ranks do not know (the behaviour before sharing), so every one decodes
 every file. (Both with one decoding thread per rank.) `threads`: one process decoding with
-`data.source.decode_threads` 1 and N, with torch's default intra-op threads. Each mode starts from an empty cache; the ranks are real processes.
+`data.source.decode_threads` 1 and N, with torch's default intra-op threads. Each mode starts from
+an empty cache; the ranks are real processes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from gru_mm.data.sources.manifest import Manifest
 m = Manifest(sys.argv[1], cache_dir=sys.argv[2], decode_threads=int(sys.argv[3]))
 start = time.perf_counter()
 m.load()
-print(json.dumps({"decoded": m.cache.misses, "from_cache": m.cache.hits, "load_s": time.perf_counter() - start}))
+print(json.dumps({"decoded": m.cache.misses, "from_cache": m.cache.hits,
+                  "load_s": time.perf_counter() - start}))
 """
 
 

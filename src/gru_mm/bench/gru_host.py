@@ -285,7 +285,8 @@ def report(results: dict[str, dict]) -> list[str]:
         cells = "  ".join(f"{n}: {results[n]['prekernel_us'][key]:7.1f}" for n in names)
         lines.append(f"  {key:28} {cells}")
     lines.append(
-        "padded_gather fwd+bwd, stand-in RNN, CPU: host ms per call, aten ops dispatched / of them kernel ops:"
+        "padded_gather fwd+bwd, stand-in RNN, CPU: host ms per call, "
+        "aten ops dispatched / of them kernel ops:"
     )
     for key in next(iter(results.values()))["padded_gather"]:
         cells = "  ".join(

@@ -1,7 +1,8 @@
 """Report a validation metric to this run's Optuna trial after each validation epoch; stop hopeless trials.
 
 The sweeper passes the trial's identity as trial.study_name / trial.storage / trial.number; when any is null
-(a plain training run) the callback does nothing. Steps are epochs, so trials with different batch sizes compare.
+(a plain training run) the callback does nothing. Steps are epochs, so trials with different batch
+sizes compare.
 """
 
 from __future__ import annotations

@@ -112,4 +112,5 @@ def register_run_tag_resolver() -> None:
         OmegaConf.register_new_resolver("gru_mm_run_tag", lambda: _RUN_TAG)
 
 
-register_run_tag_resolver()  # importing an entry point (train, eval, predict) registers it before Hydra composes
+# importing an entry point (train, eval, predict) registers it before Hydra composes
+register_run_tag_resolver()

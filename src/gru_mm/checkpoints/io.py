@@ -1,4 +1,5 @@
-"""Reading checkpoints without running code from them, and writing them so that a kill never leaves half a file."""
+"""Reading checkpoints without running code from them, and writing them so that a kill never leaves
+half a file."""
 
 from __future__ import annotations
 

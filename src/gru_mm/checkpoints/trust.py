@@ -82,7 +82,8 @@ def _walk(node: Any, path: str, where: str) -> None:
             here = f"{path}.{key}" if path else str(key)
             if key == "_target_" and not allowed(value):
                 raise CheckpointError(
-                    f"{where}: its config names {here} = {value!r}, which a checkpoint may not build (allowed: "
+                    f"{where}: its config names {here} = {value!r}, "
+                    "which a checkpoint may not build (allowed: "
                     f"{', '.join(p + '.*' for p in ALLOWED_PACKAGES)} and the project's own conf/ targets); "
                     "the checkpoint is refused unloaded"
                 )

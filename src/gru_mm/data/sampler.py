@@ -14,8 +14,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
     `lengths` is one length per sample, or one row per sample with one column per modality. Each
     epoch: shuffle (seed + epoch), fix the batch sizes (equal, differing by at most one), cut the
     order into pools of `pool_batches` batches, arrange each pool so that every batch holds samples
-    of similar length in every modality (see `_arrange`), shuffle the batch order. Every rank builds the same list and takes every `num_replicas`-th batch, so ranks
-    get disjoint batches and the same number of them, and no sample is lost or repeated. The batch
+    of similar length in every modality (see `_arrange`), shuffle the batch order. Every rank builds
+    the same list and takes every `num_replicas`-th batch, so ranks get disjoint batches and the same
+    number of them, and no sample is lost or repeated. The batch
     count is rounded up to a multiple of `num_replicas` by making batches slightly smaller rather
     than by repeating samples (as DistributedSampler would). Only when there are fewer samples than
     batches (a tiny split over many processes) does a batch borrow one repeated sample, so that no
@@ -56,7 +57,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.sampler = _EpochForwarder(self)
 
     def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this at the start of each epoch: a new shuffle per epoch, the same on every rank."""
+        """Lightning calls this at the start of each epoch: a new shuffle per epoch, the same on every
+        rank."""
         self.epoch = epoch
 
     def _num_batches_total(self) -> int:

@@ -21,7 +21,8 @@ def summary(report: DataReport, n_samples: int) -> str:
 
 
 def log_report(mlflow_logger, report: DataReport | None) -> None:
-    """MLflow: metric `data/skipped_samples` and, when any, the artifact `data/problems.tsv` (id, column, problem)."""
+    """MLflow: metric `data/skipped_samples` and, when any, the artifact `data/problems.tsv` (id, column,
+    problem)."""
     if mlflow_logger is None or report is None:
         return
     client, run_id = mlflow_logger.experiment, mlflow_logger.run_id

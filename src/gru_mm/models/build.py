@@ -131,8 +131,9 @@ def _fit_encoders(
             for name in encoder.size_args:
                 if name not in sizes:
                     raise ConfigError(
-                        f"{key} ({enc._target_.rsplit('.', 1)[-1]}) takes {name}, which {m} ({kind.name} data) does "
-                        f"not give: use e.g. model/encoder@{key}={kind.suggested_encoder(shape)} (with a leading + "
+                        f"{key} ({enc._target_.rsplit('.', 1)[-1]}) takes {name}, which {m} "
+                        f"({kind.name} data) does not give: use e.g. "
+                        f"model/encoder@{key}={kind.suggested_encoder(shape)} (with a leading + "
                         "if it is new)"
                     )
                 size = sizes[name]
@@ -221,14 +222,16 @@ def build_module(
 
 
 def check_monitors(cfg: DictConfig, task: str) -> None:
-    """optimized_metric and the checkpoint monitor must be metrics this task logs (else Lightning fails late)."""
+    """optimized_metric and the checkpoint monitor must be metrics this task logs (else Lightning fails
+    late)."""
     names = metric_names(task)
     metric, mode = DEFAULT_MONITOR[task]
     for key in ("optimized_metric", "callbacks.model_checkpoint.monitor", "callbacks.early_stopping.monitor"):
         value = OmegaConf.select(cfg, key, default=None)
         if value and value not in names:
             raise ConfigError(
-                f"{key}={value} is not logged for the {task} task (it logs {', '.join(sorted(n for n in names if n.startswith('val/')))}); "
+                f"{key}={value} is not logged for the {task} task "
+                f"(it logs {', '.join(sorted(n for n in names if n.startswith('val/')))}); "
                 f"e.g. optimized_metric={metric} callbacks.model_checkpoint.monitor={metric} "
                 f"callbacks.model_checkpoint.mode={mode}"
             )

@@ -21,7 +21,8 @@ def final_state(gru: nn.Module, h_n: Tensor) -> Tensor:
 
 
 def fill_absent(x: FusionInput) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(steps, lengths, times) where a sample lacking the modality has one step: its learned stand-in, at time 0."""
+    """(steps, lengths, times) where a sample lacking the modality has one step: its learned stand-in,
+    at time 0."""
     empty = x.lengths == 0  # CPU
     if not bool(empty.any()):
         return x.steps, x.lengths, x.times

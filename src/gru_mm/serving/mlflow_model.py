@@ -78,7 +78,8 @@ def input_shapes(predictor: Predictor) -> dict[str, str]:
 
 
 def input_example(predictor: Predictor, steps: int = 2) -> pd.DataFrame:
-    """Two samples of `steps` steps, as nested lists; the second lacks the last modality (all are optional)."""
+    """Two samples of `steps` steps, as nested lists; the second lacks the last modality (all are
+    optional)."""
     row = {}
     for m, shape in predictor.shapes.items():
         if m in predictor.vocabs:
@@ -104,7 +105,8 @@ def signature(predictor: Predictor, example: pd.DataFrame):
 
 
 def _pyfunc_arguments(ckpt_path: str | Path, tmp: str) -> dict[str, Any]:
-    """What mlflow.pyfunc.save_model (and Model.log) take for a checkpoint; the slim copy is written to tmp."""
+    """What mlflow.pyfunc.save_model (and Model.log) take for a checkpoint; the slim copy is
+    written to tmp."""
     ckpt = read_checkpoint(ckpt_path)  # read once; a bad one fails here, named, not when someone loads it
     predictor = Predictor.from_dict(ckpt)  # the weights fit the model its config builds
     slim = Path(tmp) / "model.ckpt"

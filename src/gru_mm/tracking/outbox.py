@@ -196,7 +196,8 @@ class Outbox:
             if (status := rejected_status(err)) is not None:
                 where = f"; what it did not send is kept in {self.journal_path}" if self._journal else ""
                 self.error = TrackingRejected(
-                    f"MLflow tracking server {self.tracking_uri} refused the metrics of run {batch['run_id']} "
+                    f"MLflow tracking server {self.tracking_uri} "
+                    f"refused the metrics of run {batch['run_id']} "
                     f"with HTTP {status} ({err}): check the credentials and that the run still exists{where}",
                     status,
                 )

@@ -122,10 +122,14 @@ class BufferedMLFlowLogger(MLFlowLogger):
         outbox = self._mlflow_client.outbox
         path = outbox.journal_path
         if path is None:
-            return f"{outbox.pending} batch(es) of metrics and params were not sent (no outbox_dir to keep them in)"
+            return (
+                f"{outbox.pending} batch(es) of metrics and params were not sent "
+                "(no outbox_dir to keep them in)"
+            )
         return (
-            f"{outbox.pending} batch(es) of metrics and params are kept in {path}; they are sent when the run "
-            f"is resumed (ckpt_path=...), or with `python -m gru_mm.tracking.outbox {path}` once it answers"
+            f"{outbox.pending} batch(es) of metrics and params are kept in {path}; they are sent "
+            "when the run is resumed (ckpt_path=...), or with "
+            f"`python -m gru_mm.tracking.outbox {path}` once it answers"
         )
 
     def flush(self) -> None:
@@ -185,12 +189,14 @@ def make_mlflow_logger(
     )
 
 
-# Overrides that say nothing about what a run does (where files go, sweep bookkeeping) or are in the name already.
+# Overrides that say nothing about what a run does (where files go, sweep bookkeeping) or are in the
+# name already.
 _NAME_NOISE = ("paths.", "++trial.", "hydra.", "experiment_name=", "run_name=")
 
 
 def default_run_name(experiment: str, overrides: list[str], now: datetime | None = None) -> str:
-    """`<experiment> <key overrides> <MM-DD HH:MM:SS> <4 hex digits>`, e.g. `avdigits debug=smoke 11-27 16:58:03 3fa2`.
+    """`<experiment> <key overrides> <MM-DD HH:MM:SS> <4 hex digits>`, e.g.
+    `avdigits debug=smoke 11-27 16:58:03 3fa2`.
 
     MLflow's own names repeat from run to run: it draws them from Python's `random`, which training has
     seeded. The hex digits come from the OS (not seeded), so two runs started in the same second differ.
@@ -258,7 +264,8 @@ def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str]) -
     tags = redact_values(tags | {"mlflow.runName": client.get_run(run_id).info.run_name})
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    # MLFlowLogger.log_hyperparams truncates long values and batches the calls; hydra's own node is noise here.
+    # MLFlowLogger.log_hyperparams truncates long values and batches the calls; hydra's own node is
+    # noise here.
     params = redact_values({k: v for k, v in flatten(cfg).items() if not k.startswith("hydra/")})
     logger.log_hyperparams(params)
     client.log_text(run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)), "config/config.yaml")

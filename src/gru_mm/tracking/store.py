@@ -30,7 +30,8 @@ def artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
 
 class TrackingRejected(ConnectionError):
     """The tracking store refused a request for good (HTTP 4xx: bad credentials, a deleted run), so retrying
-    cannot help. A ConnectionError, so that entry points report it in one sentence, as an unreachable server."""
+    cannot help. A ConnectionError, so that entry points report it in one sentence, as an unreachable
+    server."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
@@ -69,11 +70,12 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     except (OSError, urllib.error.URLError) as err:
         if (status := rejected_status(err)) is not None:  # e.g. 401: a server that wants other credentials
             raise TrackingRejected(
-                f"MLflow tracking server {tracking_uri} refused the request with HTTP {status} ({err}); check the "
-                "credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)",
+                f"MLflow tracking server {tracking_uri} refused the request with HTTP {status} ({err}); "
+                "check the credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+                "or MLFLOW_TRACKING_TOKEN)",
                 status,
             ) from err
         raise ConnectionError(
-            f"MLflow tracking server {tracking_uri} is not reachable ({err}); start it, fix MLFLOW_TRACKING_URI, "
-            "or train with logger=csv"
+            f"MLflow tracking server {tracking_uri} is not reachable ({err}); start it, "
+            "fix MLFLOW_TRACKING_URI, or train with logger=csv"
         ) from err

@@ -1,4 +1,5 @@
-"""The sweep loop: ask n_jobs trials, launch them through Hydra's launcher, tell the results, until n_trials count."""
+"""The sweep loop: ask n_jobs trials, launch them through Hydra's launcher, tell the results, until
+n_trials count."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def run_sweep(
             trial.set_user_attr(_study.OWNER, owner)
             values = {name: _space.suggest(trial, name, p.distribution) for name, p in space.params.items()}
             batch.append([*space.overrides(values), *identity, f"++trial.number={trial.number}"])
-        # Job numbers follow trial numbers, so a resumed sweep does not reuse the job folders of earlier trials.
+        # Job numbers follow trial numbers, so a resumed sweep does not reuse the job folders of
+        # earlier trials.
         trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
         with _study.Heartbeat(storage, trial_ids, interval_s=min(30.0, s.stale_after_s / 4)):
             returns = launcher.launch(batch, initial_job_idx=trials[0].number)

@@ -1,5 +1,6 @@
-"""The task as each trial's job runs it: the trial's own process tells the study the result as soon as the task
-returns, instead of the sweeper telling a whole batch once its slowest trial is done (or never, if it dies)."""
+"""The task as each trial's job runs it: the trial's own process tells the study the result as soon as
+the task returns, instead of the sweeper telling a whole batch once its slowest trial is done (or never,
+if it dies)."""
 
 from __future__ import annotations
 

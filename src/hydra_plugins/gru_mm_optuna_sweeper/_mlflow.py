@@ -81,8 +81,8 @@ class ParentRun:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def fail_child(self, trial: FrozenTrial) -> None:
-        """The failed trial's run: FAILED with tag gru_mm.error; created (FAILED) if the trial failed before it
-        could start one. Kept for later when the tracking server does not answer."""
+        """The failed trial's run: FAILED with tag gru_mm.error; created (FAILED) if the trial failed
+        before it could start one. Kept for later when the tracking server does not answer."""
         self._unsent[trial.number] = trial
         self.send_failures()
 
@@ -106,7 +106,9 @@ class ParentRun:
         error = redact(str(trial.user_attrs.get(ERROR_ATTR) or "the trial failed"))[:5000]
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`{TRIAL_TAG}` = '{trial.number}'",
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`{TRIAL_TAG}` = '{trial.number}'"
+            ),
         )
         if not runs:  # it failed before its run started (a bad config, an unreachable server, ...)
             tags = {

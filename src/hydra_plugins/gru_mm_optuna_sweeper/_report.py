@@ -1,4 +1,5 @@
-"""What a sweep leaves behind: the trial table (CSV), an optimisation-history plot (PNG), the best trial(s)."""
+"""What a sweep leaves behind: the trial table (CSV), an optimisation-history plot (PNG), the best
+trial(s)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def write_history_plot(study: optuna.Study, path: Path) -> Path:
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:
-    """{best_value, best_params, best_trial} for one objective; {best_trials: [...]} (the Pareto front) for several."""
+    """{best_value, best_params, best_trial} for one objective; {best_trials: [...]} (the Pareto front)
+    for several."""
     try:
         best = study.best_trials
     except ValueError:

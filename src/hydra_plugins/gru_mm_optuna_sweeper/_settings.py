@@ -80,7 +80,8 @@ def parse_settings(options: Mapping[str, Any], config: DictConfig) -> Settings:
     metric = o.get("metric")
     if isinstance(metric, list) and len(metric) != len(directions):
         raise ValueError(
-            f"hydra.sweeper.metric lists {len(metric)} keys but hydra.sweeper.direction has {len(directions)}."
+            f"hydra.sweeper.metric lists {len(metric)} keys "
+            f"but hydra.sweeper.direction has {len(directions)}."
         )
     sampler = o.get("sampler")
     if not isinstance(sampler, dict) or "_target_" not in sampler:

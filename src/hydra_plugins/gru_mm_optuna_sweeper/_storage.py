@@ -44,7 +44,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
-# user:password@ in a URL (a password may not hold an unencoded '/', '@' or space), and secret query arguments.
+# user:password@ in a URL (a password may not hold an unencoded '/', '@' or space), and secret query
+# arguments.
 _USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
 _QUERY_SECRET = re.compile(
     r"([?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key)=)[^&;#\s'\"]*", re.IGNORECASE

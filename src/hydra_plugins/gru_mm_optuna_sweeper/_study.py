@@ -1,12 +1,14 @@
-"""The study's bookkeeping: which trials count, recovering trials a killed sweep left RUNNING, telling results.
+"""The study's bookkeeping: which trials count, recovering trials a killed sweep left RUNNING, telling
+results.
 
 A trial left RUNNING by a sweep that died (its pid is gone on this host; no heartbeat for stale_after_s from
 another host) is marked FAIL with user attr `interrupted=True` and its parameters are enqueued again
-(`retry_of=<its number>`; with the grid sampler the grid point is released instead); a trial that failed with a
-ConnectionError (a tracking server or database briefly away) is retried the same way. A retried trial has
-user attr `retried=True` and does not count toward n_trials, so no trial number is reused and none is counted
-twice. A parameter set that failed `max_retries + 1` times is not retried again: its last trial counts as a
-finished FAIL, so a trial that kills its sweeper every time cannot make the sweep re-run it forever.
+(`retry_of=<its number>`; with the grid sampler the grid point is released instead); a trial that failed
+with a ConnectionError (a tracking server or database briefly away) is retried the same way. A retried
+trial has user attr `retried=True` and does not count toward n_trials, so no trial number is reused and
+none is counted twice. A parameter set that failed `max_retries + 1` times is not retried again: its
+last trial counts as a finished FAIL, so a trial that kills its sweeper every time cannot make the sweep
+re-run it forever.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweeper_alive(t: FrozenTrial, stale_after_s: float, now: float | None = None) -> bool:
-    """Whether the sweeper that asked this RUNNING trial still lives: its pid on this host, its heartbeat elsewhere."""
+    """Whether the sweeper that asked this RUNNING trial still lives: its pid on this host, its heartbeat
+    elsewhere."""
     now = time.time() if now is None else now
     owner = t.user_attrs.get(OWNER)
     if owner == owner_id():

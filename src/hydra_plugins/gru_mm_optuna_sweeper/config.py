@@ -1,4 +1,5 @@
-"""Structured configs: `hydra/sweeper=optuna` and its samplers `hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii`."""
+"""Structured configs: `hydra/sweeper=optuna` and its samplers
+`hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii`."""
 
 import importlib.util
 from dataclasses import dataclass, field
@@ -60,15 +61,16 @@ class OptunaSweeperConf:
     sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|grid|cmaes|nsgaii
     direction: Any = "minimize"  # minimize | maximize, or a list of them for several objectives
     study_name: str | None = None  # null: the task's name (hydra.job.name)
-    # null: sqlite file optuna.db in hydra.sweep.dir; or a database URL; or journal:PATH (relative: in the sweep dir)
+    # null: sqlite file optuna.db in hydra.sweep.dir; or a database URL; or journal:PATH (relative: in
+    # the sweep dir)
     storage: str | None = None
     n_trials: int = 20  # finished trials wanted (complete, pruned or failed); a re-run resumes up to this
     n_jobs: int = 2  # trials launched at a time through hydra/launcher
-    # A RUNNING trial of a sweeper on another host counts as dead (failed, retried) after this long without its
-    # heartbeat; on this host the sweeper's pid decides.
+    # A RUNNING trial of a sweeper on another host counts as dead (failed, retried) after this long
+    # without its heartbeat; on this host the sweeper's pid decides.
     stale_after_s: float = 300
-    # A trial interrupted with its sweeper, or failed on a ConnectionError, is run again with the same parameters
-    # up to this many times; then it counts as a finished FAIL.
+    # A trial interrupted with its sweeper, or failed on a ConnectionError, is run again with the same
+    # parameters up to this many times; then it counts as a finished FAIL.
     max_retries: int = 2
     params: dict[str, Any] | None = None  # search space, {key: "interval(a, b)" | "choice(..)" | ...}
     metric: Any = None  # when the task returns a dict: the key (or list of keys) that is the objective
@@ -84,17 +86,18 @@ OTHER_PLUGIN = "hydra_plugins.hydra_optuna_sweeper"  # the hydra-optuna-sweeper 
 
 
 class SweeperConflict(SystemExit):
-    """Raised while Hydra scans its plugins, before any app runs: a SystemExit, so the user sees one sentence."""
+    """Raised while Hydra scans its plugins, before any app runs: a SystemExit, so the user sees one
+    sentence."""
 
 
 def refuse_the_other_optuna_sweeper() -> None:
-    """Both plugins register hydra/sweeper=optuna (and its samplers): which one a sweep gets would depend on the
-    order Hydra scans them in, so neither is used."""
+    """Both plugins register hydra/sweeper=optuna (and its samplers): which one a sweep gets would depend
+    on the order Hydra scans them in, so neither is used."""
     if importlib.util.find_spec(OTHER_PLUGIN) is not None:
         raise SweeperConflict(
-            "gru-mm: hydra-optuna-sweeper (hydra_plugins.hydra_optuna_sweeper) is installed next to gru-mm's Optuna sweeper "
-            "and both register hydra/sweeper=optuna; uninstall it (`pip uninstall hydra-optuna-sweeper`: it needs "
-            "optuna<3, gru-mm's sweeper optuna>=4)."
+            "gru-mm: hydra-optuna-sweeper (hydra_plugins.hydra_optuna_sweeper) is installed next to "
+            "gru-mm's Optuna sweeper and both register hydra/sweeper=optuna; uninstall it "
+            "(`pip uninstall hydra-optuna-sweeper`: it needs optuna<3, gru-mm's sweeper optuna>=4)."
         )
 
 

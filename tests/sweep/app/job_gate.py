@@ -1,5 +1,6 @@
-"""A Hydra callback that holds each job at its start until the test lets it go, so a test can act (stop a server,
-start it again) between one trial's end and the next one's start, by construction rather than by timing.
+"""A Hydra callback that holds each job at its start until the test lets it go, so a test can act (stop a
+server, start it again) between one trial's end and the next one's start, by construction rather than by
+timing.
 
     +hydra.callbacks.gate._target_=job_gate.JobGate +hydra.callbacks.gate.folder=DIR
 

@@ -1,4 +1,5 @@
-"""A tiny Hydra app for the sweeper tests: returns a quadratic of x and y; can fail, crash, return NaN or sleep."""
+"""A tiny Hydra app for the sweeper tests: returns a quadratic of x and y; can fail, crash, return NaN or
+sleep."""
 
 import os
 import signal

@@ -1,4 +1,5 @@
-"""Which augmentation each modality kind gets: `data.augment.<kind>`'s settings -> one sequence's transform."""
+"""Which augmentation each modality kind gets: `data.augment.<kind>`'s settings -> one sequence's
+transform."""
 
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ class DataProblems(DataError):
         more = f"\n... and {len(problems) - shown} more" if len(problems) > shown else ""
         super().__init__(
             f"{where} has {len(problems)} data problem(s) (id, column, problem); fix them, or set "
-            f"data.on_error=skip to leave those samples out (gru-mm-validate-data lists them all):\n{lines}{more}"
+            "data.on_error=skip to leave those samples out (gru-mm-validate-data lists them all):"
+            f"\n{lines}{more}"
         )
 
 
@@ -136,7 +137,8 @@ def check_fractions(fractions, key: str = "data.source.split_fractions") -> tupl
 
 
 def seeded_split(ids: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """id -> split, from a seeded shuffle of the sorted ids: the same ids give the same split in any row order.
+    """id -> split, from a seeded shuffle of the sorted ids: the same ids give the same split in any
+    row order.
 
     Every non-empty share gets at least one sample when there are enough samples.
     """

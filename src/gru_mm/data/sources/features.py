@@ -256,7 +256,8 @@ class Features(LoadedSource):
     def _sample(
         self, rid: str, label: Any, values: dict[str, Any], labels: LabelCoder | None
     ) -> tuple[Sample, list[Problem]]:
-        """One sample from its raw label (encoded by `labels`; None: unlabeled) and (array, length) per modality."""
+        """One sample from its raw label (encoded by `labels`; None: unlabeled) and (array, length) per
+        modality."""
         problems, arrays, target = [], {}, None
         try:
             target = None if labels is None else labels.encode(_label_value(label))
