@@ -23,10 +23,17 @@ DETERMINISTIC = ("model.modality_dropout=0", "model.head.dropout=0")
 
 def constructed_batch(n: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
-    samples = [Sample(f"s{i}", i % 10, {
-        "audio": rng.normal(size=(int(rng.integers(1, 30)), 40)).astype(np.float32),
-        "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
-    }) for i in range(n)]
+    samples = [
+        Sample(
+            f"s{i}",
+            i % 10,
+            {
+                "audio": rng.normal(size=(int(rng.integers(1, 30)), 40)).astype(np.float32),
+                "video": rng.random((int(rng.integers(1, 9)), 1, 8, 8)).astype(np.float32),
+            },
+        )
+        for i in range(n)
+    ]
     samples[0].modalities["audio"] = None  # one sample lacks audio: its own head must leave it out
     return Collate(SHAPES)(samples)
 
@@ -54,8 +61,9 @@ def test_probes_learn_without_changing_the_models_gradient():
 
 def test_auxiliary_losses_are_part_of_the_training_loss_and_gradient():
     weight = 0.7
-    module = build_test_module(*DETERMINISTIC, f"model.unimodal_heads.weight={weight}",
-                               "+model.unimodal_heads.weights.video=2.0")
+    module = build_test_module(
+        *DETERMINISTIC, f"model.unimodal_heads.weight={weight}", "+model.unimodal_heads.weights.video=2.0"
+    )
     batch = constructed_batch()
     loss = module.training_step(batch, 0)
     # recomputed by hand: fused cross-entropy + weight x multiplier x each head's over the samples with it
@@ -72,18 +80,24 @@ def test_auxiliary_losses_are_part_of_the_training_loss_and_gradient():
     with_aux = grads(module.net.encoders["audio"].parameters())
     module.zero_grad()
     fused.backward()  # the fused loss alone reaches the encoder differently
-    assert not all(torch.equal(a, b) for a, b in zip(with_aux, grads(module.net.encoders["audio"].parameters()),
-                                                     strict=True))
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(with_aux, grads(module.net.encoders["audio"].parameters()), strict=True)
+    )
 
 
 def test_steps_fusions_read_the_mean_of_real_encoded_steps():
     steps = torch.randn(2, 5, 3)
     lengths = torch.tensor([2, 5])
-    rep = modality_representation(FusionInput(steps, lengths, torch.ones(2, dtype=torch.bool), torch.zeros(3)))
+    rep = modality_representation(
+        FusionInput(steps, lengths, torch.ones(2, dtype=torch.bool), torch.zeros(3))
+    )
     torch.testing.assert_close(rep, torch.stack([steps[0, :2].mean(0), steps[1].mean(0)]))
     padded = steps.clone()
     padded[0, 2:] = 1e6  # padding never counts
-    again = modality_representation(FusionInput(padded, lengths, torch.ones(2, dtype=torch.bool), torch.zeros(3)))
+    again = modality_representation(
+        FusionInput(padded, lengths, torch.ones(2, dtype=torch.bool), torch.zeros(3))
+    )
     torch.testing.assert_close(again, rep)
     module = build_test_module("model/fusion=early", "model.unimodal_heads.weight=1")
     module.training_step(constructed_batch(), 0).backward()  # early fusion trains its heads too
@@ -93,7 +107,10 @@ def test_steps_fusions_read_the_mean_of_real_encoded_steps():
 def test_ogm_ge_coefficient_damps_only_the_dominant_modality():
     ogm = GradientModulation(alpha=0.5, noise=False)
     assert ogm.coefficients({"audio": 0.6, "video": 0.3}) == {"audio": 1 - math.tanh(0.5), "video": 1.0}
-    assert ogm.coefficients({"audio": 0.4, "video": 0.4}) == {"audio": 1.0, "video": 1.0}  # balanced: untouched
+    assert ogm.coefficients({"audio": 0.4, "video": 0.4}) == {
+        "audio": 1.0,
+        "video": 1.0,
+    }  # balanced: untouched
     three = ogm.coefficients({"a": 0.9, "b": 0.3, "c": 0.3})  # a against the mean of the others: ratio 3
     assert three == {"a": 1 - math.tanh(0.5 * 2), "b": 1.0, "c": 1.0}
     assert ogm.coefficients({"audio": 0.9}) == {"audio": 1.0}  # one modality alone is never damped
@@ -101,8 +118,9 @@ def test_ogm_ge_coefficient_damps_only_the_dominant_modality():
 
 def test_ogm_ge_scales_the_dominant_modalitys_gradient_exactly():
     alpha = 20.0
-    module = build_test_module(*DETERMINISTIC, "model.ogm_ge.enabled=true", f"model.ogm_ge.alpha={alpha}",
-                               "model.ogm_ge.noise=false")
+    module = build_test_module(
+        *DETERMINISTIC, "model.ogm_ge.enabled=true", f"model.ogm_ge.alpha={alpha}", "model.ogm_ge.noise=false"
+    )
     net = module.net
     batch = constructed_batch()
     module.training_step(batch, 0).backward()
@@ -181,9 +199,17 @@ def test_chance_and_the_learning_margin():
 
 
 def test_warnings_name_the_modality_at_chance_and_the_ignored_one():
-    ablation = {"test_ablation/none/acc": 0.90, "test_ablation/audio/acc": 0.60, "test_ablation/video/acc": 0.895,
-                "test_ablation/text/acc": 0.50}
-    own = {"audio": {"acc": 0.80, "n": 1000}, "video": {"acc": 0.70, "n": 1000}, "text": {"acc": 0.12, "n": 1000}}
+    ablation = {
+        "test_ablation/none/acc": 0.90,
+        "test_ablation/audio/acc": 0.60,
+        "test_ablation/video/acc": 0.895,
+        "test_ablation/text/acc": 0.50,
+    }
+    own = {
+        "audio": {"acc": 0.80, "n": 1000},
+        "video": {"acc": 0.70, "n": 1000},
+        "text": {"acc": 0.12, "n": 1000},
+    }
     warnings = modality_warnings("multiclass", ablation, own, chance=0.1, n=1000)
     assert set(warnings) == {"video", "text"}
     assert "video contributes nothing to the fused model" in warnings["video"]

@@ -1,4 +1,5 @@
-"""The balancing remedies and the not-learning warning through real `gru-mm-train` runs, read back from MLflow."""
+"""The balancing remedies and the not-learning warning through real `gru-mm-train` runs, read back from
+MLflow."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from conftest import run_cli
 pytestmark = pytest.mark.slow
 
 TAG = "gru_mm.modality_warning"
-SMALL_AVDIGITS = ("data.source.n_train=480", "data.source.n_val=160", "data.source.n_test=160",
-                  "trainer.enable_progress_bar=false", "log_model=false")
+SMALL_AVDIGITS = (
+    "data.source.n_train=480",
+    "data.source.n_val=160",
+    "data.source.n_test=160",
+    "trainer.enable_progress_bar=false",
+    "log_model=false",
+)
 
 
 def only_run(root: Path, experiment: str):
@@ -30,9 +36,16 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
 
 
 def test_auxiliary_heads_and_ogm_ge_train_and_log_each_modality(tmp_path):
-    result = run_cli("gru-mm-train", f"paths.root={tmp_path}", *SMALL_AVDIGITS, "trainer.max_epochs=3",
-                     "model.unimodal_heads.weight=1", "model.ogm_ge.enabled=true", "model.ogm_ge.alpha=2",
-                     timeout=2700)
+    result = run_cli(
+        "gru-mm-train",
+        f"paths.root={tmp_path}",
+        *SMALL_AVDIGITS,
+        "trainer.max_epochs=3",
+        "model.unimodal_heads.weight=1",
+        "model.ogm_ge.enabled=true",
+        "model.ogm_ge.alpha=2",
+        timeout=2700,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, run = only_run(tmp_path, "avdigits")
     for m in ("audio", "video"):
@@ -56,8 +69,10 @@ def two_modality_npz(path: Path, informative_b: bool, seed: int = 0) -> Path:
         lengths = {m: rng.integers(3, 12, count) for m in ("a", "b")}
         a_value = labels // 2 if informative_b else labels
         a = [rng.normal(0, 0.3, (lengths["a"][i], 4)) + 1.5 * a_value[i] for i in range(count)]
-        b = [rng.normal(0, 0.3, (lengths["b"][i], 4)) + (1.5 * (labels[i] % 2) if informative_b else 0.0)
-             for i in range(count)]
+        b = [
+            rng.normal(0, 0.3, (lengths["b"][i], 4)) + (1.5 * (labels[i] % 2) if informative_b else 0.0)
+            for i in range(count)
+        ]
         for m, seqs in {"a": a, "b": b}.items():
             arrays[f"{split}/{m}"] = np.concatenate(seqs).astype(np.float32)
             arrays[f"{split}/{m}_lengths"] = lengths[m]
@@ -69,10 +84,20 @@ def two_modality_npz(path: Path, informative_b: bool, seed: int = 0) -> Path:
 def test_a_modality_of_pure_noise_is_warned_about_and_two_informative_ones_are_not(tmp_path):
     noise = two_modality_npz(tmp_path / "noise_b.npz", informative_b=False)
     both = two_modality_npz(tmp_path / "both.npz", informative_b=True)
-    result = run_cli("gru-mm-train", "-m", f"paths.root={tmp_path}", f"data.path={noise},{both}", "data=features",
-                     "data.source.task=multiclass", "+model/encoder@model.encoders.a=series_linear",
-                     "+model/encoder@model.encoders.b=series_linear", "trainer.max_epochs=6",
-                     "trainer.enable_progress_bar=false", "log_model=false", timeout=2700)
+    result = run_cli(
+        "gru-mm-train",
+        "-m",
+        f"paths.root={tmp_path}",
+        f"data.path={noise},{both}",
+        "data=features",
+        "data.source.task=multiclass",
+        "+model/encoder@model.encoders.a=series_linear",
+        "+model/encoder@model.encoders.b=series_linear",
+        "trainer.max_epochs=6",
+        "trainer.enable_progress_bar=false",
+        "log_model=false",
+        timeout=2700,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, run = only_run(tmp_path, "noise_b")
     tags = {k: v for k, v in run.data.tags.items() if k.startswith(TAG)}

@@ -49,7 +49,9 @@ def learn_margin(chance: float, n: int) -> float:
 
 
 @torch.no_grad()
-def own_head_scores(module: nn.Module, batches: Iterable[Batch]) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+def own_head_scores(
+    module: nn.Module, batches: Iterable[Batch]
+) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
     """({modality: {metric: value, "n": samples}} of each modality's own head over the samples that have it,
     every target of the split). `module` is the LightningModule, on the device to evaluate on."""
     net = module.net
@@ -67,13 +69,19 @@ def own_head_scores(module: nn.Module, batches: Iterable[Batch]) -> tuple[dict[s
                 if bool(keep.any()):
                     metrics[m].update(module._as_target(parts.unimodal[m][keep]), batch.target[keep])
                     counts[m] += int(keep.sum())
-    scores = {m: {**({k.split("/", 1)[-1]: float(v) for k, v in metrics[m].compute().items()} if counts[m] else {}),
-                  "n": counts[m]} for m in net.modalities}
+    scores = {
+        m: {
+            **({k.split("/", 1)[-1]: float(v) for k, v in metrics[m].compute().items()} if counts[m] else {}),
+            "n": counts[m],
+        }
+        for m in net.modalities
+    }
     return scores, torch.cat(targets) if targets else torch.zeros(0)
 
 
-def modality_warnings(task: str, ablation: dict[str, float], own: dict[str, dict[str, float]], chance: float,
-                      n: int) -> dict[str, str]:
+def modality_warnings(
+    task: str, ablation: dict[str, float], own: dict[str, dict[str, float]], chance: float, n: int
+) -> dict[str, str]:
     """Modality -> why it is not learning, for those that are not. `ablation`: the report's metrics
     (`test_ablation/<removed>/<metric>`); `own`: `own_head_scores`' first item; n: test samples."""
     name = score_name(task)
@@ -85,19 +93,24 @@ def modality_warnings(task: str, ablation: dict[str, float], own: dict[str, dict
         if score is None:
             continue  # no test sample has m: nothing to say
         if score <= chance + margin:
-            warnings[m] = (f"modality {m} does not learn: its own head's test {name} is {score:.3f}, within "
-                           f"{margin:.3f} of chance ({chance:.3f}); check its data and its encoder")
+            warnings[m] = (
+                f"modality {m} does not learn: its own head's test {name} is {score:.3f}, within "
+                f"{margin:.3f} of chance ({chance:.3f}); check its data and its encoder"
+            )
             continue
         without = ablation.get(f"test_ablation/{m}/{name}")
         if fused is not None and without is not None and fused - without < MIN_CONTRIBUTION:
-            warnings[m] = (f"modality {m} contributes nothing to the fused model: removing it changes the test "
-                           f"{name} by {without - fused:+.3f}, although its own head reaches {score:.3f} (chance "
-                           f"{chance:.3f}); try model.unimodal_heads.weight=1 or model.ogm_ge.enabled=true")
+            warnings[m] = (
+                f"modality {m} contributes nothing to the fused model: removing it changes the test "
+                f"{name} by {without - fused:+.3f}, although its own head reaches {score:.3f} (chance "
+                f"{chance:.3f}); try model.unimodal_heads.weight=1 or model.ogm_ge.enabled=true"
+            )
     return warnings
 
 
-def check_modalities(module: nn.Module, batches: Iterable[Batch], ablation: dict[str, float],
-                     mlflow_logger=None, log=None) -> dict[str, str]:
+def check_modalities(
+    module: nn.Module, batches: Iterable[Batch], ablation: dict[str, float], mlflow_logger=None, log=None
+) -> dict[str, str]:
     """Own-head scores on the test batches against chance and the ablation: the table and each warning go
     to `log`, each warning also to the run as the tag `gru_mm.modality_warning.<m>`. Returns the warnings
     (nothing for a net without a head per modality)."""
@@ -111,11 +124,22 @@ def check_modalities(module: nn.Module, batches: Iterable[Batch], ablation: dict
     warnings = modality_warnings(task, ablation, own, chance, len(targets))
     name = score_name(task)
     fused = ablation.get(f"test_ablation/none/{name}", math.nan)
-    rows = [{"modality": m, f"own head {name}": s.get(name, math.nan), f"chance {name}": chance,
-             f"fused {name} without it": ablation.get(f"test_ablation/{m}/{name}", math.nan),
-             f"fused {name}": fused, "warning": "yes" if m in warnings else "no"} for m, s in own.items()]
+    rows = [
+        {
+            "modality": m,
+            f"own head {name}": s.get(name, math.nan),
+            f"chance {name}": chance,
+            f"fused {name} without it": ablation.get(f"test_ablation/{m}/{name}", math.nan),
+            f"fused {name}": fused,
+            "warning": "yes" if m in warnings else "no",
+        }
+        for m, s in own.items()
+    ]
     if log is not None:
-        log.info("modalities on the test split (own head: the modality's own head alone):\n%s", table_markdown(rows))
+        log.info(
+            "modalities on the test split (own head: the modality's own head alone):\n%s",
+            table_markdown(rows),
+        )
         for message in warnings.values():
             log.warning(message)
     if mlflow_logger is not None:

@@ -20,8 +20,13 @@ from gru_mm.tracking.plots import log_attribution_plots, log_confusion_matrix, l
 log = logging.getLogger("gru_mm.evaluation")
 
 
-def report(module, datamodule, mlflow_logger=None, device: torch.device | str | None = None,
-           ckpt_path: str | None = None) -> dict[str, float]:
+def report(
+    module,
+    datamodule,
+    mlflow_logger=None,
+    device: torch.device | str | None = None,
+    ckpt_path: str | None = None,
+) -> dict[str, float]:
     """Evaluate the trained LightningModule on the datamodule's whole test split and log what it finds
     to the MLflow logger's run (when given; the tables are also written to the log):
 
@@ -56,8 +61,11 @@ def report(module, datamodule, mlflow_logger=None, device: torch.device | str | 
 def _ablation_and_classes(module, datamodule, mlflow_logger) -> dict[str, float]:
     """The ablation, and in the same pass (its "none" row) the confusion counts of a classifier."""
     task = getattr(module, "task", "multiclass")
-    counter = ConfusionCounter(datamodule.num_classes, binary=task == "binary") \
-        if task in ("multiclass", "binary") else None
+    counter = (
+        ConfusionCounter(datamodule.num_classes, binary=task == "binary")
+        if task in ("multiclass", "binary")
+        else None
+    )
     table = ablation_table(module, full_test_loader(datamodule), on_kept=counter)
     log.info("modality ablation on the test split:\n%s", table_markdown(table))
     if mlflow_logger is not None:

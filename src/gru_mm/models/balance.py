@@ -46,14 +46,24 @@ class UnimodalHeads(nn.Module):
     multipliers of it (a modality whose product is 0 has a probe, the others an auxiliary head).
     """
 
-    def __init__(self, input_dims: Mapping[str, int], num_classes: int, weight: float = 0.0,
-                 weights: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        num_classes: int,
+        weight: float = 0.0,
+        weights: Mapping[str, float] | None = None,
+    ):
         super().__init__()
         unknown = sorted(set(weights or {}) - set(input_dims))
         if unknown:
-            raise ConfigError(f"model.unimodal_heads.weights names {unknown}, which the model lacks "
-                             f"(it has {sorted(input_dims)})")
-        for key, value in {"weight": weight, **{f"weights.{m}": w for m, w in (weights or {}).items()}}.items():
+            raise ConfigError(
+                f"model.unimodal_heads.weights names {unknown}, which the model lacks "
+                f"(it has {sorted(input_dims)})"
+            )
+        for key, value in {
+            "weight": weight,
+            **{f"weights.{m}": w for m, w in (weights or {}).items()},
+        }.items():
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"model.unimodal_heads.{key} must be a number >= 0, got {value!r}")
         self.heads = nn.ModuleDict({m: LinearHead(d, num_classes) for m, d in input_dims.items()})
@@ -85,8 +95,13 @@ class UnimodalLosses:
     probes: Tensor
 
 
-def unimodal_losses(loss_fn: nn.Module, logits: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                    target: Tensor, loss_weights: Mapping[str, float]) -> UnimodalLosses:
+def unimodal_losses(
+    loss_fn: nn.Module,
+    logits: Mapping[str, Tensor],
+    present: Mapping[str, Tensor],
+    target: Tensor,
+    loss_weights: Mapping[str, float],
+) -> UnimodalLosses:
     losses = {}
     for m, out in logits.items():
         keep = present[m].to(out.device)
@@ -132,7 +147,8 @@ class GradientModulation:
         self.alpha = float(alpha)
         self.noise = bool(noise)
         self.score = score
-        # the noise's seed: the run's (seed_everything's), the same in every process, so DDP replicas stay equal
+        # the noise's seed: the run's (seed_everything's), the same in every process, so DDP replicas
+        # stay equal
         self.seed = torch.initial_seed() % 2**32
 
     def coefficients(self, scores: Mapping[str, float]) -> dict[str, float]:
@@ -146,8 +162,12 @@ class GradientModulation:
         return out
 
     @torch.no_grad()
-    def modulate(self, groups: Mapping[str, list[nn.Parameter]], coefficients: Mapping[str, float],
-                 generator: torch.Generator | None = None) -> None:
+    def modulate(
+        self,
+        groups: Mapping[str, list[nn.Parameter]],
+        coefficients: Mapping[str, float],
+        generator: torch.Generator | None = None,
+    ) -> None:
         """Scale (and with `noise`, perturb) each modality's parameter gradients in place."""
         for m, params in groups.items():
             k = coefficients[m]
@@ -156,7 +176,9 @@ class GradientModulation:
                     continue
                 if self.noise and p.grad.numel() > 1:
                     std = p.grad.std()  # of the gradient as computed, before damping (the paper's Sigma)
-                    noise = torch.randn(p.grad.shape, generator=generator, device=p.grad.device, dtype=p.grad.dtype)
+                    noise = torch.randn(
+                        p.grad.shape, generator=generator, device=p.grad.device, dtype=p.grad.dtype
+                    )
                     p.grad.mul_(k).add_(noise * std)
                 elif k != 1.0:
                     p.grad.mul_(k)

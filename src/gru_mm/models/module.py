@@ -21,8 +21,12 @@ log = logging.getLogger("gru_mm.train")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 NONFINITE_ACTIONS = ("stop", "skip")  # what a training step with a NaN/inf loss or gradient does
 # What a checkpoint monitor / sweeper should watch per task, and which way is better.
-DEFAULT_MONITOR = {"multiclass": ("val/acc", "max"), "binary": ("val/acc", "max"),
-                   "multilabel": ("val/f1", "max"), "regression": ("val/mae", "min")}
+DEFAULT_MONITOR = {
+    "multiclass": ("val/acc", "max"),
+    "binary": ("val/acc", "max"),
+    "multilabel": ("val/f1", "max"),
+    "regression": ("val/mae", "min"),
+}
 
 
 class SignAccuracy(torchmetrics.Metric):
@@ -64,18 +68,33 @@ class MeanPearsonCorrCoef(torchmetrics.PearsonCorrCoef):
 def task_metrics(task: str, num_classes: int) -> dict[str, torchmetrics.Metric]:
     """Metric name (logged as `<stage>/<name>`) -> metric, per task."""
     if task == "multiclass":
-        return {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-                "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro")}
+        return {
+            "acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+            "f1": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
+        }
     if task == "binary":
-        return {"acc": torchmetrics.Accuracy(task="binary"), "f1": torchmetrics.F1Score(task="binary"),
-                "auroc": torchmetrics.AUROC(task="binary")}
+        return {
+            "acc": torchmetrics.Accuracy(task="binary"),
+            "f1": torchmetrics.F1Score(task="binary"),
+            "auroc": torchmetrics.AUROC(task="binary"),
+        }
     if task == "multilabel":
-        return {"acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
-                "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro")}
+        return {
+            "acc": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes),
+            "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="macro"),
+        }
     if task == "regression":  # num_classes: the number of targets; mae and acc2 pool them
-        corr = MeanPearsonCorrCoef(num_outputs=num_classes) if num_classes > 1 else torchmetrics.PearsonCorrCoef()
-        return {"mae": torchmetrics.MeanAbsoluteError(), "corr": corr,
-                "acc2": SignAccuracy(), "acc2_nonzero": SignAccuracy(exclude_zero=True)}
+        corr = (
+            MeanPearsonCorrCoef(num_outputs=num_classes)
+            if num_classes > 1
+            else torchmetrics.PearsonCorrCoef()
+        )
+        return {
+            "mae": torchmetrics.MeanAbsoluteError(),
+            "corr": corr,
+            "acc2": SignAccuracy(),
+            "acc2_nonzero": SignAccuracy(exclude_zero=True),
+        }
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
@@ -96,7 +115,9 @@ class TaskMetrics(torchmetrics.MetricCollection):
         super().update(out, target)
 
 
-def task_loss(task: str, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None) -> nn.Module:
+def task_loss(
+    task: str, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None
+) -> nn.Module:
     """Cross-entropy for one class per sample, a sigmoid per output for binary/multilabel, L1 for regression
     (the MOSI literature's loss, and the MAE it reports). `class_weights` (from `loss_class_weights`):
     multiclass, a weight per class; binary/multilabel, the weight of positives per output."""
@@ -107,13 +128,20 @@ def task_loss(task: str, label_smoothing: float = 0.0, class_weights: torch.Tens
         loss, name = nn.BCEWithLogitsLoss(pos_weight=class_weights), "pos_weight"
     else:
         return nn.L1Loss()
-    if class_weights is not None:  # come from the training data, not checkpoints: weighted or not, state dicts match
+    if (
+        class_weights is not None
+    ):  # come from the training data, not checkpoints: weighted or not, state dicts match
         loss.register_buffer(name, class_weights, persistent=False)
     return loss
 
 
-def loss_class_weights(setting: Any, task: str, num_classes: int, train_targets: torch.Tensor | None,
-                       classes: list[str] | None = None) -> torch.Tensor | None:
+def loss_class_weights(
+    setting: Any,
+    task: str,
+    num_classes: int,
+    train_targets: torch.Tensor | None,
+    classes: list[str] | None = None,
+) -> torch.Tensor | None:
     """`loss.class_weights` as the tensor `task_loss` takes. `balanced`: multiclass, n / (classes x the
     class's training count), as scikit-learn's "balanced"; binary and multilabel, negatives / positives
     per output. A list: multiclass, one weight per class; binary, [negative, positive] (positives get
@@ -145,14 +173,23 @@ def loss_class_weights(setting: Any, task: str, num_classes: int, train_targets:
 
 def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
     """The names of the floating-point tensors in `state` (a state dict) that hold NaN or inf."""
-    return [k for k, v in state.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
 
 
 def metric_names(task: str, num_classes: int = 2) -> set[str]:
     """Every metric name the module logs for a task (to check monitors before training)."""
-    names = {"train/loss_step", "train/loss_epoch", "train/grad_norm", "train/padding_ratio", "train/l2_penalty",
-             "train/skipped_steps"}
+    names = {
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/grad_norm",
+        "train/padding_ratio",
+        "train/l2_penalty",
+        "train/skipped_steps",
+    }
     for stage in ("train", "val", "test"):
         names |= {f"{stage}/loss"} | {f"{stage}/{m}" for m in task_metrics(task, max(num_classes, 2))}
     return names
@@ -187,9 +224,17 @@ class SequenceClassifier(pl.LightningModule):
     ):
         super().__init__()
         if nonfinite_grad not in NONFINITE_ACTIONS:
-            raise ConfigError(f"nonfinite_grad.action must be one of {', '.join(NONFINITE_ACTIONS)}, got {nonfinite_grad!r}")
-        if isinstance(max_skips_in_a_row, bool) or not isinstance(max_skips_in_a_row, int) or max_skips_in_a_row < 1:
-            raise ConfigError(f"nonfinite_grad.max_skips_in_a_row must be a positive integer, got {max_skips_in_a_row!r}")
+            raise ConfigError(
+                f"nonfinite_grad.action must be one of {', '.join(NONFINITE_ACTIONS)}, got {nonfinite_grad!r}"
+            )
+        if (
+            isinstance(max_skips_in_a_row, bool)
+            or not isinstance(max_skips_in_a_row, int)
+            or max_skips_in_a_row < 1
+        ):
+            raise ConfigError(
+                f"nonfinite_grad.max_skips_in_a_row must be a positive integer, got {max_skips_in_a_row!r}"
+            )
         self.nonfinite_grad = nonfinite_grad
         self.max_skips_in_a_row = max_skips_in_a_row
         self.skipped_steps = 0  # over the whole run (kept in checkpoints)
@@ -202,16 +247,26 @@ class SequenceClassifier(pl.LightningModule):
         self.loss_fn = task_loss(task, label_smoothing, class_weights)
         metrics = TaskMetrics(task, num_classes)
         # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")}
+        )
         # A net with a head per modality (gru_mm.models.balance) logs `<stage>_modality/<m>/<metric>` too: the
         # signal that says whether each modality learns at all (keyed by position: names may hold dots).
-        self.modality_names = list(net.unimodal.heads) if isinstance(getattr(net, "unimodal", None), nn.Module) else []
-        self.modality_metrics = nn.ModuleDict({
-            f"{s}_{i}": metrics.clone(prefix=f"{s}_modality/{m}/")
-            for s in ("train", "val", "test") for i, m in enumerate(self.modality_names)})
+        self.modality_names = (
+            list(net.unimodal.heads) if isinstance(getattr(net, "unimodal", None), nn.Module) else []
+        )
+        self.modality_metrics = nn.ModuleDict(
+            {
+                f"{s}_{i}": metrics.clone(prefix=f"{s}_modality/{m}/")
+                for s in ("train", "val", "test")
+                for i, m in enumerate(self.modality_names)
+            }
+        )
         if getattr(net, "ogm_ge", None) is not None and task == "regression":
-            raise ConfigError("model.ogm_ge scores each modality by its confidence in the true class, and this task "
-                              "is regression: set model.ogm_ge.enabled=false")
+            raise ConfigError(
+                "model.ogm_ge scores each modality by its confidence in the true class, and this task "
+                "is regression: set model.ogm_ge.enabled=false"
+            )
         self._ogm_scores: torch.Tensor | None = None  # this training batch's, for on_after_backward
         self._padded_steps = 0
         self._real_steps = 0
@@ -233,8 +288,10 @@ class SequenceClassifier(pl.LightningModule):
         # The last line of defence (gru_mm.callbacks.checkpoint skips such saves with a warning):
         # whoever saves, a checkpoint with NaN/inf weights would poison a resume or a deployment.
         if bad := nonfinite_tensors(checkpoint.get("state_dict", {})):
-            raise FloatingPointError(f"refusing to write a checkpoint at epoch {self.current_epoch}, step "
-                                     f"{self.global_step}: non-finite weights in {', '.join(bad[:3])}")
+            raise FloatingPointError(
+                f"refusing to write a checkpoint at epoch {self.current_epoch}, step "
+                f"{self.global_step}: non-finite weights in {', '.join(bad[:3])}"
+            )
         checkpoint["gru_mm_skipped_steps"] = self.skipped_steps
         checkpoint["gru_mm"] = self.run_meta
         if self.data_meta:
@@ -249,8 +306,10 @@ class SequenceClassifier(pl.LightningModule):
             return
         for key in ("task", "classes", "vocab"):
             if saved.get(key) != self.data_meta.get(key):
-                raise CheckpointError(f"the checkpoint was trained with other {key} than the data gives now "
-                                      "(e.g. a changed manifest); evaluate it on the data it was trained with")
+                raise CheckpointError(
+                    f"the checkpoint was trained with other {key} than the data gives now "
+                    "(e.g. a changed manifest); evaluate it on the data it was trained with"
+                )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(batch.inputs)
@@ -263,8 +322,11 @@ class SequenceClassifier(pl.LightningModule):
 
     def _regularization(self) -> torch.Tensor | None:
         """Weight penalties that layers declare (the GRU's optional per-group L2), summed."""
-        terms = [m.regularization_loss() for m in self.net.modules()
-                 if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())]
+        terms = [
+            m.regularization_loss()
+            for m in self.net.modules()
+            if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())
+        ]
         return torch.stack(terms).sum() if terms else None
 
     def outputs(self, batch: Batch) -> torch.Tensor:
@@ -281,8 +343,12 @@ class SequenceClassifier(pl.LightningModule):
         unimodal = None
         if parts is not None:
             unimodal = balance.unimodal_losses(
-                self.loss_fn, {m: self._as_target(v) for m, v in parts.unimodal.items()},
-                {m: x.present for m, x in parts.fused.items()}, batch.target, self.net.unimodal.loss_weights)
+                self.loss_fn,
+                {m: self._as_target(v) for m, v in parts.unimodal.items()},
+                {m: x.present for m, x in parts.fused.items()},
+                batch.target,
+                self.net.unimodal.loss_weights,
+            )
             if stage == "train":  # the auxiliary losses are part of what training minimises and logs
                 loss = loss + unimodal.objective
         if stage == "train" and (penalty := self._regularization()) is not None:
@@ -293,7 +359,8 @@ class SequenceClassifier(pl.LightningModule):
             if self.nonfinite_grad == "stop":
                 raise FloatingPointError(
                     f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                    f"(batch {ids}): lower optimizer.lr, set trainer.gradient_clip_val, or check those samples"
+                    f"(batch {ids}): lower optimizer.lr, set trainer.gradient_clip_val, "
+                    "or check those samples"
                 )
             if stage == "train" and self.trainer.world_size == 1:
                 # its gradient is non-finite too: on_before_optimizer_step skips the step. Not logged, so the
@@ -303,8 +370,15 @@ class SequenceClassifier(pl.LightningModule):
         metrics.update(logits.detach(), batch.target)
         on_step = stage == "train"
         # sync_dist: under DDP the logged loss is the mean over all processes' samples, not rank 0's alone
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch),
-                 sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch),
+            sync_dist=True,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
         if unimodal is None:
             return loss
@@ -313,8 +387,8 @@ class SequenceClassifier(pl.LightningModule):
             return loss
         if self.net.ogm_ge is not None:
             self._ogm_scores = balance.modality_scores(self.net, parts, batch.target, self.task)
-        # the probes learn from their losses' gradient (their inputs are detached) while the loss's value, which
-        # an lr_find or a callback may read, stays the model's own
+        # the probes learn from their losses' gradient (their inputs are detached) while the loss's value,
+        # which an lr_find or a callback may read, stays the model's own
         return loss + (unimodal.probes - unimodal.probes.detach())
 
     def _log_unimodal(self, parts: Any, unimodal: balance.UnimodalLosses, batch: Batch, stage: str) -> None:
@@ -322,8 +396,14 @@ class SequenceClassifier(pl.LightningModule):
         for i, m in enumerate(self.modality_names):
             keep = parts.fused[m].present
             n = int(keep.sum())
-            self.log(f"{stage}_modality/{m}/loss", unimodal.losses[m], on_step=False, on_epoch=True,
-                     batch_size=max(n, 1), sync_dist=True)
+            self.log(
+                f"{stage}_modality/{m}/loss",
+                unimodal.losses[m],
+                on_step=False,
+                on_epoch=True,
+                batch_size=max(n, 1),
+                sync_dist=True,
+            )
             metrics = self.modality_metrics[f"{stage}_{i}"]
             if n:
                 metrics.update(self._as_target(parts.unimodal[m][keep].detach()), batch.target[keep])
@@ -371,7 +451,9 @@ class SequenceClassifier(pl.LightningModule):
         if not grads:
             return
         norm = torch.nn.utils.get_total_norm(grads)  # NaN or inf when any gradient is
-        if self.stop_on_nonfinite_loss and not torch.isfinite(norm):  # (a learning-rate range test lets it be)
+        if self.stop_on_nonfinite_loss and not torch.isfinite(
+            norm
+        ):  # (a learning-rate range test lets it be)
             self._skip_nonfinite_step(norm)
             return
         self._skips_in_a_row = 0
@@ -383,22 +465,33 @@ class SequenceClassifier(pl.LightningModule):
         where = f"at epoch {self.current_epoch}, step {self.global_step}"
         advice = "lower optimizer.lr, set trainer.gradient_clip_val, or check the data"
         if self.nonfinite_grad == "stop":
-            raise FloatingPointError(f"the gradient norm is {norm.item()} {where}: {advice} "
-                                     "(nonfinite_grad.action=skip skips such steps)")
+            raise FloatingPointError(
+                f"the gradient norm is {norm.item()} {where}: {advice} "
+                "(nonfinite_grad.action=skip skips such steps)"
+            )
         for p in self.parameters():
             p.grad = None
         self.skipped_steps += 1
         self._skips_in_a_row += 1
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-        log.warning("skipped training step %s: the gradient norm is %s (%d skipped in all)", where, norm.item(),
-                    self.skipped_steps)
+        log.warning(
+            "skipped training step %s: the gradient norm is %s (%d skipped in all)",
+            where,
+            norm.item(),
+            self.skipped_steps,
+        )
         if self._skips_in_a_row >= self.max_skips_in_a_row:
-            raise FloatingPointError(f"{self._skips_in_a_row} training steps in a row had a non-finite gradient "
-                                     f"(the last {where}): the run has diverged; {advice}")
+            raise FloatingPointError(
+                f"{self._skips_in_a_row} training steps in a row had a non-finite gradient "
+                f"(the last {where}): the run has diverged; {advice}"
+            )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }

@@ -1,4 +1,5 @@
-"""A multimodal GRU model assembled from parts: encoder per modality -> (GRU per modality) -> fusion -> head."""
+"""A multimodal GRU model assembled from parts: encoder per modality -> (GRU per modality) -> fusion
+-> head."""
 
 from __future__ import annotations
 
@@ -103,7 +104,9 @@ class MultimodalGRU(nn.Module):
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.consumes = fusion_consumes(fusion)
         if self.consumes == STATES:
-            self.grus = nn.ModuleDict({m: gru(input_size=self.encoders[m].out_features) for m in self.modalities})
+            self.grus = nn.ModuleDict(
+                {m: gru(input_size=self.encoders[m].out_features) for m in self.modalities}
+            )
             dims = {m: gru_state_size(self.grus[m]) for m in self.modalities}
             self.fusion = fusion(input_dims=dims)
         else:
@@ -117,8 +120,10 @@ class MultimodalGRU(nn.Module):
         ogm_ge = dict(ogm_ge or {})
         self.ogm_ge = GradientModulation(**ogm_ge) if ogm_ge.pop("enabled", False) else None
         if self.ogm_ge is not None and self.consumes != STATES:
-            raise ConfigError("model.ogm_ge needs a fusion with a GRU per modality (late, attention, tensor, lmf); "
-                             "early and event fusions share one GRU across modalities")
+            raise ConfigError(
+                "model.ogm_ge needs a fusion with a GRU per modality (late, attention, tensor, lmf); "
+                "early and event fusions share one GRU across modalities"
+            )
 
     def drop_modalities(self, inputs: Mapping[str, Seq]) -> dict[str, Seq]:
         """Modality dropout: each present modality of each sample set absent with probability p."""
@@ -177,14 +182,22 @@ class MultimodalGRU(nn.Module):
                 alone[m] = x
                 continue
             stand_in = x.absent.to(x.state.dtype).expand(x.state.shape[0], -1)
-            alone[m] = FusionInput(x.steps, torch.zeros_like(x.lengths), torch.zeros_like(x.present), x.absent,
-                                   state=stand_in, times=x.times)
+            alone[m] = FusionInput(
+                x.steps,
+                torch.zeros_like(x.lengths),
+                torch.zeros_like(x.present),
+                x.absent,
+                state=stand_in,
+                times=x.times,
+            )
         return self.head(self.fusion(alone))
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Each modality's own parameters: its encoder's and, where it has one, its GRU's."""
-        return {m: [*self.encoders[m].parameters(), *(self.grus[m].parameters() if m in self.grus else [])]
-                for m in self.modalities}
+        return {
+            m: [*self.encoders[m].parameters(), *(self.grus[m].parameters() if m in self.grus else [])]
+            for m in self.modalities
+        }
 
     def has_gates(self) -> bool:
         """Whether `gates` can show this model's gates: a fusion that runs a GRU per modality."""
