@@ -16,7 +16,9 @@ from faults_testlib import FAST, metric_history, start, train_runs
 from gru_mm.checkpoints import load
 
 KILLS = int(os.environ.get("GRU_MM_TEST_KILLS", "20"))
-EPOCHS = 2 * KILLS + 5  # each kill lands in the epoch after a checkpoint: the run outlasts the kills
+# A kill lands at most ~0.4 s after a checkpoint, a few of this tiny run's epochs on a quiet machine: with
+# room for 4 epochs per attempt, the run outlasts the kills.
+EPOCHS = 4 * KILLS + 5
 ARGS = [*FAST, f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=true", "model.modality_dropout=0.3"]
 
 
@@ -49,7 +51,7 @@ def _kill_once(root: Path, rng: random.Random, n: int, resume: bool) -> None:
             {p: p.stat().st_ino for p in folder.glob("*/checkpoints/last.ckpt")} if folder.exists() else {}
         )
         if kill_at is None and lasts != seen:  # this process has started training and written a checkpoint
-            kill_at = time.time() + rng.uniform(0.0, 1.5)
+            kill_at = time.time() + rng.uniform(0.0, 0.4)
         writing = hunt_writes and kill_at is not None and any(folder.glob("*/checkpoints/.*.tmp"))
         if writing or (kill_at is not None and time.time() >= kill_at):
             proc.send_signal(signal.SIGKILL)
