@@ -75,6 +75,18 @@ def test_the_allow_list_refuses_what_could_run_anything(target):
     assert not trust.allowed(target)
 
 
+def test_trusted_targets_are_the_loading_commands_decision_never_the_checkpoints():
+    saved = {
+        "callbacks": {"mine": {"_target_": "marker_target.write_marker"}},
+        "trusted_targets": ["marker_target"],
+    }
+    with pytest.raises(CheckpointError, match=r"callbacks\.mine\._target_ = 'marker_target.write_marker'"):
+        trust.check_config(saved, "x.ckpt")  # the checkpoint's own trusted_targets vouch for nothing
+    trust.check_config(saved, "x.ckpt", extra=("marker_target",))  # the user's command trusts the package
+    assert not trust.allowed("marker_target.os.system", extra=("marker_target",))  # still no aliases out
+    assert not trust.allowed("marker_targets.write_marker", extra=("marker_target",))  # a prefix, not a stem
+
+
 def test_every_target_of_the_projects_own_configs_is_allowed():
     """A checkpoint of any config in conf/ loads: the allow-list keeps up with conf/ (launchers are hydra's,
     never saved in a checkpoint)."""

@@ -18,7 +18,11 @@ from gru_mm.checkpoints.trust import trusted_config
 from gru_mm.config import ConfigError, flatten
 
 MODES = ("refuse", "allow")
-ALWAYS_CURRENT = ("ckpt_path", "resume_overrides")  # about this command, not about the run it continues
+ALWAYS_CURRENT = (
+    "ckpt_path",
+    "resume_overrides",
+    "trusted_targets",
+)  # about this command, not about the run it continues
 REMOVED = "<removed>"
 
 
@@ -41,7 +45,8 @@ def resumed_config(cfg: DictConfig, saved: Any, where: str | Path) -> DictConfig
     if mode not in MODES:
         raise ConfigError(f"resume_overrides={mode!r} must be one of {', '.join(MODES)}")
     trust_pickle = OmegaConf.select(cfg, "data.trust_pickle", default=False)  # this command's own decision
-    resumed = trusted_config(saved, where, trust_pickle=trust_pickle)
+    extra = tuple(cfg.get("trusted_targets") or ())  # this command's own decision, like trust_pickle
+    resumed = trusted_config(saved, where, trust_pickle=trust_pickle, extra=extra)
     kept = flatten(resumed, sep=".")
     contradicting = {k: v for k, v in command_line_changes(cfg).items() if kept.get(k, REMOVED) != v}
     if contradicting and mode != "allow":

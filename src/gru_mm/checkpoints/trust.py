@@ -59,15 +59,17 @@ def _located(target: str) -> Any:
     return obj
 
 
-def allowed(target: Any) -> bool:
-    """Whether a checkpoint's config may name `target`."""
+def allowed(target: Any, extra: tuple[str, ...] = ()) -> bool:
+    """Whether a checkpoint's config may name `target`; `extra`: packages the loading command trusts too."""
     if not isinstance(target, str) or not target:
         return False
     if not all(p.isidentifier() and not p.startswith("_") for p in target.split(".")):
         return False  # no dunders: `x.__class__.__subclasses__` and friends reach anything
     if target in ALLOWED_NAMES:
         return True
-    package = _package_of(target)
+    package = _package_of(target) or next(
+        (p for p in extra if target == p or target.startswith(p + ".")), None
+    )
     if package is None:
         return False
     obj = _located(target)
@@ -76,21 +78,22 @@ def allowed(target: Any) -> bool:
     return obj is not None and callable(obj) and (home == package or home.startswith(package + "."))
 
 
-def _walk(node: Any, path: str, where: str) -> None:
+def _walk(node: Any, path: str, where: str, extra: tuple[str, ...]) -> None:
     if isinstance(node, Mapping):
         for key, value in node.items():
             here = f"{path}.{key}" if path else str(key)
-            if key == "_target_" and not allowed(value):
+            if key == "_target_" and not allowed(value, extra):
                 raise CheckpointError(
                     f"{where}: its config names {here} = {value!r}, "
                     "which a checkpoint may not build (allowed: "
-                    f"{', '.join(p + '.*' for p in ALLOWED_PACKAGES)} and the project's own conf/ targets); "
+                    f"{', '.join(p + '.*' for p in (*ALLOWED_PACKAGES, *extra))} and the project's own conf/ "
+                    "targets; trust a package of your own with trusted_targets=[package]); "
                     "the checkpoint is refused unloaded"
                 )
-            _walk(value, here, where)
+            _walk(value, here, where, extra)
     elif isinstance(node, list | tuple):
         for i, item in enumerate(node):
-            _walk(item, f"{path}[{i}]", where)
+            _walk(item, f"{path}[{i}]", where, extra)
     elif isinstance(node, str) and "${" in node:  # saved configs are resolved: none is left legitimately
         raise CheckpointError(
             f"{where}: its config holds an interpolation at {path} ({node!r}); "
@@ -98,13 +101,14 @@ def _walk(node: Any, path: str, where: str) -> None:
         )
 
 
-def check_config(config: Any, where: str | Path) -> None:
-    """Refuse (CheckpointError naming the key) a saved config that names anything off the allow-list."""
+def check_config(config: Any, where: str | Path, extra: tuple[str, ...] = ()) -> None:
+    """Refuse (CheckpointError naming the key) a saved config that names anything off the allow-list
+    (plus `extra`, the packages the loading command itself trusts: never read from the checkpoint)."""
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=False)
     if not isinstance(config, Mapping):
         raise CheckpointError(f"{where}: not a gru-mm checkpoint (its config is not a mapping)")
-    _walk(config, "", str(where))
+    _walk(config, "", str(where), tuple(extra))
 
 
 def _set_trust_pickle(node: Any, value: bool) -> None:
@@ -119,12 +123,15 @@ def _set_trust_pickle(node: Any, value: bool) -> None:
             _set_trust_pickle(item, value)
 
 
-def trusted_config(config: Any, where: str | Path, trust_pickle: bool = False) -> DictConfig:
+def trusted_config(
+    config: Any, where: str | Path, trust_pickle: bool = False, extra: tuple[str, ...] = ()
+) -> DictConfig:
     """A checkpoint's saved config, checked (see `check_config`), as a DictConfig ready to instantiate.
 
-    `trust_pickle` is the loading command's own decision: a checkpoint cannot vouch for a pickle it names.
+    `trust_pickle` and `extra` (`trusted_targets`) are the loading command's own decisions: a checkpoint
+    cannot vouch for a pickle it names, nor for the code it names.
     """
-    check_config(config, where)
+    check_config(config, where, extra)
     plain = copy.deepcopy(OmegaConf.to_container(config) if isinstance(config, DictConfig) else dict(config))
     _set_trust_pickle(plain, trust_pickle is True)
     return OmegaConf.create(plain)
