@@ -78,7 +78,13 @@ def test_log_run_start_redacts_user_password_urls(tmp_path: Path):
     )
     command = "gru-mm-train -m hydra.sweeper.storage=postgresql://bob:db-pw@db.example.org:5432/optuna"
     tags = {"gru_mm.command": command}  # as gru-mm-train gives them: to the logger, then to log_run_start
-    logger = MLFlowLogger("secrets", tracking_uri=store, run_name=f"run of {command}", tags=tags)
+    logger = MLFlowLogger(  # artifacts in tmp too (a sqlite store's default root is ./mlruns)
+        "secrets",
+        tracking_uri=store,
+        artifact_location=str(tmp_path / "artifacts"),
+        run_name=f"run of {command}",
+        tags=tags,
+    )
     log_run_start(logger, cfg, tags)
 
     logged = everything_logged(MlflowClient(store), tmp_path)
