@@ -43,13 +43,14 @@ def test_l2_penalty_enters_the_training_loss():
     torch.testing.assert_close(loss_pen - loss_plain, penalty, rtol=1e-4, atol=1e-5)
 
 
-def test_find_lr_restores_the_weights_and_forgets_its_steps():
+def test_find_lr_restores_the_weights_and_forgets_its_steps(tmp_path):
     from gru_mm.models.build import build_datamodule, build_module
     from gru_mm.models.lr_find import find_lr
 
     # no dropout: the first loss of the test is the untrained model's loss on the first training batch
     cfg = compose_train(
         "debug=smoke",
+        f"paths.data_dir={tmp_path / 'data'}",  # the smoke set is generated here, not in the repository
         "lr_find.enabled=true",
         "lr_find.steps=20",
         "model.head.dropout=0",
