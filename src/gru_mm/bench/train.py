@@ -82,7 +82,7 @@ class StepTimer(pl.Callback):
         self._end: float | None = None
         self._start_all: float | None = None
         self._seen = 0
-        self._prof = None
+        self._prof, self._prof_t0 = None, 0.0
         self.gpu_busy_s = self.prof_wall_s = None
 
     def batch_start(self, batch, device: torch.device) -> None:
@@ -201,7 +201,7 @@ def run_baseline(cfg, device: str, max_steps: int) -> dict:
         cfg.model.gru._target_ = f"{__name__}.PackedGRU"
     datamodule, module = _build(cfg)
     dev = torch.device(device)
-    net = module.net.to(dev).train() if hasattr(module, "net") else module.to(dev).train()
+    net = module.net.to(dev).train()  # the MultimodalGRU, without Lightning around it
     loader = torch.utils.data.DataLoader(
         datamodule.source.split("train"),
         batch_size=datamodule.batch_size,
