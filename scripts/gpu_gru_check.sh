@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# GPU checks for gru_mm.nn.GRU (issue 3): about 6 minutes, at most 9.75 (every step has its own
-# timeout), so one device call with timeout_s=600 holds it. The first run (H200, 2026-11-26) took
-# 13 s for step 1, 18 s for step 2, and the benchmark's 180 s box covered 35 of 40 grid points.
+# GPU checks for gru_mm.nn.GRU (issues 3 and 14): about 5-6 minutes, at most 9.2 (every step has its
+# own timeout), so one device call with timeout_s=600 holds it. The H100 run of 2026-11-27 (before
+# CUDA graphs) took 13 s for step 1, 18 s for step 2; step 3 then ran 9 implementations and its
+# box covered 35 of 40 grid points; it now times the 5 that decide issue 14's item 1.
 #
 #   bash scripts/gpu_gru_check.sh            # from the repository root; results go to $OUT (or ./gpu_out)
+#   GRID_IMPLS=gru_mm,torch_padded bash scripts/gpu_gru_check.sh   # other implementations in step 3
 #
 # Needs python with a CUDA build of torch (and numpy); the package itself need not be installed
 # (PYTHONPATH=src). pytest and hypothesis are used when present; the standalone check runs always.
-#  1. exactness on CUDA, standalone: every path of cell "torch" vs nn.GRU over pack_padded_sequence,
-#     cell "cho2014" vs float64 on the CPU, outputs + h_n + all gradients, to 5e-5 relative on CUDA
-#     (cuDNN's padded and packed kernels sum in different orders; see gru_check.RTOL)  (~15-40 s)
-#  2. the tests marked gpu in tests/nn, when pytest + hypothesis are importable (~20-60 s)
-#  3. gru-mm-bench gru --device cuda: the full grid, time-boxed to 270 s of cases (~5 min)
-#  4. host-side overhead of the CUDA paths on this machine's CPU (gru_mm.bench.gru_host, ~15 s)
+#  1. exactness on CUDA, standalone: every path of cell "torch" (and graphs=True: a replay after one
+#     eager call with other lengths) vs nn.GRU over pack_padded_sequence, cell "cho2014" vs float64
+#     on the CPU, outputs + h_n + all gradients, to 5e-5 relative on CUDA (gru_check.RTOL)  (~15-40 s)
+#  2. the tests marked gpu in tests/nn (their names contain "cuda"), among them the CUDA-graph tests
+#     (replay == eager bit for bit, graph reuse across lengths, capture counts), when pytest +
+#     hypothesis are importable  (~30-90 s)
+#  3. gru-mm-bench gru --device cuda over the 40-point grid, time-boxed to 190 s of cases: eager
+#     gru_mm, graphed gru_mm, eager padded and packed nn.GRU, graphed nn.GRU; prints one line per
+#     case, then the table "CUDA graphs ..." and the lines "graphs: ..." (issue 14 item 1's target:
+#     graphed gru_mm >= 1.5x the faster EAGER nn.GRU at every point)  (~3-4 min)
+#  4. CUDA graphs with new lengths every call (gru_mm.bench.gru_graphs): per case, ms per fwd+bwd,
+#     graphs captured, and replay == eager  (~20-40 s)
+#  5. host-side overhead of the eager CUDA paths on this machine's CPU (gru_mm.bench.gru_host, ~15 s)
 # Every step is time-limited and the script goes on after a failure; the exit status is the number
 # of failed steps. Files in $OUT: gpu_info.txt, gru_check_cuda.txt, pytest_cuda.txt,
 # bench_gru_cuda.txt, bench_gru_cuda.json, bench_gru_cuda.md (the table for docs/benchmarks.md),
-# gru_host.txt.
+# gru_graphs_cuda.txt, gru_host.txt.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
@@ -34,28 +43,34 @@ step "device"
 } | tee "$OUT/gpu_info.txt"
 
 step "1. standalone exactness check on CUDA"
-timeout 90 "$PY" -m gru_mm.bench.gru_check --device cuda --cases 30 2>&1 | tee "$OUT/gru_check_cuda.txt"
+timeout 75 "$PY" -m gru_mm.bench.gru_check --device cuda --cases 30 2>&1 | tee "$OUT/gru_check_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 
-step "2. the GRU tests marked gpu"
+step "2. the GRU tests marked gpu (CUDA graphs included)"
 if "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
     # --noconftest: the project's conftest may import tools the GPU machine lacks (hydra, mlflow);
-    # -m gpu selects by marker, not by name: every test that needs CUDA carries @pytest.mark.gpu
-    timeout 90 "$PY" -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -m gpu \
+    # -m gpu selects by marker: every test that needs CUDA carries @pytest.mark.gpu (and "cuda" in its name)
+    timeout 120 "$PY" -m pytest -q -p no:cacheprovider --noconftest -o addopts="" -m gpu -rfE \
         tests/nn/test_gru_exact.py tests/nn/test_gru_api.py tests/nn/test_cho2014.py \
-        tests/nn/test_cho2014_triton.py tests/nn/test_gru_host.py tests/nn/test_gru_gates.py 2>&1 | tail -n 40 | tee "$OUT/pytest_cuda.txt"
+        tests/nn/test_cho2014_triton.py tests/nn/test_gru_host.py tests/nn/test_gru_gates.py \
+        tests/nn/test_gru_graphs.py 2>&1 | tail -n 60 | tee "$OUT/pytest_cuda.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 else
-    echo "pytest or hypothesis missing: skipped (step 1 covers the same checks)" | tee "$OUT/pytest_cuda.txt"
+    echo "pytest or hypothesis missing: skipped (steps 1 and 4 cover the same checks)" | tee "$OUT/pytest_cuda.txt"
 fi
 
-step "3. benchmark on CUDA"
-timeout 360 "$PY" -m gru_mm.bench.cli gru --device cuda --max-seconds 270 --out "$OUT/bench_gru_cuda.json" 2>&1 \
-    | tee "$OUT/bench_gru_cuda.txt"
+step "3. benchmark on CUDA: eager and graphed"
+GRID_IMPLS="${GRID_IMPLS:-gru_mm,gru_mm:graphs,torch_padded,torch_packed,torch_padded:graphs}"
+timeout 250 "$PY" -m gru_mm.bench.cli gru --device cuda --impls "$GRID_IMPLS" --max-seconds 190 \
+    --out "$OUT/bench_gru_cuda.json" 2>&1 | tee "$OUT/bench_gru_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 [ -s "$OUT/bench_gru_cuda.json" ] && "$PY" -m gru_mm.bench.gru "$OUT/bench_gru_cuda.json" > "$OUT/bench_gru_cuda.md"
 
-step "4. host-side overhead (CPU, one thread)"
+step "4. CUDA graphs with new lengths every call"
+timeout 60 "$PY" -m gru_mm.bench.gru_graphs --device cuda 2>&1 | tee "$OUT/gru_graphs_cuda.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
+
+step "5. host-side overhead of the eager path (CPU, one thread)"
 timeout 45 "$PY" -m gru_mm.bench.gru_host --reps 9 2>&1 | tee "$OUT/gru_host.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 

@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     gru.add_argument("--reps", type=int, help="timed rounds per case (default 3 on CPU, 5 on CUDA)")
     gru.add_argument("--max-seconds", type=float, help="start no new case after this many seconds")
     gru.add_argument(
+        "--impls",
+        help="comma-separated implementations to time (default: all the device runs), e.g. "
+        "gru_mm,gru_mm:graphs,torch_padded,torch_packed,torch_padded:graphs (':graphs': CUDA only)",
+    )
+    gru.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice; 1 with --quick on the CPU, where OpenMP "
@@ -108,6 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is not None and args.reps < 1:
         print("gru-mm-bench: --reps must be >= 1", file=sys.stderr)
         return 2
+    impls = None
+    if args.impls:
+        from gru_mm.bench.gru import CUDA_EXTRA, GRAPH_IMPLS, IMPLS
+
+        impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
+        known = IMPLS + CUDA_EXTRA + GRAPH_IMPLS
+        unknown = [i for i in impls if i not in known]
+        if unknown or not impls:
+            names = ", ".join(known)
+            print(f"gru-mm-bench: --impls takes names from {names}; got {args.impls!r}", file=sys.stderr)
+            return 2
     saved = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     threads = args.threads or (1 if args.quick and args.device == "cpu" else None)
     try:  # restore the process-wide settings afterwards (main() also runs inside tests)
@@ -116,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda":  # TF32 as in ../shared/perf/gru-anchors.md
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         print(f"gru-mm-bench gru on {args.device}: {_machine(args.device)}")
-        run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds)
+        run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds, impls=impls)
     finally:
         torch.set_num_threads(saved[0])
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]

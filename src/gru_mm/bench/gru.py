@@ -6,10 +6,16 @@ a noisy shared machine affects them alike; fast ones get extra rounds (see EXTRA
 Exactness is checked, not assumed: four sequences of the batch (shortest, longest, two others) are
 also run alone, unpadded, through the same weights, and an implementation is "exact" when its
 outputs and final states for them match to 1e-4.
+
+On CUDA two graphed implementations join (GRAPH_IMPLS): "gru_mm:graphs" (GRU(graphs=True)) and
+"torch_padded:graphs" (nn.GRU through torch.cuda.make_graphed_callables, fwd+bwd, the fair graphed
+reference). They get GRAPH_WARMUP extra untimed calls (the first call of a shape runs eagerly, the
+second captures); the exactness of "gru_mm:graphs" is checked on a replay.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -75,10 +81,14 @@ IMPLS = (
 # On CUDA cho2014 runs the Triton kernel; "cho2014:loop" times the step loop it replaces (short
 # cases only: the loop is launch-bound and would eat the time box).
 CUDA_EXTRA = ("cho2014:loop",)
+GRAPH_IMPLS = ("gru_mm:graphs", "torch_padded:graphs")  # CUDA only
+GRAPH_WARMUP = 2  # untimed calls before timing: an eager one, then the capture
 
 
 def impls_for(case: Case, device: str) -> tuple[str, ...]:
-    return IMPLS + (CUDA_EXTRA if device == "cuda" and case.tmax <= 400 else ())
+    if device != "cuda":
+        return IMPLS
+    return IMPLS + (CUDA_EXTRA if case.tmax <= 400 else ()) + GRAPH_IMPLS
 
 
 def _sync(device: str) -> None:
@@ -98,11 +108,15 @@ def _models(case: Case, device: str) -> dict[str, nn.Module]:
             out[impl] = m
     out["cho2014"] = GRU(INPUT_SIZE, case.hidden, cell="cho2014").to(device)
     out["cho2014:loop"] = out["cho2014"]
+    if device == "cuda":
+        out["gru_mm:graphs"] = GRU(INPUT_SIZE, case.hidden, graphs=True).to(device)
+        out["gru_mm:graphs"].load_state_dict(ref.state_dict())
+        out["torch_padded:graphs"] = copy.deepcopy(ref)  # graphed in time_case, given a sample input
     return out
 
 
 def _step(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    if impl == "torch_padded":
+    if impl in ("torch_padded", "torch_padded:graphs"):
         return model(x)
     if impl == "torch_packed":
         p = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -133,8 +147,11 @@ def _matches_alone(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> b
     picks = sorted(
         {int(order[0]), int(order[-1]), int(order[len(order) // 3]), int(order[2 * len(order) // 3])}
     )
+    if impl == "gru_mm:graphs":
+        out, h = _replayed(model, x, lengths)
     with torch.no_grad():
-        out, h = _step(impl, model, x, lengths)
+        if impl != "gru_mm:graphs":
+            out, h = _step(impl, model, x, lengths)
         for i in picks:
             n = lens[i]
             xi = x[i : i + 1, :n]
@@ -152,6 +169,22 @@ def _matches_alone(impl: str, model: nn.Module, x: Tensor, lengths: Tensor) -> b
             if float((h[-1, i] - hi[-1, 0]).abs().max()) > EXACT_TOL * scale:
                 return False
     return True
+
+
+def _replayed(model: GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """A graphed layer's outputs from a graph replay (training mode: x needs its gradient)."""
+    from gru_mm.nn.gru_graphs import EAGER_CALLS
+
+    cache = model._graph_cache
+    replays = cache.replays
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_()
+        for _ in range(EAGER_CALLS + 1):  # under this TF32 setting the shape is new: eager, then capture
+            out, h = model(xg, lengths)
+            out, h = out.detach(), h.detach()  # drops the autograd graph, so the next call may replay
+    if cache.replays == replays:
+        raise RuntimeError("gru_mm:graphs: no graph was replayed in the exactness check")
+    return out, h
 
 
 # Short runs are noisy (clocks, the host, a shared machine) and the >= 0.95x target is tight where
@@ -176,6 +209,11 @@ def time_case(
     mask = (torch.arange(case.tmax)[None, :] < lengths[:, None]).unsqueeze(-1)
     x = (x * mask).to(device).requires_grad_()
     models = _models(case, device)
+    if "torch_padded:graphs" in impls:
+        sample = x.detach().clone().requires_grad_()  # another buffer: each call copies x in, as ours does
+        models["torch_padded:graphs"] = torch.cuda.make_graphed_callables(
+            models["torch_padded:graphs"], (sample,)
+        )
     runs: dict[str, Callable[[], None]] = {}
     for impl in impls:
         model = models[impl]
@@ -186,6 +224,10 @@ def time_case(
 
         runs[impl] = run
     times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for impl in impls:
+        if impl in GRAPH_IMPLS:
+            for _ in range(GRAPH_WARMUP):
+                runs[impl]()
 
     def wants_more(impl: str) -> bool:
         got = times[impl]
@@ -222,6 +264,8 @@ def time_case(
         }
         if impl == "gru_mm":
             rec["path"] = models[impl].choose_path(lengths, device)
+        if impl == "gru_mm:graphs":  # 2 expected: the timed shape, and the exactness check's (TF32 off)
+            rec["captures"] = models[impl]._graph_cache.captures
         records.append(rec)
     return records
 
@@ -262,6 +306,7 @@ def summarize(records: list[dict]) -> list[str]:
     ]
     if small:
         lines.append(f"hidden <= 128: gru_mm at least {min(small):.2f}x packed nn.GRU (GPU target >= 3x)")
+    lines += summarize_graphs(by_case)
     cho = [
         r["cho2014"]["ms_median"] / min(r["torch_padded"]["ms_median"], r["torch_packed"]["ms_median"])
         for r in by_case.values()
@@ -275,6 +320,49 @@ def summarize(records: list[dict]) -> list[str]:
     return lines
 
 
+GRAPH_TARGET = 1.5  # issue 14: graphed gru_mm at least this times the faster eager nn.GRU at every point
+
+
+def summarize_graphs(by_case: dict[str, dict[str, dict]]) -> list[str]:
+    """CUDA graphs: one line per case, and whether the target holds at every point."""
+    rows = []
+    for name, recs in by_case.items():
+        g, p, k = recs.get("gru_mm:graphs"), recs.get("torch_padded"), recs.get("torch_packed")
+        if g and p and k:
+            rows.append((name, g, min(p["ms_median"], k["ms_median"]), recs.get("torch_padded:graphs")))
+    if not rows:
+        return []
+    lines = [
+        "CUDA graphs (ms fwd+bwd; 'vs eager' = faster eager nn.GRU / graphed gru_mm, target >= "
+        f"{GRAPH_TARGET}x; 'vs graphed' = graphed nn.GRU / graphed gru_mm):",
+        f"  {'case':28} {'graphed':>9} {'eager':>9} {'nn eager':>9} {'nn graphed':>10} "
+        f"{'vs eager':>8} {'vs graphed':>10}  exact captures",
+    ]
+    ratios = []
+    for name, g, best, ng in rows:
+        eager = by_case[name].get("gru_mm")
+        ratio = best / g["ms_median"]
+        ratios.append(ratio)
+        vs_ng = f"{ng['ms_median'] / g['ms_median']:.2f}x" if ng else "-"
+        lines.append(
+            f"  {name:28} {g['ms_median']:>9.2f} {eager['ms_median'] if eager else float('nan'):>9.2f} "
+            f"{best:>9.2f} {ng['ms_median'] if ng else float('nan'):>10.2f} {ratio:>7.2f}x {vs_ng:>10}  "
+            f"{g['exact']} {g.get('captures', '')}"
+        )
+    met = sum(r >= GRAPH_TARGET for r in ratios)
+    lines.append(
+        f"graphs: gru_mm graphed at least {min(ratios):.2f}x the faster eager nn.GRU; {met} of "
+        f"{len(ratios)} points >= {GRAPH_TARGET}x (target: all)"
+    )
+    with_ng = [ng["ms_median"] / g["ms_median"] for _, g, _, ng in rows if ng]
+    if with_ng:
+        lines.append(
+            f"graphs: graphed gru_mm at {min(with_ng):.2f}-{max(with_ng):.2f}x the speed of graphed nn.GRU "
+            "(padded over the whole batch: its final states are not at the true ends)"
+        )
+    return lines
+
+
 def run_grid(
     device: str,
     quick: bool,
@@ -282,7 +370,9 @@ def run_grid(
     reps: int | None = None,
     max_seconds: float | None = None,
     print_fn: Callable[[str], None] = print,
+    impls: tuple[str, ...] | None = None,
 ) -> list[dict]:
+    """impls: only these implementations (in their order; those a case does not run are skipped)."""
     cases = grid(device, quick)
     reps = reps or (3 if quick or device == "cpu" else 5)
     warmup = 1  # the first call pays cuDNN's setup and Triton's compilation
@@ -292,7 +382,8 @@ def run_grid(
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             print_fn(f"time box of {max_seconds:.0f}s reached: {len(cases) - i} cases not run")
             break
-        recs = time_case(case, device, reps, warmup)
+        chosen = None if impls is None else tuple(i for i in impls if i in impls_for(case, device))
+        recs = time_case(case, device, reps, warmup, chosen)
         records.extend(recs)
         cells = "  ".join(
             f"{r['impl']}={r['ms_median']:.1f}ms{'' if r['exact'] else '(inexact)'}" for r in recs
@@ -313,8 +404,11 @@ def markdown(records: list[dict]) -> str:
         by_case.setdefault(r["case"], {})[r["impl"]] = r
     present = {r["impl"] for r in records}
     cols = ["gru_mm", "torch_padded", "torch_packed", *[i for i in IMPLS if i.startswith("gru_mm:")]]
-    cols += [i for i in ("cho2014", *CUDA_EXTRA) if i in present]
+    cols += [i for i in ("cho2014", *CUDA_EXTRA, *GRAPH_IMPLS) if i in present]
+    cols = [c for c in cols if c in present]
+    graphs = "gru_mm:graphs" in present
     head = ["case", "padded/real", *cols, "gru_mm path", "gru_mm vs faster nn.GRU"]
+    head += ["graphed gru_mm vs faster eager nn.GRU"] if graphs else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, recs in by_case.items():
         cells = [name, str(next(iter(recs.values()))["padded_over_real"])]
@@ -324,6 +418,10 @@ def markdown(records: list[dict]) -> str:
         g, p, k = recs.get("gru_mm"), recs.get("torch_padded"), recs.get("torch_packed")
         ratio = f"{min(p['ms_median'], k['ms_median']) / g['ms_median']:.2f}x" if g and p and k else ""
         cells += [g.get("path", "") if g else "", ratio]
+        if graphs:
+            gg = recs.get("gru_mm:graphs")
+            ok = gg and p and k
+            cells.append(f"{min(p['ms_median'], k['ms_median']) / gg['ms_median']:.2f}x" if ok else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

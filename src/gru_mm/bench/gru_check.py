@@ -5,6 +5,8 @@ including 0, 1 and T; 1-3 layers; uni- and bidirectional; with and without h0):
 - cell "torch", every path: outputs, h_n and all gradients against nn.GRU over
   pack_padded_sequence on the same device (TF32 off), to 1e-5 relative on the CPU and 5e-5 on
   CUDA (see RTOL);
+- cell "torch" with graphs=True ("torch:graphs"): the checked call replays a CUDA graph captured
+  for its (B, bucket) shape after one eager call with other lengths (the reversed batch);
 - cell "cho2014": outputs, h_n, gates and gradients against the same layer in float64 on the CPU
   (which the test suite checks against a NumPy transcription of the equations).
 Exit status 0 when everything matches. Meant for GPU machines where the test tools are missing.
@@ -61,7 +63,9 @@ def check_torch_cell(c: dict, path: str, device: str, seed: int) -> float:
     T, F, H, L, D = c["T"], c["F"], c["H"], c["L"], c["D"]
     lengths = torch.tensor(c["lengths"])
     B = len(lengths)
-    ours = GRU(F, H, L, bidirectional=D == 2, path=path).to(device)
+    graphs = path == "graphs"
+    ours = GRU(F, H, L, bidirectional=D == 2, path="padded_gather" if graphs else path, graphs=graphs)
+    ours = ours.to(device)
     ref = nn.GRU(F, H, L, batch_first=True, bidirectional=D == 2).to(device)
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, F, device=device)
@@ -69,7 +73,15 @@ def check_torch_cell(c: dict, path: str, device: str, seed: int) -> float:
     go, gh = torch.randn(B, T, D * H, device=device), torch.randn(L * D, B, H, device=device)
     xa = x.clone().requires_grad_()
     ha = None if h0 is None else h0.clone().requires_grad_()
+    if graphs:  # one eager call of the same shape, other lengths; the checked call then replays
+        o, h = ours(torch.randn_like(xa).requires_grad_(), lengths.flip(0), None if ha is None else ha * 1)
+        (o.sum() + h.sum()).backward()
+        ours.zero_grad()
+        ha = None if h0 is None else h0.clone().requires_grad_()
+    replays = ours._graph_cache.replays
     out, h_n = ours(xa, lengths, ha)
+    if graphs and device == "cuda" and int(lengths.max()) > 0 and ours._graph_cache.replays == replays:
+        raise RuntimeError("graphs=True: the second call of a shape did not replay a graph")
     ((out * go).sum() + (h_n * gh).sum()).backward()
     keep = (lengths > 0).to(device)
     mask = (torch.arange(T)[None] < lengths[:, None]).to(device)
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i in range(args.cases):
         c = _case(gen)
-        checks = {f"torch:{path}": (check_torch_cell, (c, path, args.device, i)) for path in PATHS}
+        paths = (*PATHS, "graphs")
+        checks = {f"torch:{path}": (check_torch_cell, (c, path, args.device, i)) for path in paths}
         checks["cho2014"] = (check_cho2014, (c, args.device, i))
         for name, (fn, fargs) in checks.items():
             try:

@@ -16,6 +16,9 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
   be faster (cuDNN's padded kernel is the fastest per step there). The decision is O(1) unless
   segments can win at all (``gru_plan.segments_can_win``), and reads no device value.
 
+``graphs=True`` replays padded_gather from CUDA graphs on a GPU, one per (batch, bucketed
+longest length, ...) shape, for "auto" and "padded_gather" (``gru_graphs``); eager is the fallback.
+
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
 or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
 
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gru_mm.nn import cho2014_triton
+from gru_mm.nn.gru_graphs import GraphCache
 from gru_mm.nn.gru_kernels import flatten_cudnn_weights
 from gru_mm.nn.gru_layout import Layout
 from gru_mm.nn.gru_paths import (
@@ -90,6 +94,11 @@ class GRU(nn.Module):
             scaling). ``"autocast"``: leave the dtype to autocast on the cuDNN paths (padded_gather,
             segments, packed); use a GradScaler with it. The hand-written loops (scan, cho2014)
             always run in the parameters' dtype.
+        graphs: on CUDA, replay the padded path ("auto" or "padded_gather") from CUDA graphs kept
+            per shape; the longest length is rounded up to a bucket (``gru_graphs.bucket_steps``).
+            The first call of a shape runs eagerly, as does everything graphs cannot serve (see
+            ``gru_graphs``). Results equal eager ones at the bucket's length; memory grows by one
+            call's activations per shape kept (at most ``gru_graphs.MAX_GRAPHS``).
 
     ``forward(x, lengths, h0=None, return_gates=False) -> (outputs, h_n)``:
         x: [B, T, F] padded float (batch_first) or a PackedSequence (then lengths is omitted and
@@ -121,6 +130,7 @@ class GRU(nn.Module):
         l2_recurrent_kernel: float = 0.0,
         l2_bias: float = 0.0,
         precision: str = "float32",
+        graphs: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -159,6 +169,8 @@ class GRU(nn.Module):
         self.init = init
         self.l2 = {"input_kernel": l2_input_kernel, "recurrent_kernel": l2_recurrent_kernel, "bias": l2_bias}
         self.precision = precision
+        self.graphs = bool(graphs)
+        self._graph_cache = GraphCache()
 
         kw = {"device": device, "dtype": dtype}
         gate_rows = 3 * hidden_size
@@ -200,6 +212,7 @@ class GRU(nn.Module):
         A no-op off CUDA or for cho2014; on any failure the weights stay as they are (still exact).
         """
         self._flat = False
+        self._graph_cache.clear()  # graphs read the old weights' memory
         if self.cell != "torch" or not torch.backends.cudnn.is_available():
             return
         for group in range(len(self._weight_names)):
@@ -229,7 +242,7 @@ class GRU(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, cell={self.cell!r}, path={self.path!r}, "
-            f"dropout={self.dropout}, precision={self.precision!r}"
+            f"dropout={self.dropout}, precision={self.precision!r}" + (", graphs=True" if self.graphs else "")
         )
 
     # ---- API ----
@@ -293,8 +306,18 @@ class GRU(nn.Module):
         return resolve_path(self.cell, self.path, layout, device_type, self.input_size, self.hidden_size)
 
     # ---- dispatch to gru_paths ----
-    def _run(self, x: Tensor, layout: Layout, h0: Tensor | None, want_gates: bool):
-        stack = Stack(
+    def _graphable(self, x: Tensor) -> bool:
+        """Can this call replay a CUDA graph (gru_graphs)? The cache itself decides per shape."""
+        return (
+            x.is_cuda
+            and self.cell == "torch"
+            and self.path in ("auto", "padded_gather")
+            and not torch.is_autocast_enabled("cuda")  # precision "autocast" under autocast: eager
+            and not getattr(self, "_is_replica", False)  # DataParallel's per-call copies
+        )
+
+    def _stack(self) -> Stack:
+        return Stack(
             parameters=self._parameters,
             weight_names=self._weight_names,
             cell=self.cell,
@@ -305,8 +328,18 @@ class GRU(nn.Module):
             dropout=self.dropout,
             training=self.training,
         )
+
+    def _run(self, x: Tensor, layout: Layout, h0: Tensor | None, want_gates: bool):
+        stack = self._stack()
         if layout.max_len == 0:
             return run_empty(stack, x, layout, h0, want_gates)
+        if self.graphs and not want_gates and self._graphable(x):
+            with warnings.catch_warnings() if not self._flat else contextlib.nullcontext():
+                if not self._flat:
+                    warnings.filterwarnings("ignore", message=_NOT_FLAT)
+                got = self._graph_cache.run(stack, x, layout.lengths, layout.max_len, h0)
+            if got is not None:
+                return (*got, None)
         path, spans = self._resolve(layout, x.device.type)
         if want_gates and path != "cho2014":
             path = "scan"  # cuDNN's fused cell keeps its gates to itself; the scan recomputes them

@@ -291,3 +291,46 @@ class Layout:
         offsets, _, _ = self._packed_rows
         ls = self.sorted_lens[: self.n_alive]
         return self._index_to_device(offsets[ls - 1] + np.arange(self.n_alive))
+
+
+class DeviceLayout:
+    """A padded batch whose lengths are a [B] int64 tensor on the device and whose time size is fixed.
+
+    The CUDA-graph path (``gru_graphs``) runs ``run_padded`` over it: every map is computed on the
+    device from the lengths buffer, so a captured graph replays for any new lengths of the same
+    (B, steps) after they are copied into that buffer. Nothing here reads a device value.
+    """
+
+    def __init__(self, lengths: Tensor, steps: int):
+        self.lengths = lengths  # [B] int64 on the device; lengths <= steps
+        self.batch_size = int(lengths.shape[0])
+        self.max_len = self.steps = steps  # the kernel runs every step; padding is masked
+
+    def padded_maps(self, sort: bool, reverse: bool) -> DeviceMaps:
+        if sort:
+            raise ValueError("DeviceLayout serves padded_gather only (segments sort by host lengths)")
+        return DeviceMaps(self.lengths, self.steps, reverse)
+
+
+class DeviceMaps:
+    """The maps of `PaddedMaps` (rows in input order) from a device lengths buffer, by a few
+    elementwise kernels. ``empty`` is always a tensor (whether a row is empty is not known on the
+    host); where() with an all-False mask returns the other operand exactly."""
+
+    perm = inv_perm = None
+
+    def __init__(self, lengths: Tensor, steps: int, reverse: bool):
+        batch = lengths.shape[0]
+        time = _arange(steps, lengths.device).view(steps, 1)
+        self.mask_tm = (time < lengths).view(steps, batch, 1)
+        # batch-major memory, as PaddedMaps': where() lays its output out like this first operand
+        self.mask_bm = (lengths.view(batch, 1) > time.view(1, steps)).unsqueeze(-1)
+        row = _arange(batch, lengths.device)
+        last = lengths - 1
+        self.end = last.clamp(min=0) * batch + row
+        self.empty = (lengths == 0).view(batch, 1)
+        self.rev = None
+        if reverse:
+            flat = _arange(steps * batch, lengths.device).view(steps, batch)
+            within = torch.where(self.mask_tm.view(steps, batch), (last * batch + row) - time * batch, flat)
+            self.rev = within.view(steps * batch)
