@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nn_testlib import CUDA, no_tf32  # noqa: F401  (no_tf32: an autouse fixture, TF32 off)
 
-from gru_mm.nn import GRU
+from gru_mm.nn import GRU, gru_graphs
 from gru_mm.nn.gru_graphs import EAGER_CALLS, bucket_steps
 from gru_mm.nn.gru_layout import DeviceLayout, DeviceMaps, Layout
 from gru_mm.nn.gru_paths import run_padded
@@ -121,7 +121,51 @@ def test_copies_and_pickles_start_without_graphs():
         assert other.graphs and other._graph_cache is not m._graph_cache and not other._graph_cache.seen
 
 
-# ---- CUDA ----
+# ---- graphs on CUDA, and on the CPU through a stand-in capturer ----
+
+
+class _FakeGraph:
+    """Replay re-runs the captured function and writes its results into the capture's tensors: the
+    data flow of a CUDA graph (static inputs read, static outputs overwritten), without a GPU."""
+
+    def __init__(self, fn, result):
+        self.fn, self.result, self.grad_mode = fn, result, torch.is_grad_enabled()
+
+    def replay(self):
+        with torch.set_grad_enabled(self.grad_mode):
+            new = self.fn()
+        with torch.no_grad():
+            for old, now in zip(self.result, new, strict=True):
+                if old is not None:
+                    old.detach().copy_(now)
+
+
+class _FakeCapturer:
+    def usable(self, x):
+        return x.device.type == "cpu"
+
+    def warm_up(self, fn, iters):
+        for _ in range(iters):
+            fn()
+
+    def new_pool(self):
+        return None
+
+    def capture(self, fn, pool):
+        result = fn()
+        return _FakeGraph(fn, result), result
+
+    def host_lengths(self, lengths):
+        return lengths
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=GPU)])
+def device(request, monkeypatch):
+    """ "cuda": real CUDA graphs; "cpu": the same cache, buffers and autograd node over _FakeCapturer."""
+    if request.param == "cpu":
+        monkeypatch.setattr(gru_graphs, "CAPTURER", _FakeCapturer())
+        monkeypatch.setattr(GRU, "_graphable", lambda self, x: self.cell == "torch")
+    return request.param
 
 
 def _lengths_in_one_bucket(batch, steps, n, seed=0):
@@ -155,21 +199,20 @@ def _bucketed_eager(m, steps):
     return Bucketed()
 
 
+@pytest.mark.slow  # on the CPU: 20-60 s under load (ATen's CPU GRU dispatches per step)
 @pytest.mark.parametrize("layers, bidirectional, with_h0", [(1, False, False), (2, True, True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.gpu
-@CUDA
-def test_cuda_graph_replay_equals_the_same_eager_call(layers, bidirectional, with_h0, dtype):
+def test_graph_replay_equals_the_same_eager_call(device, layers, bidirectional, with_h0, dtype):
     torch.manual_seed(0)
-    B, T, F, H = 6, 38, 8, 16  # T 38 -> bucket 40: the graph runs 2 steps more than x has
-    m = GRU(F, H, layers, bidirectional=bidirectional, graphs=True).to("cuda", dtype)
+    B, T, F, H = 5, 34, 6, 8  # T 34 -> bucket 36: the graph runs 2 steps more than x has
+    m = GRU(F, H, layers, bidirectional=bidirectional, graphs=True).to(device, dtype)
     twin = _bucketed_eager(m, bucket_steps(T))
     D = 2 if bidirectional else 1
     sets = _lengths_in_one_bucket(B, T, 5)
     assert len({int(s.max()) for s in sets}) > 1  # new longest lengths, one graph
     for i, lengths in enumerate(sets):
-        x = torch.randn(B, T, F, device="cuda", dtype=dtype)
-        h0 = torch.randn(layers * D, B, H, device="cuda", dtype=dtype) if with_h0 else None
+        x = torch.randn(B, T, F, device=device, dtype=dtype)
+        h0 = torch.randn(layers * D, B, H, device=device, dtype=dtype) if with_h0 else None
         got = _grads(m, x, lengths, h0, go_seed=i)
         want = _grads(twin, x, lengths, h0, go_seed=i)
         if i >= EAGER_CALLS:  # a replay: the same kernels as the eager call
@@ -177,18 +220,16 @@ def test_cuda_graph_replay_equals_the_same_eager_call(layers, bidirectional, wit
             # cuDNN's backward may reduce in another order from run to run: gradients to float rounding
             for a, b in zip(got[2:], want[2:], strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-        mask = (torch.arange(T)[None] < lengths[:, None]).to("cuda")
+        mask = (torch.arange(T)[None] < lengths[:, None]).to(device)
         assert not got[0][~mask].any()  # padding stays zero
     assert m._graph_cache.captures == 1 and m._graph_cache.replays == 5 - EAGER_CALLS
 
 
-@pytest.mark.gpu
-@CUDA
-def test_cuda_graphs_are_captured_once_per_shape():
+def test_graphs_are_captured_once_per_shape(device):
     torch.manual_seed(0)
-    m = GRU(4, 8, graphs=True).cuda()
+    m = GRU(4, 8, graphs=True).to(device)
     cache = m._graph_cache
-    x = torch.randn(5, 40, 4, device="cuda", requires_grad=True)
+    x = torch.randn(5, 40, 4, device=device, requires_grad=True)
     for lengths in _lengths_in_one_bucket(5, 40, 4):  # 40 -> bucket 40 (37..40)
         out, h = m(x, lengths)
         (out.sum() + h.sum()).backward()
@@ -207,17 +248,15 @@ def test_cuda_graphs_are_captured_once_per_shape():
     assert not cache.graphs
 
 
-@pytest.mark.gpu
-@CUDA
-def test_cuda_graph_gradients_accumulate_and_outputs_persist():
+def test_graph_gradients_accumulate_and_outputs_persist(device):
     """Two backward passes without zero_grad add up (no .grad aliases a graph's buffer), and an
     output kept from one call is not overwritten by the next replay."""
     torch.manual_seed(0)
-    m = GRU(4, 8, bidirectional=True, graphs=True).cuda()
-    ref = GRU(4, 8, bidirectional=True).cuda()
+    m = GRU(4, 8, bidirectional=True, graphs=True).to(device)
+    ref = GRU(4, 8, bidirectional=True).to(device)
     ref.load_state_dict(m.state_dict())
     sets = _lengths_in_one_bucket(3, 24, 3)
-    xs = [torch.randn(3, 24, 4, device="cuda") for _ in sets]
+    xs = [torch.randn(3, 24, 4, device=device) for _ in sets]
     m(xs[0], sets[0])[0].sum().backward()  # the eager warm-up call
     m.zero_grad()
     kept = []
@@ -235,17 +274,15 @@ def test_cuda_graph_gradients_accumulate_and_outputs_persist():
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.gpu
-@CUDA
-def test_cuda_second_call_before_backward_runs_eager():
+def test_second_call_before_backward_runs_eager(device):
     """A graphed call's saved state lives in the graph's memory: while its backward is due, the
     layer runs eagerly, so both backward passes are right."""
     torch.manual_seed(0)
-    m = GRU(4, 8, graphs=True).cuda()
-    ref = GRU(4, 8).cuda()
+    m = GRU(4, 8, graphs=True).to(device)
+    ref = GRU(4, 8).to(device)
     ref.load_state_dict(m.state_dict())
     lengths = torch.tensor([10, 4, 7])
-    x1, x2 = torch.randn(3, 10, 4, device="cuda"), torch.randn(3, 10, 4, device="cuda")
+    x1, x2 = torch.randn(3, 10, 4, device=device), torch.randn(3, 10, 4, device=device)
     for _ in range(EAGER_CALLS):
         m(x1, lengths)[0].sum().backward()
     m.zero_grad()

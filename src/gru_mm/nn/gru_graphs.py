@@ -28,6 +28,7 @@ over a DeviceLayout), so its results equal that call's bit for bit.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
@@ -41,6 +42,42 @@ from gru_mm.nn.gru_paths import Stack, run_padded
 MAX_GRAPHS = 16  # graphs per layer; each holds its activations' memory (a pool shared by the layer)
 EAGER_CALLS = 1  # calls of a shape that run eagerly before it is captured
 WARMUP_ITERS = 2  # untimed fwd+bwd on a side stream before capture (cuDNN/cuBLAS lazy set-up)
+
+
+class CudaCapturer:
+    """How graphs are made and fed: CUDA stream capture. The CPU tests put a stand-in in ``CAPTURER``
+    whose replay re-runs the captured function into the same buffers, so that the cache, the
+    buffers and the autograd node are tested without a GPU."""
+
+    def usable(self, x: Tensor) -> bool:
+        if torch.cuda.is_current_stream_capturing() or torch.compiler.is_compiling():
+            return False  # inside another capture (or a compiled region) the eager ops get recorded there
+        return x.device.index == torch.cuda.current_device()  # a replay runs on the current device
+
+    def warm_up(self, fn, iters: int) -> None:
+        """Run fn a few times on a side stream (cuDNN's and cuBLAS's lazy set-up stays out of the graph)."""
+        torch.cuda.synchronize()
+        with torch.cuda.stream(torch.cuda.Stream()):
+            for _ in range(iters):
+                fn()
+        torch.cuda.synchronize()
+
+    def new_pool(self):
+        return torch.cuda.graph_pool_handle()
+
+    def capture(self, fn, pool):
+        """(graph, what fn returned): the result's memory is where each replay writes."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: a DataLoader's pin-memory thread may call CUDA meanwhile, which "global" forbids
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            result = fn()
+        return graph, result
+
+    def host_lengths(self, lengths: Tensor) -> Tensor:
+        return lengths.pin_memory()  # so that the copy to the device is asynchronous
+
+
+CAPTURER = CudaCapturer()
 
 
 def bucket_steps(n: int) -> int:
@@ -82,6 +119,7 @@ class GraphCache:
     replays: int = 0
     pool: tuple | None = None
     pending: weakref.ref | None = None
+    failed: dict[tuple, str] = field(default_factory=dict)  # shapes whose capture raised: eager
 
     def __reduce__(self):  # copies and pickles of a layer start with no graphs
         return (GraphCache, ())
@@ -89,6 +127,7 @@ class GraphCache:
     def clear(self) -> None:
         self.graphs.clear()
         self.seen.clear()
+        self.failed.clear()
         self.pending = None
 
     def run(self, stack: Stack, x: Tensor, lengths: Tensor, max_len: int, h0: Tensor | None):
@@ -96,7 +135,7 @@ class GraphCache:
 
         x: [B, T, F] contiguous, the layer's dtype, on CUDA; lengths: [B] int64 on the CPU.
         """
-        if torch.cuda.is_current_stream_capturing() or torch.compiler.is_compiling():
+        if not CAPTURER.usable(x):
             return None
         weights = stack.all_weights()
         grad = torch.is_grad_enabled() and (
@@ -133,14 +172,21 @@ class GraphCache:
             graph = None
         if graph is None:
             seen = self.seen.get(key, 0)
-            if seen < EAGER_CALLS or len(self.graphs) >= MAX_GRAPHS:
+            if seen < EAGER_CALLS or len(self.graphs) >= MAX_GRAPHS or key in self.failed:
                 self.seen[key] = seen + 1
                 return None
-            graph = self._capture(stack, x, h0, steps, weights, needs)
+            try:
+                graph = self._capture(stack, x, h0, steps, weights, needs)
+            except Exception as e:  # e.g. an op that cannot be captured: this shape stays eager
+                self.failed[key] = f"{type(e).__name__}: {e}"
+                warnings.warn(
+                    f"GRU graphs: capturing a CUDA graph failed, running eagerly: {e}", stacklevel=3
+                )
+                return None
             graph.weight_ptrs = ptrs
             self.graphs[key] = graph
         self.replays += 1
-        pinned = lengths.pin_memory()  # so that the copy is asynchronous
+        pinned = CAPTURER.host_lengths(lengths)
         if not grad:
             with torch.no_grad():
                 _fill(graph, x, pinned, h0)
@@ -153,6 +199,7 @@ class GraphCache:
     def _capture(self, stack, x, h0, steps, weights, needs) -> _Graph:
         """Static buffers, a few warm-up runs on a side stream, then the fwd (and bwd) captures."""
         batch, device = x.shape[0], x.device
+        # zeros, not empty: the warm-up runs on them
         static_x = torch.zeros(batch, steps, x.shape[2], dtype=x.dtype, device=device)
         static_len = torch.zeros(batch, dtype=torch.int64, device=device)
         static_h0 = None if h0 is None else torch.zeros_like(h0, memory_format=torch.contiguous_format)
@@ -163,32 +210,33 @@ class GraphCache:
         surface = (static_x, static_h0, *weights)
         wanted = [t for t, n in zip(surface, needs or (), strict=False) if n]
 
+        live: dict[str, Tensor] = {}  # the forward's outputs (with their autograd graph) for the backward
+
         def forward() -> tuple[Tensor, Tensor]:
-            return run_padded(stack, static_x, DeviceLayout(static_len, steps), static_h0, None)
+            live["out"], live["h_n"] = run_padded(
+                stack, static_x, DeviceLayout(static_len, steps), static_h0, None
+            )
+            return live["out"], live["h_n"]
 
-        def backward(out, h_n, grad_out, grad_h_n):
-            return torch.autograd.grad((out, h_n), wanted, (grad_out, grad_h_n), allow_unused=True)
+        def backward(grad_out, grad_h_n):
+            outs = (live["out"], live["h_n"])
+            return torch.autograd.grad(outs, wanted, (grad_out, grad_h_n), allow_unused=True)
 
-        torch.cuda.synchronize()
-        side = torch.cuda.Stream(device)
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_ITERS):
-                out, h_n = forward()
-                if needs is not None:
-                    backward(out, h_n, torch.zeros_like(out), torch.zeros_like(h_n))
-            del out, h_n
-        torch.cuda.synchronize()
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        fwd = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(fwd, pool=self.pool):
+        def warm_up():
             out, h_n = forward()
+            if needs is not None:
+                backward(torch.zeros_like(out), torch.zeros_like(h_n))
+
+        CAPTURER.warm_up(warm_up, WARMUP_ITERS)
+        live.clear()
+        if self.pool is None:
+            self.pool = CAPTURER.new_pool()
+        fwd, (out, h_n) = CAPTURER.capture(forward, self.pool)
         graph = _Graph(fwd, None, static_x, static_len, static_h0, out.detach(), h_n.detach())
         if needs is not None:
             graph.grad_out, graph.grad_h_n = torch.zeros_like(out), torch.zeros_like(h_n)
-            graph.bwd = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph.bwd, pool=self.pool):
-                got = iter(backward(out, h_n, graph.grad_out, graph.grad_h_n))
+            graph.bwd, grads = CAPTURER.capture(lambda: backward(graph.grad_out, graph.grad_h_n), self.pool)
+            got = iter(grads)
             graph.grads = tuple(next(got) if n else None for n in needs)
         self.captures += 1
         return graph
