@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lightning_fabric.utilities.data import _set_sampler_epoch
 
-from gru_mm.data.sampler import LengthBucketBatchSampler
+from gru_mm.data.sampler import LengthBucketBatchSampler, ResumableDataLoader
+from gru_mm.data.sources.base import DataError
 
 
 def _epoch(sampler, epoch):
@@ -100,7 +102,6 @@ def test_bad_arguments_are_named():
 
 
 def test_lightning_sets_the_epoch_through_the_dataloader():
-    from lightning_fabric.utilities.data import _set_sampler_epoch
     from torch.utils.data import DataLoader
 
     sampler = LengthBucketBatchSampler(list(range(1, 101)), 8, seed=0)
@@ -109,3 +110,106 @@ def test_lightning_sets_the_epoch_through_the_dataloader():
     _set_sampler_epoch(loader, 1)  # what Lightning's fit loop calls at each epoch start
     assert sampler.epoch == 1
     assert [b.tolist() for b in list(loader)] != [b.tolist() for b in first]
+
+
+# --- mid-epoch resume: state_dict / load_state_dict ----------------------------------------------------
+
+
+def _resumed(sampler_args: dict, state: dict, epoch: int) -> list[list[int]]:
+    """What a fresh sampler (a restarted process) yields after loading `state` and Lightning's set_epoch."""
+    fresh = LengthBucketBatchSampler(**sampler_args)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(epoch)
+    return list(fresh)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 200), batch_size=st.integers(1, 16), seed=st.integers(0, 5), data=st.data())
+def test_a_resumed_epoch_yields_exactly_the_batches_not_yet_seen(n, batch_size, seed, data):
+    lengths = np.random.default_rng(seed).integers(1, 100, n)
+    args = dict(lengths=lengths, batch_size=batch_size, seed=seed, pool_batches=4)
+    sampler = LengthBucketBatchSampler(**args)
+    sampler.set_epoch(2)
+    stop = data.draw(st.integers(1, len(sampler)))
+    it = iter(sampler)
+    seen = [next(it) for _ in range(stop)]
+    state = sampler.state_dict()
+    assert (state["epoch"], state["seed"], state["position"]) == (2, seed, stop)
+    if stop < len(sampler):
+        rest = _resumed(args, state, 2)
+        assert seen + rest == _epoch(LengthBucketBatchSampler(**args), 2)  # same order, none twice or lost
+    else:  # a finished epoch: the resumed run goes on with the next one, whole
+        assert seen == _epoch(LengthBucketBatchSampler(**args), 2)
+        assert _resumed(args, state, 3) == _epoch(LengthBucketBatchSampler(**args), 3)
+
+
+def test_two_ranks_resume_their_own_slices_and_together_cover_the_epoch_once():
+    lengths = np.random.default_rng(0).integers(1, 100, 203)
+    states, seen = [], []
+    for rank in range(2):
+        s = LengthBucketBatchSampler(lengths, 8, seed=3, num_replicas=2, rank=rank)
+        s.set_epoch(1)
+        it = iter(s)
+        seen.append([next(it) for _ in range(5)])
+        states.append(s.state_dict())
+    assert states[0] == states[1]  # ranks step together: rank 0's saved state serves every rank
+    flat = []
+    for rank in range(2):  # each restarted rank loads the one saved state (rank 0's)
+        args = dict(lengths=lengths, batch_size=8, seed=3, num_replicas=2, rank=rank)
+        rest = _resumed(args, states[0], 1)
+        assert len(seen[rank]) + len(rest) == len(LengthBucketBatchSampler(**args))
+        assert not set(map(tuple, rest)) & set(map(tuple, seen[rank]))
+        flat += [i for b in seen[rank] + rest for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+
+
+def test_a_new_epoch_or_a_second_pass_starts_from_the_beginning():
+    lengths = np.arange(1, 81)
+    sampler = LengthBucketBatchSampler(lengths, 8, seed=0)
+    it = iter(sampler)
+    first = [next(it) for _ in range(3)]
+    sampler.load_state_dict(sampler.state_dict())
+    sampler.set_epoch(1)  # a loaded position belongs to its own epoch
+    assert len(list(sampler)) == len(sampler)
+    assert first == _epoch(sampler, 0)[:3]
+    # once used, a loaded position is gone: the next pass over the same epoch is whole again
+    sampler.load_state_dict({**sampler.state_dict(), "position": 4})
+    assert len(list(sampler)) == len(sampler) - 4
+    assert len(list(sampler)) == len(sampler)
+
+
+@pytest.mark.parametrize(
+    "change", [{"batch_size": 16}, {"num_replicas": 2}, {"lengths": np.arange(1, 90)}, {"bucket": False}]
+)
+def test_resuming_mid_epoch_with_another_order_is_refused_by_name(change):
+    args = dict(lengths=np.arange(1, 81), batch_size=8, seed=0)
+    sampler = LengthBucketBatchSampler(**args)
+    it = iter(sampler)
+    next(it)
+    other = LengthBucketBatchSampler(**(args | change))
+    other.load_state_dict(sampler.state_dict())
+    with pytest.raises(DataError, match="cannot resume the data order at batch 1 of epoch 0"):
+        list(other)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loader_saves_what_the_training_loop_received_not_what_workers_read_ahead(workers):
+    lengths = np.random.default_rng(1).integers(1, 50, 120)
+    dataset = list(range(len(lengths)))
+
+    def loader():
+        return ResumableDataLoader(
+            dataset, batch_sampler=LengthBucketBatchSampler(lengths, 8, seed=5), num_workers=workers
+        )
+
+    whole = [b.tolist() for b in loader()]
+    first = loader()
+    it = iter(first)
+    seen = [next(it).tolist() for _ in range(4)]
+    state = first.state_dict()
+    assert state["position"] == 4  # workers have read further ahead; 4 is what was used
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    _set_sampler_epoch(resumed, 0)  # what Lightning's fit loop calls before the epoch's batches
+    assert seen + [b.tolist() for b in resumed] == whole

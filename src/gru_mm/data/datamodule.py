@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from gru_mm.data.batch import Batch
 from gru_mm.data.collate import Collate
-from gru_mm.data.sampler import LengthBucketBatchSampler
+from gru_mm.data.sampler import LengthBucketBatchSampler, ResumableDataLoader
 from gru_mm.data.sources.base import DataError, DataProblems, Problem
 
 log = logging.getLogger("gru_mm.data")
@@ -178,7 +178,8 @@ class SequenceDataModule(pl.LightningDataModule):
             pool_batches=self.pool_batches,
             bucket=self.bucket,
         )
-        return DataLoader(
+        # resumable: Lightning saves the training loader's place in the epoch with each checkpoint
+        return ResumableDataLoader(
             samples,
             batch_sampler=sampler,
             collate_fn=collate or self.collate,
