@@ -19,6 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from gru_mm.data.sources.base import STORAGES
 from gru_mm.nn.gru import CELLS, PATHS, PRECISIONS
 from gru_mm.nn.init import INITS
 
@@ -59,6 +60,7 @@ class DataLoaderOptions(Target):
     seed: int = option(ge=0)
     train_crop_steps: int | None = option(ge=1)
     augment: Any = MISSING  # conf/data/augment/: AugmentOptions
+    storage: str = option(choices=STORAGES)
 
 
 @dataclass

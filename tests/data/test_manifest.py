@@ -87,8 +87,8 @@ def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monke
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    source = Manifest(
-        path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL
+    source = Manifest(  # the memory path's row sharing (the store's, by shard: tests/data/test_store.py)
+        path, cache_dir=tmp_path / "cache", decode_threads=1, storage="memory", **SMALL
     )  # one thread: a strict order
     calls, sample = [], source._sample
     source._sample = lambda row, labeled=True: calls.append(row["id"]) or sample(row, labeled)
@@ -108,8 +108,9 @@ def test_ranks_started_together_decode_their_share_first(corpus, tmp_path, monke
 
 def test_threads_decode_the_same_samples_each_file_once(corpus, tmp_path):
     _, path, rows = corpus
-    one = Manifest(path, cache_dir=tmp_path / "one", decode_threads=1, **SMALL)
-    many = Manifest(path, cache_dir=tmp_path / "many", decode_threads=5, **SMALL)
+    # the memory path's threads and .npz cache (the store's processes: tests/data/test_store.py)
+    one = Manifest(path, cache_dir=tmp_path / "one", decode_threads=1, storage="memory", **SMALL)
+    many = Manifest(path, cache_dir=tmp_path / "many", decode_threads=5, storage="memory", **SMALL)
     for split in SPLITS:  # the same samples in the same order
         assert [s.id for s in many.split(split)] == [s.id for s in one.split(split)]
     reference = _by_id(one)

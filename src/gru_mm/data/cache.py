@@ -35,6 +35,13 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_key(settings: dict[str, Any], files: list[Path]) -> str:
+    """What a decoded value depends on: its settings and each source file's path, size and modification
+    time (a file edited in place, or replaced by one of another size, decodes again)."""
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return fingerprint({"settings": settings, "files": stats})
+
+
 def cached(path: Path, build: Callable[[], Any]) -> Any:
     """Load `path` if it exists, else build, save atomically (a killed run leaves no half file), return."""
     if path.exists():
@@ -51,7 +58,8 @@ def cached(path: Path, build: Callable[[], Any]) -> Any:
 
 
 class FeatureCache:
-    """Per-sample decoded arrays on disk, one `.npz` per (file, transform settings).
+    """Per-sample decoded arrays on disk, one `.npz` per (file, transform settings): the decode cache of
+    `data.storage=memory` (kept to compare with; the store, gru_mm.data.store, is the cache otherwise).
 
     The key hashes the transform's settings and the source file's path, size and modification time,
     so editing a file or changing a setting decodes again, and nothing else does. `hits`/`misses`
@@ -72,8 +80,7 @@ class FeatureCache:
                 self.misses += 1
 
     def key(self, settings: dict[str, Any], files: list[Path]) -> str:
-        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        return fingerprint({"settings": settings, "files": stats})
+        return file_key(settings, files)
 
     def get(self, kind: str, key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """{name: array} from the cache, else from `build()` (saved atomically unless caching is off)."""

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from gru_mm.data.batch import Batch
 from gru_mm.data.collate import Collate
 from gru_mm.data.sampler import LengthBucketBatchSampler, ResumableDataLoader
-from gru_mm.data.sources.base import DataError, DataProblems, Problem
+from gru_mm.data.sources.base import DataError, DataProblems, Problem, check_storage
 
 log = logging.getLogger("gru_mm.data")
 ON_ERROR = ("fail", "skip")
@@ -36,6 +36,13 @@ def sample_lengths(sample, modalities) -> list[int]:
     return [0 if (a := sample.modalities.get(m)) is None else len(a) for m in modalities]
 
 
+def split_lengths(samples, modalities) -> Any:
+    """[N, M] bucketing keys of a split: from a store's index (no array read) or from the samples."""
+    if hasattr(samples, "lengths"):
+        return samples.lengths(list(modalities))
+    return [sample_lengths(s, modalities) for s in samples]
+
+
 class SequenceDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -53,6 +60,7 @@ class SequenceDataModule(pl.LightningDataModule):
         trust_pickle: bool = False,
         train_crop_steps: int | None = None,
         augment: Any = None,
+        storage: str = "store",
     ):
         # `path` and `trust_pickle` are read by the sources (their configs interpolate ${..path}); they
         # live at this level so that `data.path=FILE` is the one key a user sets.
@@ -60,6 +68,8 @@ class SequenceDataModule(pl.LightningDataModule):
         if on_error not in ON_ERROR:
             raise DataError(f"data.on_error={on_error!r} must be one of {', '.join(ON_ERROR)}")
         self.on_error = on_error
+        # read by the sources (their configs interpolate ${..storage}); checked here to fail first
+        self.storage = check_storage(storage)
         self.path = path
         self.trust_pickle = trust_pickle
         self.source = source
@@ -97,7 +107,14 @@ class SequenceDataModule(pl.LightningDataModule):
         """The training split's targets, stacked (what `loss.class_weights=balanced` counts); None when
         there is no training split (a held-out file under test)."""
         samples = self.source.split("train")
-        return torch.as_tensor(np.stack([np.asarray(s.target) for s in samples])) if samples else None
+        targets = getattr(samples, "targets", None) or [s.target for s in samples]  # a store: no array read
+        return torch.as_tensor(np.stack([np.asarray(t) for t in targets])) if targets else None
+
+    @property
+    def fingerprint(self) -> str:
+        """The source's digest of its data (manifest or file, the files' sizes and modification times,
+        the decode settings), computed before any decoding: equal digests, the same data."""
+        return self.source.fingerprint
 
     def meta(self) -> dict:
         """What a trained model's inputs and outputs mean: task, classes, vocabularies, shapes."""
@@ -169,7 +186,7 @@ class SequenceDataModule(pl.LightningDataModule):
         samples = self.source.split(split)
         replicas, rank = self._replicas()
         sampler = LengthBucketBatchSampler(
-            [sample_lengths(s, self.source.feature_shapes) for s in samples],
+            split_lengths(samples, self.source.feature_shapes),
             batch_size,
             shuffle=shuffle,
             seed=self.seed,

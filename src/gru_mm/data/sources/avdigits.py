@@ -11,6 +11,10 @@ Handwriting scans are split between train/val/test, so test frames are unseen wr
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +24,9 @@ import torchaudio
 
 from gru_mm.data.batch import Sample
 from gru_mm.data.cache import cached, fingerprint
+from gru_mm.data.sources.base import check_storage
+from gru_mm.data.store.shard import TMP_PREFIX, IncompleteShard, ShardReader, ShardWriter
+from gru_mm.data.store.split import StoreSplit
 
 # DTMF (row Hz, column Hz) for each digit key.
 DTMF = {
@@ -35,6 +42,7 @@ DTMF = {
     0: (941, 1336),
 }
 SPLITS = ("train", "val", "test")
+SHARD_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ class AVDigits:
     kinds = {"audio": "audio", "video": "frames"}  # modality -> kind (gru_mm.data.kinds)
     task = "multiclass"
 
-    def __init__(self, cache_dir: str | Path, **settings):
+    def __init__(self, cache_dir: str | Path, storage: str = "store", **settings):
+        self.storage = check_storage(storage)
         self.settings = AVDigitsSettings(**settings)
         for key in ("n_train", "n_val", "n_test", "min_frames", "sample_rate", "n_mels"):
             if getattr(self.settings, key) < 1:
@@ -82,18 +91,87 @@ class AVDigits:
         return {"audio": (self.settings.n_mels,), "video": (1, 8, 8)}
 
     @property
+    def fingerprint(self) -> str:
+        """A digest of the generator's settings: the same settings generate the same data."""
+        return fingerprint({"source": self.name, **asdict(self.settings)})
+
+    @property
     def cache_path(self) -> Path:
+        """data.storage=memory: every split pickled in one file."""
         return self.cache_dir / f"avdigits-{fingerprint(asdict(self.settings))}.pt"
+
+    @property
+    def store_path(self) -> Path:
+        """data.storage=store: a folder of shards per split, renamed into place when complete."""
+        return self.cache_dir / f"avdigits-{fingerprint(asdict(self.settings))}-store"
 
     def load(self) -> dict[str, list[Sample]]:
         if self._splits is None:
-            self._splits = cached(self.cache_path, self._generate)
+            if self.storage == "memory":
+                self._splits = cached(self.cache_path, self._generate)
+            else:
+                self._splits = self._from_store()
         return self._splits
+
+    def _from_store(self) -> dict[str, StoreSplit]:
+        """The splits read from the store, generated into it first if it is not there (or incomplete)."""
+        for _ in range(2):
+            try:
+                shards = {
+                    split: [ShardReader(p) for p in sorted(self.store_path.glob(f"{split}-*"))]
+                    for split in SPLITS
+                }
+            except IncompleteShard:
+                shutil.rmtree(self.store_path, ignore_errors=True)
+                shards = {}
+            if shards and all(shards.values()):
+                return {
+                    split: StoreSplit(
+                        parts,
+                        [(s, j) for s, part in enumerate(parts) for j in range(part.rows)],
+                        [t for part in parts for t in part.targets],
+                        self.modalities,
+                        times=False,
+                    )
+                    for split, parts in shards.items()
+                }
+            self._write_store()
+        raise RuntimeError(f"the avdigits store at {self.store_path} could not be read after writing it")
+
+    def _write_store(self) -> None:
+        """Generate every split into shards in a temporary folder, then rename it into place: a killed
+        run leaves a .tmp- folder that no run reads. Generated sample by sample: nothing held."""
+        tmp = self.cache_dir / f"{TMP_PREFIX}{self.store_path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        writer, count = None, {split: 0 for split in SPLITS}
+        try:
+            for split, sample in self._samples():
+                if writer is None or writer.rows == SHARD_ROWS or not writer.path.name.startswith(split):
+                    if writer is not None:
+                        writer.commit()
+                    writer = ShardWriter(tmp / f"{split}-{count[split] // SHARD_ROWS:05d}")
+                writer.add(sample.id, sample.modalities, target=sample.target)
+                count[split] += 1
+            if writer is not None:
+                writer.commit()
+            os.rename(tmp, self.store_path)
+        except OSError:
+            if not self.store_path.is_dir():  # another process renamed its copy first: keep it
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def split(self, name: str) -> list[Sample]:
         return self.load()[name]
 
     def _generate(self) -> dict[str, list[Sample]]:
+        out: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+        for split, sample in self._samples():
+            out[split].append(sample)
+        return out
+
+    def _samples(self) -> Iterator[tuple[str, Sample]]:
+        """(split, sample) pairs, generated one at a time from the seed."""
         from sklearn.datasets import load_digits  # ships with scikit-learn: no download
 
         s = self.settings
@@ -107,18 +185,14 @@ class AVDigits:
         mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=s.sample_rate, n_fft=s.n_fft, hop_length=s.hop_length, n_mels=s.n_mels, f_max=s.f_max
         )
-        out = {}
         for split, n in zip(SPLITS, (s.n_train, s.n_val, s.n_test), strict=True):
             by_digit = {d: pools[split][digits.target[pools[split]] == d] for d in range(10)}
-            samples = []
             for i in range(n):
                 c = int(rng.integers(10))
                 video = self._video(rng, images, by_digit, c)
                 wave = self._audio(rng, c)
                 logmel = torch.log(mel(torch.from_numpy(wave)) + 1e-6).T.contiguous()  # [T, n_mels]
-                samples.append(Sample(f"{split}-{i:05d}", c, {"audio": logmel.numpy(), "video": video}))
-            out[split] = samples
-        return out
+                yield split, Sample(f"{split}-{i:05d}", c, {"audio": logmel.numpy(), "video": video})
 
     def _video(self, rng, images, by_digit, c: int) -> np.ndarray:
         s = self.settings

@@ -126,6 +126,17 @@ class DataProblems(DataError):
         )
 
 
+STORAGES: tuple[str, ...] = ("store", "memory")
+
+
+def check_storage(storage: str) -> str:
+    """data.storage: `store` (decoded once into shards on disk, read by index: gru_mm.data.store) or
+    `memory` (every decoded sample in RAM: the path before the store, kept to compare with)."""
+    if storage not in STORAGES:
+        raise DataError(f"data.storage={storage!r} must be one of {', '.join(STORAGES)}")
+    return storage
+
+
 def check_fractions(fractions, key: str = "data.source.split_fractions") -> tuple[float, float, float]:
     """(train, val, test) shares that sum to 1; a config error otherwise (checked before data is read)."""
     values = tuple(float(f) for f in fractions)

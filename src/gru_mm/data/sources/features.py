@@ -8,12 +8,20 @@ Two layouts:
 - a generic `.npz` with keys `<split>/<modality>` ([N, T, F] padded, or [sum T_i, F] concatenated
   with `<split>/<modality>_lengths` [N]), `<split>/labels` and optional `<split>/ids`.
 A split missing from the file is cut from train with the seeded split fractions.
+With data.storage=store (the default) the samples go into shards on disk (gru_mm.data.store) after the
+first read, and later runs read those instead of the file, one sample at a time.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pickle
+import shutil
+import tempfile
+import uuid
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from gru_mm.data.batch import Sample
+from gru_mm.data.cache import fingerprint
 from gru_mm.data.kinds import check_finite
 from gru_mm.data.sources.base import (
     SPLITS,
@@ -29,8 +38,11 @@ from gru_mm.data.sources.base import (
     Problem,
     SampleError,
     check_fractions,
+    check_storage,
     seeded_split,
 )
+from gru_mm.data.store.shard import TMP_PREFIX, IncompleteShard, ShardReader, ShardWriter
+from gru_mm.data.store.split import StoreSplit
 from gru_mm.data.targets import LabelCoder
 
 log = logging.getLogger("gru_mm.data")
@@ -56,6 +68,8 @@ class Features(LoadedSource):
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         n_mels: int | None = None,  # unused: lets audio encoder configs' ${data.source.n_mels} resolve
+        storage: str = "store",
+        cache_dir: str | Path | None = None,
     ):
         if path in (None, "", "???"):
             raise DataError("data.path is not set: give the features file (.pkl or .npz)")
@@ -70,6 +84,8 @@ class Features(LoadedSource):
                 f"data.path={path} is a pickle, and loading a pickle runs any code inside it, "
                 "so set data.trust_pickle=true only if you trust where the file came from"
             )
+        self.storage = check_storage(storage)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.task = task
         self.labels = LabelCoder(task, classes, num_classes)
         self.wanted = list(modalities) if modalities else None
@@ -81,6 +97,28 @@ class Features(LoadedSource):
         self._problems: list[Problem] = []
         self._splits: dict[str, list[Sample]] | None = None
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._train_labels: list[Any] = []
+        self._settings = {
+            "task": task,
+            "classes": classes,
+            "num_classes": num_classes,
+            "modalities": self.wanted,
+            "label_key": label_key,
+            "trim_zero_steps": trim_zero_steps,
+            "nan_to_num": nan_to_num,
+            "split_fractions": self.fractions,
+            "split_seed": split_seed,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the file (path, size, modification time) and the settings that read it."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            raise DataError(f"data.path={self.path}: no such features file") from None
+        file = [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns]
+        return fingerprint({"source": self.name, "file": file, **self._settings})
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -135,6 +173,70 @@ class Features(LoadedSource):
     def load(self) -> dict[str, list[Sample]]:
         if self._splits is not None:
             return self._splits
+        if self.storage == "store":
+            self._splits = self._from_store()
+            return self._splits
+        return self._read_all()
+
+    # --- the store (data.storage=store) -----------------------------------------------------------
+    def _store_path(self) -> Path:
+        root = self.cache_dir
+        if root is None:  # no cache asked for: a temporary store, removed with this source
+            root = Path(tempfile.mkdtemp(prefix="gru-mm-store-"))
+            weakref.finalize(self, shutil.rmtree, root, True)
+        return root / "features" / self.fingerprint
+
+    def _from_store(self) -> dict[str, StoreSplit]:
+        """The splits from the store: read from the file and written there first if they are not."""
+        path = self._store_path()
+        for _ in range(2):
+            try:
+                meta = json.loads((path / "meta.json").read_text())
+                shards = {split: ShardReader(path / split) for split in SPLITS}
+            except (OSError, ValueError, IncompleteShard):
+                self._write_store(path)
+                continue
+            self._problems = [Problem(*p) for p in meta["problems"]]
+            self._shapes = {m: tuple(shape) for m, shape in meta["shapes"].items()}
+            self.labels.fit(meta["train_labels"])
+            return {
+                split: StoreSplit(
+                    [s], [(0, j) for j in range(s.rows)], s.targets, list(self._shapes), owner=self
+                )
+                for split, s in shards.items()
+            }
+        raise DataError(f"the features store at {path} could not be read after writing it")
+
+    def _write_store(self, path: Path) -> None:
+        """Read the file once, write each split's samples to a shard in a temporary folder, rename it
+        into place (a killed run leaves only a .tmp- folder), and let go of the samples."""
+        splits = self._read_all()
+        shutil.rmtree(path, ignore_errors=True)  # an incomplete store (a shard cut short)
+        tmp = path.parent / f"{TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            for split, samples in splits.items():
+                writer = ShardWriter(tmp / split)
+                for s in samples:
+                    target = s.target.tolist() if isinstance(s.target, np.ndarray) else s.target
+                    writer.add(s.id, s.modalities, target=target)
+                writer.commit()
+            meta = {
+                "problems": [[p.id, p.modality, p.kind, p.detail, p.fatal] for p in self._problems],
+                "shapes": {m: list(shape) for m, shape in self._shapes.items()},
+                "train_labels": self._train_labels,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, default=_json_plain))
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / "meta.json").is_file():  # not another process's copy renamed first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._splits = None
+
+    def _read_all(self) -> dict[str, list[Sample]]:
+        """Every sample of the file in memory (data.storage=memory, and the store's first run)."""
         parts = self._read()
         if "train" not in parts:
             raise DataError(f"{self.path.name} has no train split")
@@ -156,7 +258,8 @@ class Features(LoadedSource):
                 assigned = seeded_split([r[0] for r in rows["train"]], self.fractions, self.split_seed)
                 rows[split] = [r for r in rows["train"] if assigned[r[0]] == split]
                 rows["train"] = [r for r in rows["train"] if assigned[r[0]] != split]
-        self.labels.fit([_label_value(r[1]) for r in rows["train"]])
+        self._train_labels = [_label_value(r[1]) for r in rows["train"]]
+        self.labels.fit(self._train_labels)
 
         samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
         seen: set[str] = set()
@@ -290,6 +393,10 @@ class Features(LoadedSource):
             a = a[nonzero[0] : nonzero[-1] + 1] if len(nonzero) else a[:0]
         check_finite(a)
         return a if len(a) else None  # no steps: the modality is absent from this sample
+
+
+def _json_plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else str(value)
 
 
 def _per_sample(value: Any, n: int) -> bool:

@@ -3,7 +3,8 @@
 Columns: `id`, `label`, optional `split`, and one column per modality. A column named after a modality
 kind (audio, frames, text, series: see `gru_mm.data.kinds`) is of that kind; other modality columns are
 declared in `columns` (name -> kind). Every value is read through its kind whether training or validating,
-so a file that validates is a file that trains. Decoded arrays are cached on disk per file and kind setting.
+so a file that validates is a file that trains. Decoded arrays go into the store (gru_mm.data.store), which
+is also the cache: a second run decodes nothing, and a changed file or setting decodes only what it changes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +26,9 @@ from tqdm.auto import tqdm
 
 from gru_mm.data import kinds as modality_kinds
 from gru_mm.data.batch import Sample
-from gru_mm.data.cache import FeatureCache
+from gru_mm.data.cache import FeatureCache, fingerprint
 from gru_mm.data.kinds import Cell, ModalityKind, Vocabulary
+from gru_mm.data.kinds.base import FileKind
 from gru_mm.data.sources.base import (
     SPLITS,
     DataError,
@@ -31,9 +36,13 @@ from gru_mm.data.sources.base import (
     Problem,
     SampleError,
     check_fractions,
+    check_storage,
     launch_rank,
     seeded_split,
 )
+from gru_mm.data.store.build import Decoded, ShardPlan, Store, StoreCache
+from gru_mm.data.store.shard import FORMAT, ShardReader
+from gru_mm.data.store.split import StoreSplit, prepare_with
 from gru_mm.data.targets import LabelCoder, is_empty
 
 log = logging.getLogger("gru_mm.data")
@@ -57,11 +66,25 @@ class Manifest(LoadedSource):
         split_seed: int = 0,
         n_mels: int | None = None,
         decode_threads: int | None = None,
+        storage: str = "store",
+        decode_processes: int | None = None,
+        shard_rows: int = 256,
         **kind_settings: Mapping | None,
     ):
         """`kind_settings`: each modality kind's settings by its name (audio={...}, series={...}, ...).
+        `storage`: store (decoded into shards on disk, read by index) or memory (every decoded array in
+        RAM, with the per-file .npz cache: the path before the store, kept to compare with).
 
         Everything here checks config only: no file is opened until a property or load() needs it."""
+        self.storage = check_storage(storage)
+        for key, value in (("decode_processes", decode_processes), ("shard_rows", shard_rows)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DataError(
+                    f"data.source.{key} must be {'null or ' * (key != 'shard_rows')}an integer >= 1, "
+                    f"got {value!r}"
+                )
+        self.decode_processes = decode_processes or min(8, len(os.sched_getaffinity(0)))
+        self.shard_rows = shard_rows
         if decode_threads is not None and (
             isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 1
         ):
@@ -104,7 +127,13 @@ class Manifest(LoadedSource):
             name: modality_kinds.get(name).from_settings(kind_settings.get(name))
             for name in modality_kinds.names()
         }
-        self.cache = FeatureCache(None if cache_dir is None else Path(cache_dir))
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        # the memory path's per-file cache; the store path's is set when the store is first used
+        self.cache: FeatureCache | StoreCache = FeatureCache(self.cache_dir)
+        self._store: Store | None = None
+        self._table_rows: list[dict[str, Any]] | None = None
+        self._table_problems: list[Problem] = []
+        self._fingerprint: str | None = None
         self.root = self.path.parent.resolve()
         self._problems: list[Problem] = []
         self.kinds: dict[str, str] = {}  # modality column -> kind name
@@ -169,9 +198,11 @@ class Manifest(LoadedSource):
     def _kind(self, column: str) -> ModalityKind:
         return self.kind_of_name[self.kinds[column]]
 
-    def load(self) -> dict[str, list[Sample]]:
-        if self._splits is not None:
-            return self._splits
+    def _table(self) -> list[dict[str, Any]]:
+        """The rows that have an id, a label and a split (the others are problems), once; what the
+        training split teaches (classes, vocabularies) is learned here. Nothing is decoded."""
+        if self._table_rows is not None:
+            return self._table_rows
         rows = self._read_rows()
         problems: list[Problem] = []
         columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict))) if rows else set()
@@ -209,11 +240,62 @@ class Manifest(LoadedSource):
             vocab = self._kind(column).vocabulary([r.get(column) for r in train_rows])
             if vocab is not None:
                 self.vocab[column] = vocab
+        self._table_problems = problems
+        self._table_rows = good
+        return good
 
-        # 3. every value through the decoders. Ranks started together (SLURM, torchrun) each decode
-        # their share first, so a first run decodes every file about once, not once per rank; the
-        # rest of the rows are then mostly cache hits. (No lock: flock can hang on network filesystems,
-        # and a row decoded twice is only wasted time, as cache writes are atomic.)
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the data a run trains on: the manifest's rows, each media file's path, size and
+        modification time, and every decode setting. Computed from the table and the files' metadata,
+        before (and without) decoding; equal digests mean the same decoded data."""
+        if self._fingerprint is None:
+            rows = self._table()
+            self._fingerprint = fingerprint(
+                {
+                    "source": self.name,
+                    "columns": self.kinds,
+                    "required": sorted(self.required),
+                    "labels": [self.task, self.labels.classes, self.labels.num_outputs],
+                    "rows": [[r["id"], r["split"], str(r["label"]), self._row_keys(r)] for r in rows],
+                }
+            )
+        return self._fingerprint
+
+    def load(self) -> dict[str, list[Sample]]:
+        if self._splits is not None:
+            return self._splits
+        good = self._table()
+        problems = list(self._table_problems)
+        if self.storage == "store":
+            samples = self._from_store(good, problems)
+        else:
+            samples = self._in_memory(good, problems)
+        for split in SPLITS:
+            if not samples[split]:
+                problems.append(
+                    Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True)
+                )
+        log.info(
+            "manifest %s: %d samples, %d decoded, %d from %s, %d problems",
+            self.path.name,
+            sum(len(v) for v in samples.values()),
+            self.cache.misses,
+            self.cache.hits,
+            "the store" if self.storage == "store" else "cache",
+            len(problems),
+        )
+        self._problems = problems
+        self._splits = samples
+        return samples
+
+    def _in_memory(self, good: list[dict[str, Any]], problems: list[Problem]) -> dict[str, list[Sample]]:
+        """data.storage=memory: every decoded sample in a list (through the per-file .npz cache).
+
+        Ranks started together (SLURM, torchrun) each decode
+        their share first, so a first run decodes every file about once, not once per rank; the
+        rest of the rows are then mostly cache hits. (No lock: flock can hang on network filesystems,
+        and a row decoded twice is only wasted time, as cache writes are atomic.)"""
         rank, world = launch_rank()
         ordered = good[rank::world] + [r for i, r in enumerate(good) if i % world != rank]
         results = dict(zip([r["id"] for r in ordered], self._decode_rows(ordered), strict=True))
@@ -224,7 +306,12 @@ class Manifest(LoadedSource):
             problems += row_problems
             if not row_problems:
                 decoded.append((r, sample))
-        size_problems = self._check_feature_sizes(decoded)
+        size_problems = self._check_feature_sizes(
+            [
+                (s.id, {c: None if (a := s.modalities.get(c)) is None else a.shape for c in self.kinds})
+                for _, s in decoded
+            ]
+        )
         problems += size_problems
         bad = {
             p.id for p in size_problems
@@ -238,22 +325,164 @@ class Manifest(LoadedSource):
             if stats is not None:
                 self.stats[column] = stats
         self._prepare([s for split in SPLITS for s in samples[split]], self.stats)
-        for split in SPLITS:
-            if not samples[split]:
-                problems.append(
-                    Problem("-", "split", "empty split", f"{split} has no usable samples", fatal=True)
-                )
-        log.info(
-            "manifest %s: %d samples, %d decoded, %d from cache, %d problems",
-            self.path.name,
-            sum(len(v) for v in samples.values()),
-            self.cache.misses,
-            self.cache.hits,
-            len(problems),
-        )
-        self._problems = problems
-        self._splits = samples
         return samples
+
+    # --- the store (data.storage=store) ----------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The shards under `cache_dir`/store (without a cache_dir: a temporary folder of this run)."""
+        if self._store is None:
+            root = None if self.cache_dir is None else self.cache_dir / "store"
+            self._store = Store(root or Path(tempfile.mkdtemp(prefix="gru-mm-store-")))
+            if root is None:  # removed with the last split that reads it
+                weakref.finalize(self._store, shutil.rmtree, self._store.root, True)
+            self.cache = StoreCache(self._store)
+        return self._store
+
+    def _row_keys(self, row: dict[str, Any]) -> dict[str, str | None]:
+        """Per modality column, a digest of what its decoded value depends on (None: the cell is empty):
+        for files their path, size, modification time and the kind's settings; for text the cell and
+        the vocabulary."""
+        keys: dict[str, str | None] = {}
+        for column in self.kinds:
+            value, kind = row.get(column), self._kind(column)
+            if is_empty(value) or (isinstance(value, list) and not value):
+                keys[column] = None
+            elif isinstance(kind, FileKind):
+                try:
+                    keys[column] = self.cache.key(
+                        kind.settings(), kind.files(kind.target(value, self._resolve))
+                    )
+                except (SampleError, OSError) as err:  # decoding reports it; the key changes with the error
+                    keys[column] = fingerprint(
+                        {"unreadable": str(err), "value": str(value), **kind.settings()}
+                    )
+            else:
+                vocab = self.vocab.get(column)
+                keys[column] = fingerprint(
+                    {
+                        "kind": kind.name,
+                        "settings": repr(kind),
+                        "value": value,
+                        "vocab": vocab and vocab.tokens,
+                    }
+                )
+        return keys
+
+    def _build_store(self, rows: list[dict[str, Any]]) -> list[tuple[ShardReader, int]]:
+        """Each row's place (shard, row) in the store, after building the shards that are missing."""
+        store = self.store
+        keys = [self._row_keys(r) for r in rows]
+        plans = []
+        for start in range(0, len(rows), self.shard_rows):
+            part, part_keys = rows[start : start + self.shard_rows], keys[start : start + self.shard_rows]
+            digest = fingerprint(
+                {
+                    "format": FORMAT,
+                    "columns": self.kinds,
+                    "required": sorted(self.required),
+                    "rows": [[r["id"], k] for r, k in zip(part, part_keys, strict=True)],
+                }
+            )
+            plans.append(ShardPlan(digest, part, part_keys))
+        rank, world = launch_rank()
+        decoded, _ = store.build(
+            plans,
+            self._decode_for_store,
+            processes=self.decode_processes,
+            desc=f"decoding {self.path.name}",
+            rank=rank,
+            world=world,
+        )
+        places = []
+        for plan in plans:
+            shard = store.reader(plan.digest)
+            if shard is None:
+                raise DataError(f"the store under {store.root} lost shard {plan.digest} while it was read")
+            places += [(shard, j) for j in range(shard.rows)]
+        # counted as the memory path's cache counts: each media file decoded now, or read decoded
+        files = [c for c in self.kinds if isinstance(self._kind(c), FileKind)]
+        stored = sum(shard.shape(c, j) is not None for shard, j in places for c in files)
+        self.cache.misses += decoded
+        self.cache.hits += stored - decoded
+        return places
+
+    def _decode_for_store(self, row: dict[str, Any]) -> Decoded:
+        """One row decoded for the store (in a decoding process): arrays, times and problems, without
+        its label (encoded with the current classes at each load instead)."""
+        hits, misses = self.cache.hits, self.cache.misses
+        sample, problems = self._sample(row, False)
+        counted = (self.cache.hits - hits, self.cache.misses - misses)
+        self.cache.hits, self.cache.misses = hits, misses  # the builder adds them up, across processes
+        arrays: dict[str, np.ndarray | None] = {c: sample.modalities.get(c) for c in self.kinds}
+        arrays |= {f"{c}.times": t for c, t in sample.timestamps.items()}
+        return Decoded(
+            row["id"],
+            arrays,
+            [[p.modality, p.kind, p.detail] for p in problems],
+            hits=counted[0],
+            misses=counted[1],
+        )
+
+    def _stored_problems(
+        self, row: dict[str, Any], shard: ShardReader, j: int, labeled: bool
+    ) -> tuple[Any, list[Problem]]:
+        """(target, problems) of a stored row: its label's, then its modalities' as decoding found them."""
+        problems, target = [], None
+        if labeled:
+            try:
+                target = self.labels.encode(row["label"])
+            except SampleError as err:
+                problems.append(Problem(row["id"], "label", err.kind, err.detail))
+        problems += [Problem(row["id"], *p) for p in shard.problems[j]]
+        return target, problems
+
+    def _from_store(self, good: list[dict[str, Any]], problems: list[Problem]) -> dict[str, StoreSplit]:
+        """data.storage=store: the splits as `StoreSplit`s over the shards (decoding what is missing);
+        only ids, targets and shapes are held in memory."""
+        places = self._build_store(good)
+        usable = []
+        for r, (shard, j) in zip(good, places, strict=True):
+            target, row_problems = self._stored_problems(r, shard, j, labeled=True)
+            problems += row_problems
+            if not row_problems:
+                usable.append((r, target, shard, j))
+        size_problems = self._check_feature_sizes(
+            [(r["id"], {c: shard.shape(c, j) for c in self.kinds}) for r, _, shard, j in usable]
+        )
+        problems += size_problems
+        bad = {p.id for p in size_problems}
+        usable = [u for u in usable if u[0]["id"] not in bad]
+        shards = list({id(shard): shard for *_, shard, _ in usable}.values())
+        number = {id(shard): i for i, shard in enumerate(shards)}
+        for column in self.kinds:  # what each kind learns from the training split (series: mean and std)
+            kind = self._kind(column)
+            if type(kind).fit is ModalityKind.fit:  # learns nothing: no array is read
+                continue
+            train = [shard.read(column, j) for r, _, shard, j in usable if r["split"] == "train"]
+            stats = kind.fit([a for a in train if a is not None])
+            if stats is not None:
+                self.stats[column] = stats
+        for column in self.kinds:
+            if column in self._shapes:
+                self._shapes[column] = self._kind(column).prepared_shape(self._shapes[column])
+        prepare = {
+            c: prepare_with(self._kind(c), self.stats.get(c))
+            for c in self.kinds
+            if type(self._kind(c)).prepare is not ModalityKind.prepare
+        }
+        out = {}
+        for split in SPLITS:
+            part = [u for u in usable if u[0]["split"] == split]
+            out[split] = StoreSplit(
+                shards,
+                [(number[id(shard)], j) for *_, shard, j in part],
+                [target for _, target, *_ in part],
+                list(self.kinds),
+                prepare,
+                owner=self.store,
+            )
+        return out
 
     def state(self) -> dict[str, Any]:
         """What decoding new rows needs beyond the config (saved in checkpoints): the modality
@@ -297,7 +526,8 @@ class Manifest(LoadedSource):
             if labels is None or not _lacks_label(row, problems)
         ]
         samples = []
-        for sample, row_problems in self._decode_rows(good, labeled=labels is not None):
+        decode = self._via_store if self.storage == "store" else self._decode_rows
+        for sample, row_problems in decode(good, labeled=labels is not None):
             problems += row_problems
             if not row_problems:
                 samples.append(sample)
@@ -324,6 +554,18 @@ class Manifest(LoadedSource):
         if not path.exists():
             raise SampleError("missing file", str(value).strip())
         return path
+
+    def _via_store(
+        self, rows: list[dict[str, Any]], labeled: bool = True
+    ) -> list[tuple[Sample, list[Problem]]]:
+        """What `_decode_rows` returns, decoded through the store (new data for a trained model: its
+        decoded rows stay on disk for the next evaluation or prediction on the same files)."""
+        out = []
+        for r, (shard, j) in zip(rows, self._build_store(rows), strict=True):
+            target, problems = self._stored_problems(r, shard, j, labeled)
+            split = StoreSplit([shard], [(0, j)], [target], list(self.kinds), owner=self.store)
+            out.append((split[0], problems))
+        return out
 
     def _decode_rows(
         self, rows: list[dict[str, Any]], labeled: bool = True
@@ -385,27 +627,28 @@ class Manifest(LoadedSource):
                 times[column] = out["times"]
         return Sample(rid, target, modalities, times), problems
 
-    def _check_feature_sizes(self, decoded: list[tuple[dict[str, Any], Sample]]) -> list[Problem]:
-        """Every sample's per-step shape must match the most common one (a series with 3 columns among 4s)."""
+    def _check_feature_sizes(
+        self, decoded: list[tuple[str, dict[str, tuple[int, ...] | None]]]
+    ) -> list[Problem]:
+        """Every sample's per-step shape must match the most common one (a series with 3 columns among 4s).
+        `decoded`: (id, {column: the decoded array's shape, None where absent}) per usable row."""
         problems = []
         for column in self.kinds:
-            shapes = Counter(
-                s.modalities[column].shape[1:] for _, s in decoded if s.modalities.get(column) is not None
-            )
+            shapes = Counter(tuple(s[column][1:]) for _, s in decoded if s.get(column) is not None)
             if not shapes:
                 self._shapes[column] = self._kind(column).step_shape()
                 continue
             common = shapes.most_common(1)[0][0]
             self._shapes[column] = tuple(common)
-            for _, s in decoded:
-                a = s.modalities.get(column)
-                if a is not None and a.shape[1:] != common:
+            for rid, s in decoded:
+                shape = s.get(column)
+                if shape is not None and tuple(shape[1:]) != common:
                     problems.append(
                         Problem(
-                            s.id,
+                            rid,
                             column,
                             "wrong feature size",
-                            f"steps of shape {list(a.shape[1:])}, the others have {list(common)}",
+                            f"steps of shape {list(shape[1:])}, the others have {list(common)}",
                         )
                     )
         return problems
