@@ -25,6 +25,7 @@ from gru_mm.models import lr_find
 from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
+from gru_mm.tracking.lineage import log_training_data
 from gru_mm.tracking.run import (
     BufferedMLFlowLogger,
     check_tracking,
@@ -129,6 +130,7 @@ def train(cfg: DictConfig) -> float | None:
         else:
             log_run_start(mlflow, cfg, tags)
         log_report(mlflow, report)
+        log_training_data(mlflow, datamodule)  # the data's fingerprint as the run's dataset digest
 
     if range_test:
         lr_find.find_lr(cfg, module, datamodule, mlflow if trainer.is_global_zero else None)
