@@ -78,7 +78,32 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", type=Path, help="where the built-in data set is cached (default: paths.data_dir)"
     )
     train.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
+    data = sub.add_parser(
+        "data",
+        help="data.storage=memory vs store on generated audio + frames manifests: build time, random-order "
+        "reads through the DataLoader, peak RSS (each case in its own process)",
+    )
+    data.add_argument("--quick", action="store_true", help="one manifest of 60 samples (for tests)")
+    data.add_argument("--sizes", type=int, nargs="+", help="samples per manifest (default: 1000 10000)")
+    data.add_argument("--storages", nargs="+", choices=("memory", "store"), default=["memory", "store"])
+    data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the manifests are generated and kept (default: a temporary folder)",
+    )
+    data.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
     args = parser.parse_args(argv)
+    if args.bench == "data":
+        from gru_mm.bench.data import run as run_data
+
+        if (args.sizes and min(args.sizes) < 10) or args.workers < 0:
+            print("gru-mm-bench: --sizes must be >= 10 and --workers >= 0", file=sys.stderr)
+            return 2
+        print(f"gru-mm-bench data: {_machine('cpu')}")
+        sizes = tuple(args.sizes) if args.sizes else None
+        run_data(args.quick, args.out, sizes, tuple(args.storages), args.workers, args.data_dir)
+        return 0
     if args.bench == "train":
         import torch
 
