@@ -297,3 +297,30 @@ def test_second_call_before_backward_runs_eager(device):
     out, h = m(x2, lengths)
     out.sum().backward()
     assert m._graph_cache.replays == replays + 2
+
+
+@pytest.mark.gpu
+@CUDA
+def test_cuda_graph_replays_do_not_synchronise():
+    """After the capture, a replayed fwd+bwd makes no device sync (torch's sync debug mode is silent)."""
+    import warnings
+
+    m = GRU(8, 16, num_layers=2, bidirectional=True, graphs=True).cuda()
+    x = torch.randn(6, 30, 8, device="cuda", requires_grad=True)
+    sets = [torch.tensor([30, 3, 0, 17, 30, 1]), torch.tensor([29, 30, 4, 0, 1, 2])]
+    for lengths in sets:  # eager, then the capture
+        out, h = m(x, lengths)
+        (out.sum() + h.sum()).backward()
+    torch.cuda.synchronize()
+    old = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out, h = m(x, sets[0])
+            (out.sum() + h.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(old)
+    assert m._graph_cache.replays == 2
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert not syncs, syncs

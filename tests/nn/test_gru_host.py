@@ -166,6 +166,24 @@ def test_index_maps_made_under_inference_mode_serve_training_later():
     assert m.weight_hh_l0.grad is not None
 
 
+def test_cached_zero_states_made_under_inference_mode_serve_training_later():
+    """Calls without h0 view one cached zero buffer as cuDNN's hx (no fill kernel). Autograd saves hx
+    for the backward, so the buffer must not be an inference tensor even when inference came first;
+    and it must stay zero."""
+    from gru_mm.nn import gru_layout
+
+    gru_layout._ZEROS.clear()
+    m = GRU(3, 4, num_layers=2, bidirectional=True, path="padded_gather")
+    x, lengths = torch.randn(3, 9, 3), torch.tensor([9, 7, 0])
+    with torch.inference_mode():
+        m(x, lengths)
+    out, h = m(x.requires_grad_(), lengths)
+    (out.sum() + h.sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert torch.equal(h[:, 2], torch.zeros(4, 4))  # an empty row keeps the (zero) initial state
+    assert all(not z.is_inference() and not z.any() for zs in gru_layout._ZEROS.values() for z in zs)
+
+
 @CUDA
 @pytest.mark.gpu
 def test_cuda_weights_share_one_buffer_per_layer_and_direction():

@@ -414,7 +414,14 @@ def markdown(records: list[dict]) -> str:
         cells = [name, str(next(iter(recs.values()))["padded_over_real"])]
         for c in cols:
             r = recs.get(c)
-            cells.append("" if r is None else f"{r['ms_median']:.1f}" + ("" if r["exact"] else " (inexact)"))
+            ms = (
+                ""
+                if r is None
+                else f"{r['ms_median']:.2f}"
+                if r["ms_median"] < 10
+                else f"{r['ms_median']:.1f}"
+            )
+            cells.append(ms + ("" if r is None or r["exact"] else " (inexact)"))
         g, p, k = recs.get("gru_mm"), recs.get("torch_padded"), recs.get("torch_packed")
         ratio = f"{min(p['ms_median'], k['ms_median']) / g['ms_median']:.2f}x" if g and p and k else ""
         cells += [g.get("path", "") if g else "", ratio]

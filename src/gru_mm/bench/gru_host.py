@@ -223,12 +223,13 @@ def index_maps_us(gru_mod: ModuleType, case: Case, bidirectional: bool, reps: in
     Layout included. Before `Layout.padded_maps`, NumPy built the [B, T] mask, the [B] end indices
     and the [B*T] reversal, and each was copied on its own (pageable; the copies are no-ops on the
     CPU and not timed here). `padded_maps` copies a few [B] vectors and expands them on the device;
-    since it is split in two halves, only the input mask precedes the first kernel.
+    it was split in two halves (only the input mask before the first kernel), and is one copy again
+    since cuDNN's RNN calls were found to block the host (no host work hides behind them).
     """
     layout = importlib.import_module(gru_mod.__name__.rsplit(".", 1)[0] + ".gru_layout")
     lengths, T, cpu = case.lengths(), case.tmax, torch.device("cpu")
     split = hasattr(getattr(layout, "PaddedMaps", None), "_post")
-    one_copy = hasattr(layout.Layout, "padded_maps_host")
+    one_copy = hasattr(layout.Layout, "padded_maps_host") or getattr(layout.PaddedMaps, "ONE_COPY", False)
 
     def build():
         lay = layout.Layout(lengths, T, cpu)
@@ -239,6 +240,8 @@ def index_maps_us(gru_mod: ModuleType, case: Case, bidirectional: bool, reps: in
 
     if split:
         left = "1 copy + 1 small kernel before, 1 copy after"
+    elif getattr(getattr(layout, "PaddedMaps", None), "ONE_COPY", False):
+        left = "1 copy + 1 small kernel before"
     elif one_copy:
         # arange, lt, gt; the reversal adds arange, mul, sub, where (batches without empty rows)
         left = f"1 copy, {7 if bidirectional else 3} small kernels"

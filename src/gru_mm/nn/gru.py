@@ -281,8 +281,10 @@ class GRU(nn.Module):
 
         with _no_autocast(x) if self.precision == "float32" else contextlib.nullcontext():
             dtype = self._parameters["weight_hh_l0"].dtype if self.precision == "float32" else x.dtype
-            x = x.to(dtype)
-            h0 = None if h0 is None else h0.to(dtype=dtype, device=x.device)
+            if x.dtype != dtype:  # a no-op .to() still costs a dispatch
+                x = x.to(dtype)
+            if h0 is not None and (h0.dtype != dtype or h0.device != x.device):
+                h0 = h0.to(dtype=dtype, device=x.device)
             out, h_n, gates = self._run(x.contiguous(), layout, h0, return_gates)
 
         if not self.return_sequences:

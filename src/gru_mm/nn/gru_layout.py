@@ -4,11 +4,10 @@ Everything is computed once per forward call on the CPU with NumPy (lengths live
 to the device as a few small index tensors; the layers then only run gathers on the device.
 Packed layout is torch's: time-major, at step t the rows of the batch_sizes[t] longest sequences.
 
-The padded paths (`padded_maps`) get all their maps from two host-to-device copies of a few [B]
-vectors (pinned on CUDA, so the non_blocking copies are truly asynchronous): the lengths before
-the first kernel, the rest after it is queued. The [T, B] maps (masks, reversal) are expanded
-from them on the device by a handful of elementwise kernels instead of being built with O(B*T)
-host work and copied. Nothing reads a device tensor back: no sync.
+The padded paths (`padded_maps`) get all their maps from one host-to-device copy of a few [B]
+vectors (pinned on CUDA, so the non_blocking copy is truly asynchronous). The [T, B] maps (masks,
+reversal) are expanded from them on the device by a handful of elementwise kernels instead of
+being built with O(B*T) host work and copied. Nothing reads a device tensor back: no sync.
 """
 
 from __future__ import annotations
@@ -82,55 +81,70 @@ def _arange(n: int, device: torch.device) -> Tensor:
     return held[-1][:n]
 
 
+# One zero buffer per (device, dtype), viewed as the initial state of calls without h0 instead of a
+# fill kernel per layer and direction. Only ever read (cuDNN takes hx read-only); made outside
+# inference mode, because autograd saves hx for the backward.
+_ZEROS: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+
+
+def zeros(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A contiguous all-zero tensor of this shape in like's dtype and device, without a kernel."""
+    n = 1
+    for d in shape:
+        n *= d
+    if like.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return like.new_zeros(shape)  # a graph's memory must not outlive it in a cache
+    held = _ZEROS.setdefault((like.device, like.dtype), [])
+    if not held or held[-1].numel() < n:
+        with torch.inference_mode(False):
+            held.append(
+                torch.zeros(
+                    max(n, 2 * held[-1].numel() if held else 4096), dtype=like.dtype, device=like.device
+                )
+            )
+    return held[-1][:n].view(shape)
+
+
 class PaddedMaps:
     """Device maps of the padded paths, time-major ([max_len, B] flattened as t * B + b).
 
-    Built in two halves so that the first kernel call waits for as little host work as possible:
-    up front only the lengths in the rows' order (and the sort permutation) are copied and the
-    input mask is expanded from them; everything else comes from a second small copy on first
-    use, queued while the GPU already runs the recurrence.
+    All from one host-to-device copy of a few [B] rows (the lengths in the rows' order, the end
+    indices, the sort permutations, the reversal's last steps), expanded on the device by a few
+    elementwise kernels. cuDNN's RNN calls block the host until the GPU is done, so host work is
+    never hidden behind the recurrence: one copy costs less than two, wherever it is queued.
     """
+
+    ONE_COPY = True  # (gru_host tells this version from older ones by it)
 
     def __init__(self, layout: Layout, sort: bool, reverse: bool):
         self._layout, self._sort, self._reverse = layout, sort, reverse
         max_len, batch = layout.max_len, layout.batch_size
+        lens = layout.sorted_lens if sort else layout.lengths_np
+        rows = [lens, np.maximum(lens - 1, 0) * batch + np.arange(batch)]
         if sort:
-            up_front = layout._to_device(layout.sorted_lens, layout.perm_np)
-            # perm: [B] longest first (only when sorted)
-            self._row_lengths, self.perm = up_front[0], up_front[1]
-        else:
-            self._row_lengths, self.perm = layout._to_device(layout.lengths), None
+            rows += [layout.lengths_np, layout.inv_perm_np, layout.perm_np]
+        if reverse:
+            rows.append((lens - 1) * batch + np.arange(batch))
+        self._rows = layout._to_device(*rows)
+        self._row_lengths = self._rows[0]
+        self.perm = self._rows[4] if sort else None  # [B] longest first (only when sorted)
         self._time = _arange(max_len, layout.device).view(max_len, 1)
         # bool, True at real steps, in the rows' order
         self.mask_tm = (self._time < self._row_lengths).view(max_len, batch, 1)
 
-    @cached_property
-    def _post(self) -> Tensor:
-        """[k, B] rows: end, then the input-order lengths and inv_perm when sorted, then the flat
-        index of each row's last step when reversing."""
-        layout, batch = self._layout, self._layout.batch_size
-        lens = layout.sorted_lens if self._sort else layout.lengths_np
-        row = np.arange(batch)
-        rows = [np.maximum(lens - 1, 0) * batch + row]
-        if self._sort:
-            rows += [layout.lengths_np, layout.inv_perm_np]
-        if self._reverse:
-            rows.append((lens - 1) * batch + row)
-        return layout._to_device(*rows)
-
     @property
     def end(self) -> Tensor:
         """[B] flat time-major index of each row's last real step (step 0 when empty)."""
-        return self._post[0]
+        return self._rows[1]
 
     @property
     def inv_perm(self) -> Tensor | None:
-        return self._post[2] if self._sort else None
+        return self._rows[3] if self._sort else None
 
     @cached_property
     def mask_bm(self) -> Tensor:
         """[B, max_len, 1] bool, the same in batch-major order and the input's row order."""
-        lens = self._post[1] if self._sort else self._row_lengths
+        lens = self._rows[2] if self._sort else self._row_lengths
         return (lens.view(-1, 1) > self._time.view(1, -1)).unsqueeze(-1)
 
     @cached_property
@@ -148,7 +162,7 @@ class PaddedMaps:
         # step t of row b reads step len_b - 1 - t of it; padded steps read themselves
         max_len, batch = self.mask_tm.shape[0], self.mask_tm.shape[1]
         flat = _arange(max_len * batch, self._layout.device).view(max_len, batch)
-        last_step = self._post[-1]
+        last_step = self._rows[-1]
         within = torch.where(self.mask_tm.view(max_len, batch), last_step - self._time * batch, flat)
         return within.view(max_len * batch)
 
@@ -156,10 +170,13 @@ class PaddedMaps:
 class Layout:
     """The index maps of one batch; device tensors are built lazily and cached."""
 
-    def __init__(self, lengths: Tensor, steps: int, device: torch.device, _checked_stats=None):
+    def __init__(
+        self, lengths: Tensor, steps: int, device: torch.device, _checked_stats=None, _lengths_np=None
+    ):
         """lengths: int64 on the CPU, already checked (use `Layout.checked` for raw input)."""
         self.lengths = lengths
-        self.lengths_np = lengths.numpy()
+        # Tensor.numpy() dispatches four ops (detach, to, resolve_conj, resolve_neg): reuse _checked's
+        self.lengths_np = lengths.numpy() if _lengths_np is None else _lengths_np
         self.batch_size = int(self.lengths_np.shape[0])
         self.steps = steps  # padded time size of the input
         self.device = device
@@ -171,8 +188,8 @@ class Layout:
     @classmethod
     def checked(cls, lengths: object, batch_size: int, steps: int, device: torch.device) -> Layout:
         """Validate raw lengths (clear ValueErrors) and build the layout, in one pass over them."""
-        lengths, _, stats = _checked(lengths, batch_size, steps)
-        return cls(lengths, steps, device, stats)
+        lengths, lens, stats = _checked(lengths, batch_size, steps)
+        return cls(lengths, steps, device, stats, lens)
 
     def _index_to_device(self, a: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
@@ -244,7 +261,7 @@ class Layout:
         return buf.to(self.device, non_blocking=True)
 
     def padded_maps(self, sort: bool, reverse: bool) -> PaddedMaps:
-        """Every map the padded paths need, from two small host-to-device copies (PaddedMaps).
+        """Every map the padded paths need, from one small host-to-device copy (PaddedMaps).
 
         sort: rows in the longest-first order (segments) instead of the input's; mask_bm, the
         output mask, is always in the input's order. reverse: also the within-length reversal.

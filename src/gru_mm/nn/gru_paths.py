@@ -29,7 +29,7 @@ from torch import Tensor
 from gru_mm.nn import cho2014_triton
 from gru_mm.nn.cho2014 import cho2014_packed, to_internal
 from gru_mm.nn.gru_kernels import gru_packed_kernel, gru_padded_kernel
-from gru_mm.nn.gru_layout import Layout
+from gru_mm.nn.gru_layout import Layout, zeros
 from gru_mm.nn.gru_scan import torch_gates_packed, torch_scan_packed
 
 Spans = list[tuple[int, int, int]]  # gru_plan's segments: (first step, end step, rows alive)
@@ -128,7 +128,7 @@ def run_padded(
     train = torch.is_grad_enabled()  # cuDNN keeps its backward workspace only in train mode
 
     def initial_state(group: int) -> Tensor:  # [1, B, H]
-        return h0[group : group + 1] if h0 is not None else x_tm.new_zeros(1, batch, hidden)
+        return h0[group : group + 1] if h0 is not None else zeros((1, batch, hidden), x_tm)
 
     def reverse(rows: Tensor) -> Tensor:
         return rows.reshape(max_len * batch, -1).index_select(0, maps.rev).view(max_len, batch, -1)
