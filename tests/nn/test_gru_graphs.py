@@ -251,12 +251,12 @@ def test_graphs_are_captured_once_per_shape(device):
 def test_graph_gradients_accumulate_and_outputs_persist(device):
     """Two backward passes without zero_grad add up (no .grad aliases a graph's buffer), and an
     output kept from one call is not overwritten by the next replay."""
-    torch.manual_seed(0)
-    m = GRU(4, 8, bidirectional=True, graphs=True).to(device)
-    ref = GRU(4, 8, bidirectional=True).to(device)
+    torch.manual_seed(0)  # float64: the eager reference may run another path (summation order)
+    m = GRU(4, 8, bidirectional=True, graphs=True).to(device, torch.float64)
+    ref = GRU(4, 8, bidirectional=True).to(device, torch.float64)
     ref.load_state_dict(m.state_dict())
     sets = _lengths_in_one_bucket(3, 24, 3)
-    xs = [torch.randn(3, 24, 4, device=device) for _ in sets]
+    xs = [torch.randn(3, 24, 4, device=device, dtype=torch.float64) for _ in sets]
     m(xs[0], sets[0])[0].sum().backward()  # the eager warm-up call
     m.zero_grad()
     kept = []
@@ -267,22 +267,22 @@ def test_graph_gradients_accumulate_and_outputs_persist(device):
             if model is m:
                 kept.append(out.detach())
     assert m._graph_cache.replays == 2
-    torch.testing.assert_close(kept[0], ref(xs[1], sets[1])[0].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kept[0], ref(xs[1], sets[1])[0].detach(), rtol=1e-10, atol=1e-12)
     static = {t.data_ptr() for g in m._graph_cache.graphs.values() for t in g.grads if t is not None}
     for (name, p), q in zip(m.named_parameters(), ref.parameters(), strict=True):
         assert p.grad.data_ptr() not in static, name
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_second_call_before_backward_runs_eager(device):
     """A graphed call's saved state lives in the graph's memory: while its backward is due, the
     layer runs eagerly, so both backward passes are right."""
     torch.manual_seed(0)
-    m = GRU(4, 8, graphs=True).to(device)
-    ref = GRU(4, 8).to(device)
+    m = GRU(4, 8, graphs=True).to(device, torch.float64)
+    ref = GRU(4, 8).to(device, torch.float64)
     ref.load_state_dict(m.state_dict())
     lengths = torch.tensor([10, 4, 7])
-    x1, x2 = torch.randn(3, 10, 4, device=device), torch.randn(3, 10, 4, device=device)
+    x1, x2 = (torch.randn(3, 10, 4, device=device, dtype=torch.float64) for _ in range(2))
     for _ in range(EAGER_CALLS):
         m(x1, lengths)[0].sum().backward()
     m.zero_grad()
@@ -292,7 +292,7 @@ def test_second_call_before_backward_runs_eager(device):
     sum(losses).backward()
     sum(ref(x, lengths)[0].square().sum() for x in (x1, x2)).backward()
     for p, q in zip(m.parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12)
     # with the first graph released, the layer replays again
     out, h = m(x2, lengths)
     out.sum().backward()

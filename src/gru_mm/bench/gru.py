@@ -266,6 +266,9 @@ def time_case(
             rec["path"] = models[impl].choose_path(lengths, device)
         if impl == "gru_mm:graphs":  # 2 expected: the timed shape, and the exactness check's (TF32 off)
             rec["captures"] = models[impl]._graph_cache.captures
+            failed = list(models[impl]._graph_cache.failed.values())
+            if failed:  # the capture raised and the layer ran eagerly: say why
+                rec["capture_failed"] = failed[0][:300]
         records.append(rec)
     return records
 
@@ -349,6 +352,9 @@ def summarize_graphs(by_case: dict[str, dict[str, dict]]) -> list[str]:
             f"{best:>9.2f} {ng['ms_median'] if ng else float('nan'):>10.2f} {ratio:>7.2f}x {vs_ng:>10}  "
             f"{g['exact']} {g.get('captures', '')}"
         )
+    for name, g, _, _ in rows:
+        if g.get("capture_failed"):
+            lines.append(f"  {name}: CAPTURE FAILED, ran eagerly: {g['capture_failed']}")
     met = sum(r >= GRAPH_TARGET for r in ratios)
     lines.append(
         f"graphs: gru_mm graphed at least {min(ratios):.2f}x the faster eager nn.GRU; {met} of "

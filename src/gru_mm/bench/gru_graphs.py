@@ -106,6 +106,7 @@ def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int) -
         "nn.GRU graphed": _pipelined_ms(nn_graphed, n),
     }
     res["captures"] = graphed._graph_cache.captures
+    res["failed"] = list(graphed._graph_cache.failed.values())
     res["replays"] = graphed._graph_cache.replays
     res["replay vs eager max|diff|"] = _replay_diff(graphed, eager, x.detach(), sets)
     return res
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['captures']}/{r['replays']}, {r['replay vs eager max|diff|']:.2e}",
             flush=True,
         )
+        if r["failed"]:
+            print(f"  capture failed, ran eagerly: {r['failed'][0][:300]}")
+            failed += 1
     return 1 if failed else 0
 
 
