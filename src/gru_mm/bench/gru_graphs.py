@@ -52,20 +52,25 @@ def length_sets(batch: int, steps: int, n: int, seed: int = 0) -> list[torch.Ten
     return sets
 
 
-def _pipelined_ms(step, n: int) -> float:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _pipelined_ms(step, n: int, device: str) -> float:
     for _ in range(3):
         step(0)
-    torch.cuda.synchronize()
+    _sync(device)
     t0 = time.perf_counter()
     for i in range(n):
         step(i)
-    torch.cuda.synchronize()
+    _sync(device)
     return 1e3 * (time.perf_counter() - t0) / n
 
 
-def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int) -> dict:
+def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int, dev: str = "cuda") -> dict:
+    """One case; dev "cpu" only smoke-tests this code (tests put a stand-in capturer in gru_graphs)."""
     torch.manual_seed(0)
-    dev = "cuda"
     sets = length_sets(batch, steps, LENGTH_SETS)
     x = torch.randn(batch, steps, INPUT, device=dev, requires_grad=True)
     ref = nn.GRU(INPUT, hidden, batch_first=True, bidirectional=bidirectional).to(dev)
@@ -74,7 +79,9 @@ def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int) -
     graphed = GRU(INPUT, hidden, bidirectional=bidirectional, graphs=True).to(dev)
     graphed.load_state_dict(ref.state_dict())
     sample = x.detach().clone().requires_grad_()
-    ref_graphed = torch.cuda.make_graphed_callables(copy.deepcopy(ref), (sample,))
+    ref_graphed = copy.deepcopy(ref)
+    if dev == "cuda":
+        ref_graphed = torch.cuda.make_graphed_callables(ref_graphed, (sample,))
 
     def nn_padded(i):
         o, h = ref(x)
@@ -99,11 +106,11 @@ def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int) -
 
     res = {
         "case": f"h{hidden}-b{batch}-t{steps}-{'bi' if bidirectional else 'uni'}",
-        "nn.GRU padded": _pipelined_ms(nn_padded, n),
-        "nn.GRU packed": _pipelined_ms(nn_packed, n),
-        "gru_mm eager": _pipelined_ms(ours(eager), n),
-        "gru_mm graphed": _pipelined_ms(ours(graphed), n),
-        "nn.GRU graphed": _pipelined_ms(nn_graphed, n),
+        "nn.GRU padded": _pipelined_ms(nn_padded, n, dev),
+        "nn.GRU packed": _pipelined_ms(nn_packed, n, dev),
+        "gru_mm eager": _pipelined_ms(ours(eager), n, dev),
+        "gru_mm graphed": _pipelined_ms(ours(graphed), n, dev),
+        "nn.GRU graphed": _pipelined_ms(nn_graphed, n, dev),
     }
     res["captures"] = graphed._graph_cache.captures
     res["failed"] = list(graphed._graph_cache.failed.values())
