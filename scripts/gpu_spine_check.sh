@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# GPU checks of the training pipeline: the default experiment with trainer=gpu in float32 and in
-# bf16-mixed, timed, then `gru-mm-bench train --device cuda`, on a machine with CUDA torch +
-# Lightning but without hydra/omegaconf (carried as wheels in .whl/).
-# Results: $OUT/spine_gpu.log, $OUT/bench_train_cuda.{txt,json}.
+# GPU check of the end-to-end training step (issue 14, item 3), about 3 minutes on one GPU:
+# `gru-mm-bench train --device cuda` on the default experiment and the larger configuration (hidden 256,
+# bidirectional, batch 64): per configuration the baseline (random batches, pack_padded_sequence + nn.GRU,
+# one process for data, pageable copies), then ours (Lightning, bucketing, packed pinned batches) with
+# 4 data workers, with none, and with 4 workers and model.compile=true. Each row: samples/s, the share of
+# step time waiting for data, padding ratio per modality, GPU busy / wall (torch.profiler over 10 steps),
+# host-to-device copies per step (pinned + pageable), peak GPU memory, and ours over the baseline.
+# FULL=1 also trains the default experiment with the real CLI in fp32 and bf16-mixed (about 4 more minutes).
+# Runs on a machine with CUDA torch + Lightning but without hydra/omegaconf (carried as wheels in .whl/).
+# Results: $OUT/bench_train_cuda.{txt,json,md} (and $OUT/spine_gpu.log with FULL=1).
 #
-#   bash scripts/gpu_spine_check.sh     # from the repository root
+#   bash scripts/gpu_spine_check.sh                       # from the repository root
+#   BUDGET=3000 TIMEOUT=3600 bash scripts/gpu_spine_check.sh --device cpu --quick  # dry run on the CPU
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
@@ -15,17 +22,40 @@ if ! "$PY" -c "import hydra" 2>/dev/null; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-root=$(mktemp -d)
-for precision in 32-true bf16-mixed; do
-    name=$([ "$precision" = 32-true ] && echo fp32 || echo bf16)
-    echo "== $(date +%T) default experiment, trainer=gpu, precision=$precision"
-    SECONDS=0
-    timeout 200 "$PY" -m gru_mm.train trainer=gpu trainer.precision="$precision" logger=csv \
-        paths.root="$root" run_name="$name" trainer.enable_progress_bar=false 2>&1 | tee -a "$OUT/spine_gpu.log" \
-        | grep -E "epoch [0-9]|test/(acc|f1)|Error|error" | head -20
-    echo "$name wall_s=$SECONDS" | tee -a "$OUT/spine_gpu.log"
+DEVICE=cuda
+STEPS=(--steps 30)
+for arg in "$@"; do
+    case "$arg" in
+        --device=*) DEVICE="${arg#--device=}" ;;
+        cpu | cuda) DEVICE="$arg" ;;
+        --quick) STEPS=(--steps 4 data.source.n_train=256 data.source.n_val=32 data.source.n_test=32) ;;
+    esac
 done
-# End-to-end throughput (issue 14): the real training step vs random batches + packed nn.GRU, on the GPU.
-echo "== $(date +%T) gru-mm-bench train --device cuda"
-timeout 240 "$PY" -m gru_mm.bench.cli train --device cuda --quick --data-dir "$root/data" \
-    --out "$OUT/bench_train_cuda.json" 2>&1 | grep -vE "Warning|warn" | tee "$OUT/bench_train_cuda.txt"
+root=$(mktemp -d)
+echo "== $(date +%T) $(nproc) CPU cores; gru-mm-bench train --device $DEVICE"
+# Cases in this order (the budget leaves the last out if the machine is slow): baseline and w4 of each
+# configuration, then w0 of each, then w4+compile of each. No new case starts after $BUDGET s (a case takes
+# 10-20 s on a GPU machine, the first one also generates the data, compiling ones 30-60 s more).
+timeout "${TIMEOUT:-270}" "$PY" -m gru_mm.bench.cli train --device "$DEVICE" --data-dir "$root/data" \
+    --budget "${BUDGET:-130}" \
+    --out "$OUT/bench_train_$DEVICE.json" "${STEPS[@]}" \
+    --variants "data.num_workers=4" "data.num_workers=0" "data.num_workers=4 model.compile=true" \
+    2>&1 | grep -vE "Warning|warn|^\s*$|srun" | tee "$OUT/bench_train_$DEVICE.txt"
+status=${PIPESTATUS[0]}
+echo "bench exit status $status"
+if [ -s "$OUT/bench_train_$DEVICE.json" ]; then
+    "$PY" -c "import json, sys; from gru_mm.bench.train import markdown_table as t
+print(t(json.load(open(sys.argv[1]))))" "$OUT/bench_train_$DEVICE.json" | tee "$OUT/bench_train_$DEVICE.md"
+fi
+if [ "${FULL:-0}" = 1 ] && [ "$DEVICE" = cuda ]; then
+    for precision in 32-true bf16-mixed; do
+        name=$([ "$precision" = 32-true ] && echo fp32 || echo bf16)
+        echo "== $(date +%T) default experiment, trainer=gpu, precision=$precision"
+        SECONDS=0
+        timeout 200 "$PY" -m gru_mm.train trainer=gpu trainer.precision="$precision" logger=csv \
+            paths.root="$root" run_name="$name" trainer.enable_progress_bar=false 2>&1 \
+            | tee -a "$OUT/spine_gpu.log" | grep -E "epoch [0-9]|test/(acc|f1)|Error|error" | head -20
+        echo "$name wall_s=$SECONDS" | tee -a "$OUT/spine_gpu.log"
+    done
+fi
+exit "$status"

@@ -52,8 +52,8 @@ class DataLoaderOptions(Target):
     source: Any = MISSING
     batch_size: int = option(ge=1)
     eval_batch_size: int = option(ge=1)
-    num_workers: int = option(ge=0)
-    pin_memory: bool = MISSING
+    num_workers: int | None = option(ge=0)
+    pin_memory: bool | None = MISSING
     persistent_workers: bool = MISSING
     bucket: bool = MISSING
     pool_batches: int = option(ge=1)
@@ -165,6 +165,7 @@ class ModelOptions(Target):
     head: HeadOptions = field(default_factory=HeadOptions)
     unimodal_heads: UnimodalHeadsOptions = field(default_factory=UnimodalHeadsOptions)
     ogm_ge: OGMGEOptions = field(default_factory=OGMGEOptions)
+    compile: bool = MISSING
 
 
 @dataclass

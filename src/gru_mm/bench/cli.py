@@ -78,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", type=Path, help="where the built-in data set is cached (default: paths.data_dir)"
     )
     train.add_argument("--out", type=Path, help="write the records as a JSON list to this file")
+    train.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="OVERRIDES",
+        help="run ours once per variant, each a space-separated list of overrides in one argument, e.g. "
+        "'data.num_workers=0' 'data.num_workers=4 model.compile=true' (default: the config as it is)",
+    )
+    train.add_argument(
+        "--budget", type=float, metavar="SECONDS", help="start no new case after this many seconds"
+    )
     data = sub.add_parser(
         "data",
         help="data.storage=memory vs store on generated audio + frames manifests: build time, random-order "
@@ -113,7 +123,18 @@ def main(argv: list[str] | None = None) -> int:
             print("gru-mm-bench: --device cuda given but torch sees no CUDA device", file=sys.stderr)
             return 2
         print(f"gru-mm-bench train on {args.device}: {_machine(args.device)}")
-        run_train(args.device, args.quick, args.out, args.data_dir, args.configs, args.overrides, args.steps)
+        variants = [v.split() for v in args.variants] if args.variants else None
+        run_train(
+            args.device,
+            args.quick,
+            args.out,
+            args.data_dir,
+            args.configs,
+            args.overrides,
+            args.steps,
+            variants=variants,
+            budget_s=args.budget,
+        )
         return 0
     if args.bench == "decode":
         from gru_mm.bench.decode import run

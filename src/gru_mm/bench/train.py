@@ -12,6 +12,7 @@ wall (CUDA only, from torch.profiler over a window of steps) and peak memory.
 
 from __future__ import annotations
 
+import multiprocessing
 import resource
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ CONFIGS = {
     "large": ["model.gru.hidden_size=256", "model.gru.bidirectional=true", "data.batch_size=64"],
 }
 WARMUP_STEPS = 3  # first steps (allocator, cuDNN plans, lazy inits) are not timed
+# model.compile: the first shape compiles, the second recompiles with dynamic shapes, backward compiles too
+COMPILE_WARMUP_STEPS = 8
 PROFILE_STEPS = 10  # steps of the CUDA profiler window for GPU-busy / wall
 
 
@@ -69,9 +72,10 @@ class PackedGRU(nn.Module):
 class StepTimer(pl.Callback):
     """Data wait = from the end of one step to the start of the next (fetch + move to the device)."""
 
-    def __init__(self, modalities: list[str], profile: bool):
+    def __init__(self, modalities: list[str], profile: bool, warmup: int = WARMUP_STEPS):
         self.modalities = modalities
         self.profile = profile
+        self.warmup = warmup
         self.reset()
 
     def reset(self) -> None:
@@ -84,12 +88,13 @@ class StepTimer(pl.Callback):
         self._seen = 0
         self._prof, self._prof_t0 = None, 0.0
         self.gpu_busy_s = self.prof_wall_s = None
+        self.h2d_copies: dict[str, int] = {}
 
     def batch_start(self, batch, device: torch.device) -> None:
         self._sync(device)
         now = time.perf_counter()
         self._seen += 1
-        if self._seen == WARMUP_STEPS + 1:
+        if self._seen == self.warmup + 1:
             self._start_all = now
             if self.profile and device.type == "cuda":
                 self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
@@ -114,8 +119,7 @@ class StepTimer(pl.Callback):
         if self._prof is not None and self.steps == PROFILE_STEPS:
             self._prof.__exit__(None, None, None)
             self.prof_wall_s = self._end - self._prof_t0
-            events = self._prof.key_averages()
-            self.gpu_busy_s = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+            self.gpu_busy_s, self.h2d_copies = gpu_work(self._prof.key_averages())
             self._prof = None
 
     @staticmethod
@@ -138,7 +142,23 @@ class StepTimer(pl.Callback):
             "data_wait_frac": round(self.wait / self.total, 4) if self.total else None,
             "padding_ratio": {m: round(self.padded[m] / max(1, self.real[m]), 3) for m in self.modalities},
             "gpu_busy_frac": round(self.gpu_busy_s / self.prof_wall_s, 4) if self.gpu_busy_s else None,
+            # host-to-device copies per step over the profiled window (CUDA only): the batch's and the model's
+            "h2d_per_step": {k: round(n / PROFILE_STEPS, 1) for k, n in self.h2d_copies.items()} or None,
         }
+
+
+def gpu_work(events) -> tuple[float, dict[str, int]]:
+    """(seconds the GPU ran kernels and copies, {"pinned"/"pageable": host-to-device copies}) from
+    torch.profiler's averages. As torch's own table does, device events only and no user annotations (an
+    annotation such as `Optimizer.step#AdamW.step` spans the whole step on the GPU's timeline)."""
+    busy_us, copies = 0.0, {"pinned": 0, "pageable": 0}
+    for e in events:
+        if e.device_type != torch.autograd.DeviceType.CUDA or getattr(e, "is_user_annotation", False):
+            continue
+        busy_us += e.self_device_time_total
+        if e.key.startswith("Memcpy HtoD"):
+            copies["pageable" if "Pageable" in e.key else "pinned"] += e.count
+    return busy_us / 1e6, copies
 
 
 def _compose(name: str, device: str, data_dir: Path | None, extra: list[str]):
@@ -170,13 +190,15 @@ def _peak_memory_mb(device: str) -> float:
 
 def run_ours(cfg, device: str, max_steps: int) -> dict:
     datamodule, module = _build(cfg)
-    timer = StepTimer(list(datamodule.feature_shapes), profile=True)
+    compiled = bool(cfg.model.get("compile", False))
+    warmup = COMPILE_WARMUP_STEPS if compiled else WARMUP_STEPS
+    timer = StepTimer(list(datamodule.feature_shapes), profile=True, warmup=warmup)
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         precision=cfg.trainer.precision,
-        max_epochs=1,
-        max_steps=max_steps + WARMUP_STEPS,
+        max_epochs=-1,  # max_steps ends it (the large configuration's epoch is shorter than --steps)
+        max_steps=max_steps + warmup,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=False,
@@ -190,7 +212,14 @@ def run_ours(cfg, device: str, max_steps: int) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, datamodule=datamodule)
-    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)}
+    loader = trainer.train_dataloader
+    settings = {
+        "workers": loader.num_workers,
+        "pinned": loader.pin_memory,
+        "packed": bool(getattr(loader.collate_fn, "pack", False)),  # one buffer, one copy per batch
+        "compile": compiled,
+    }
+    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)} | settings
 
 
 def run_baseline(cfg, device: str, max_steps: int) -> dict:
@@ -229,13 +258,35 @@ def run_baseline(cfg, device: str, max_steps: int) -> dict:
             steps += 1
             if steps >= max_steps + WARMUP_STEPS:
                 break
-    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)}
+    settings = {"workers": 0, "pinned": False, "packed": False, "compile": False}
+    return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)} | settings
 
 
 def run_case(name: str, impl: str, device: str, data_dir: Path | None, extra: list[str], steps: int) -> dict:
+    started = time.perf_counter()
     cfg = _compose(name, device, data_dir, extra)
     fn = run_ours if impl == "gru_mm" else run_baseline
-    return {"config": name, "impl": impl, "device": device, **fn(cfg, device, steps)}
+    rec = fn(cfg, device, steps)
+    return {
+        "config": name,
+        "impl": impl,
+        "device": device,
+        **rec,
+        "case_s": round(time.perf_counter() - started),
+    }
+
+
+def _label(variant: list[str]) -> str:
+    """A short name for a variant's overrides (data.num_workers=4 model.compile=true -> w4+compile)."""
+    short = {"data.num_workers": "w", "model.compile": "compile"}
+    parts = []
+    for o in variant:
+        key, _, value = o.partition("=")
+        if short.get(key) == "compile":
+            parts.append("compile" if value.lower() == "true" else "eager")
+        else:
+            parts.append(f"{short[key]}{value}" if key in short else o)
+    return "+".join(parts) or "defaults"
 
 
 def run(
@@ -246,27 +297,54 @@ def run(
     configs: list[str] | None = None,
     extra: list[str] | None = None,
     steps: int | None = None,
+    variants: list[list[str]] | None = None,
+    budget_s: float | None = None,
 ) -> list[dict]:
-    """Each case in a fresh process, so that peak memory is its own and no state leaks between them."""
+    """Per configuration the baseline, then ours once per variant (extra overrides, e.g. workers or
+    compile; default: the config as it is). Each case in a fresh process, so that peak memory is its own
+    and no state leaks between them. With `budget_s`, no new case starts once that many seconds passed."""
     import json
-    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     steps = steps or (20 if quick else 90)
-    records = []
+    variants = variants or [[]]
+    started = time.perf_counter()
+    names = configs or list(CONFIGS)
+    # the first variant of every configuration (with its baseline) before the other variants, so that a
+    # budget spent early leaves the least important cases out
+    cases = [c for n in names for c in ((n, "baseline", []), (n, "gru_mm", variants[0]))]
+    cases += [(n, "gru_mm", v) for v in variants[1:] for n in names]
+    records: list[dict] = []
     print(HEADER)
     ctx = multiprocessing.get_context("spawn")
-    for name in configs or list(CONFIGS):
-        for impl in ("gru_mm", "baseline"):
-            with ctx.Pool(1) as pool:
-                rec = pool.apply(run_case, (name, impl, device, data_dir, list(extra or []), steps))
-            records.append(rec)
-            print(_row(rec), flush=True)
-    for name in configs or list(CONFIGS):
-        ours, base = (
-            next(r for r in records if r["config"] == name and r["impl"] == i) for i in ("gru_mm", "baseline")
-        )
-        ours["speedup_over_baseline"] = round(ours["samples_per_s"] / base["samples_per_s"], 2)
-        print(f"{name}: gru_mm / baseline samples/s = {ours['speedup_over_baseline']:.2f}x")
+    for name, impl, variant in cases:
+        label = _label(variant) if impl == "gru_mm" else "-"
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            print(f"budget of {budget_s:.0f} s spent: {name} {impl} {label} not run", flush=True)
+            continue
+        # not a multiprocessing.Pool: its daemonic processes cannot start DataLoader workers
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            case = (name, impl, device, data_dir, [*(extra or []), *variant], steps)
+            try:
+                rec = pool.submit(run_case, *case).result()
+            except Exception as err:  # one failing case (e.g. compile on a new machine) leaves the others
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                print(f"{name} {impl} {label}: failed: {type(err).__name__}: {first}", flush=True)
+                records.append({"config": name, "impl": impl, "variant": label, "error": first})
+                continue
+        rec["variant"] = label
+        records.append(rec)
+        print(_row(rec), flush=True)
+    ok = [r for r in records if "error" not in r]
+    for name in names:
+        base = next((r for r in ok if r["config"] == name and r["impl"] == "baseline"), None)
+        for ours in (r for r in ok if r["config"] == name and r["impl"] == "gru_mm"):
+            if base and base["samples_per_s"] and ours["samples_per_s"]:
+                ours["speedup_over_baseline"] = round(ours["samples_per_s"] / base["samples_per_s"], 2)
+                print(
+                    f"{name} {ours['variant']}: gru_mm / baseline samples/s = "
+                    f"{ours['speedup_over_baseline']:.2f}x"
+                )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=1) + "\n")
@@ -274,31 +352,43 @@ def run(
 
 
 HEADER = (
-    f"{'config':<8} {'impl':<9} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
-    f"{'padding ratio':<28} {'gpu busy':>8} {'peak MB':>8}"
+    f"{'config':<8} {'impl':<9} {'variant':<12} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
+    f"{'padding ratio':<24} {'gpu busy':>8} {'h2d/step':>12} {'peak MB':>8} {'case s':>6}"
 )
+
+
+def _h2d(r: dict) -> str:
+    h = r.get("h2d_per_step")
+    return "-" if not h else f"{h['pinned']:g}p+{h['pageable']:g}"
 
 
 def _row(r: dict) -> str:
     pad = " ".join(f"{m}={v:.2f}" for m, v in r["padding_ratio"].items())
     busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f}%"
     return (
-        f"{r['config']:<8} {r['impl']:<9} {r['samples_per_s']:>9.1f} {r['ms_per_step']:>8.2f} "
-        f"{100 * r['data_wait_frac']:>8.1f}% {pad:<28} {busy:>8} {r['peak_mem_mb']:>8.0f}"
+        f"{r['config']:<8} {r['impl']:<9} {r['variant']:<12} {r['samples_per_s']:>9.1f} "
+        f"{r['ms_per_step']:>8.2f} {100 * r['data_wait_frac']:>8.1f}% {pad:<24} {busy:>8} {_h2d(r):>12} "
+        f"{r['peak_mem_mb']:>8.0f} {r['case_s']:>6}"
     )
 
 
 def markdown_table(records: list[dict]) -> str:
     """A markdown table of the records (for docs/benchmarks.md)."""
     lines = [
-        "| config | impl | samples/s | ms/step | data wait | padding ratio | GPU busy | peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | impl | variant | samples/s | ms/step | data wait | padding ratio | GPU busy | "
+        "H2D copies/step (pinned+pageable) | peak MB | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        if "error" in r:
+            lines.append(f"| {r['config']} | {r['impl']} | {r['variant']} | failed: {r['error'][:80]} |")
+            continue
         pad = ", ".join(f"{m} {v:.2f}" for m, v in r["padding_ratio"].items())
         busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f} %"
+        ratio = f"{r['speedup_over_baseline']:.2f}x" if "speedup_over_baseline" in r else "-"
         lines.append(
-            f"| {r['config']} | {r['impl']} | {r['samples_per_s']:.1f} | {r['ms_per_step']:.2f} | "
-            f"{100 * r['data_wait_frac']:.1f} % | {pad} | {busy} | {r['peak_mem_mb']:.0f} |"
+            f"| {r['config']} | {r['impl']} | {r.get('variant', '-')} | {r['samples_per_s']:.1f} | "
+            f"{r['ms_per_step']:.2f} | {100 * r['data_wait_frac']:.1f} % | {pad} | {busy} | {_h2d(r)} | "
+            f"{r['peak_mem_mb']:.0f} | {ratio} |"
         )
     return "\n".join(lines)

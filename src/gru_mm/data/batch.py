@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gru_mm.data.transfer import is_packed, pack, rebase
+
 
 @dataclass
 class Sample:
@@ -81,11 +83,17 @@ class Batch:
     ids: list[str]
     target: Tensor
     inputs: dict[str, Seq]
+    # `packed()`: the one buffer that target, data, present and times are views of (lengths stay apart, on
+    # the CPU), so that pinning and moving the batch is one copy each
+    flat: Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        if self.flat is not None and is_packed(self.flat, tensors := self._tensors()):
+            moved = self.flat.to(device, non_blocking=non_blocking)
+            return self._with_tensors(rebase(tensors, moved), moved)
         return Batch(
             self.ids,
             self.target.to(device, non_blocking=non_blocking),
@@ -93,7 +101,32 @@ class Batch:
         )
 
     def pin_memory(self) -> Batch:
+        # DataLoader(pin_memory=True) calls this in its pinning thread
+        if self.flat is not None and is_packed(self.flat, tensors := self._tensors()):
+            pinned = self.flat.pin_memory()
+            return self._with_tensors(rebase(tensors, pinned), pinned)
         return Batch(self.ids, self.target.pin_memory(), {m: s.pin_memory() for m, s in self.inputs.items()})
+
+    def packed(self) -> Batch:
+        """The same batch with its device-bound tensors in one buffer (a copy of them, on the CPU)."""
+        flat, views = pack(self._tensors())
+        return self._with_tensors(views, flat)
+
+    def _tensors(self) -> list[Tensor]:
+        """What moves to the device, in a fixed order: target, then each modality's data, present, times."""
+        out = [self.target]
+        for s in self.inputs.values():
+            out += [s.data, s.present] + ([] if s.times is None else [s.times])
+        return out
+
+    def _with_tensors(self, tensors: list[Tensor], flat: Tensor | None) -> Batch:
+        it = iter(tensors)
+        target = next(it)
+        inputs = {
+            m: Seq(next(it), s.lengths, next(it), None if s.times is None else next(it))
+            for m, s in self.inputs.items()
+        }
+        return Batch(self.ids, target, inputs, flat)
 
     def padding_stats(self) -> tuple[int, int]:
         """(padded steps, real steps) summed over modalities."""

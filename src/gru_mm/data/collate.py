@@ -24,10 +24,17 @@ class Collate:
         feature_shapes: Mapping[str, Sequence[int]],
         target_dtype: torch.dtype = torch.int64,
         crop_steps: int | None = None,
+        pack: bool = False,
     ):
         self.feature_shapes = {m: tuple(shape) for m, shape in feature_shapes.items()}
         self.target_dtype = target_dtype
         self.crop_steps = crop_steps  # training: longer sequences become a random window (`crop`)
+        # batches bound for a GPU: one buffer per batch (`Batch.packed`), pinned and moved in one copy
+        self.pack = pack
+
+    def packing(self) -> Collate:
+        """The same collate, packing each batch into one buffer."""
+        return Collate(self.feature_shapes, self.target_dtype, self.crop_steps, pack=True)
 
     def __call__(self, samples: list[Sample]) -> Batch:
         if self.crop_steps is not None:  # torch's generator: seeded runs crop alike (workers too)
@@ -45,7 +52,8 @@ class Collate:
                 seq.times = times
             inputs[m] = seq
         target = torch.as_tensor(np.asarray([s.target for s in samples]), dtype=self.target_dtype)
-        return Batch([s.id for s in samples], target, inputs)
+        batch = Batch([s.id for s in samples], target, inputs)
+        return batch.packed() if self.pack else batch
 
 
 def crop(sample: Sample, steps: int, position: float) -> Sample:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +50,8 @@ class SequenceDataModule(pl.LightningDataModule):
         source,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = 0,
+        pin_memory: bool | None = None,
         persistent_workers: bool = False,
         bucket: bool = True,
         pool_batches: int = 50,
@@ -75,9 +76,9 @@ class SequenceDataModule(pl.LightningDataModule):
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.num_workers = num_workers  # None: `loader_workers` picks
+        self.pin_memory = pin_memory  # None: pinned when training on a GPU
+        self.persistent_workers = persistent_workers
         self.bucket = bucket
         self.pool_batches = pool_batches
         self.seed = seed
@@ -195,15 +196,35 @@ class SequenceDataModule(pl.LightningDataModule):
             pool_batches=self.pool_batches,
             bucket=self.bucket,
         )
+        collate = collate or self.collate
+        on_gpu = self._device_type() == "cuda"
+        if on_gpu:  # one pinned buffer per batch, moved in one non-blocking copy (Batch.packed)
+            collate = collate.packing()
+        workers = self.loader_workers()
         # resumable: Lightning saves the training loader's place in the epoch with each checkpoint
         return ResumableDataLoader(
             samples,
             batch_sampler=sampler,
-            collate_fn=collate or self.collate,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=on_gpu if self.pin_memory is None else self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
         )
+
+    def _device_type(self) -> str | None:
+        trainer = self.trainer
+        return None if trainer is None else trainer.strategy.root_device.type
+
+    def loader_workers(self) -> int:
+        """data.num_workers, or with null: none on the CPU (where the training step itself wants every
+        core and loading is a few per cent of it), and on a GPU up to 4 per process, leaving a core each."""
+        if self.num_workers is not None:
+            return self.num_workers
+        if self._device_type() != "cuda":
+            return 0
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, min(4, cores // max(1, processes) - 1))
 
     def train_dataloader(self) -> DataLoader:
         collate = self.collate

@@ -76,6 +76,7 @@ class MultimodalGRU(nn.Module):
     Each modality also has a small head of its own (`unimodal_heads`, see `gru_mm.models.balance`): an
     auxiliary loss when its weight is > 0, else a probe that only measures. `ogm_ge` switches on OGM-GE
     gradient modulation (fusions with a GRU per modality); the LightningModule applies it after backward.
+    `compile` runs the encoders and the head through `torch.compile` (`compile_parts`).
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class MultimodalGRU(nn.Module):
         modality_dropout: float = 0.0,
         unimodal_heads: Mapping[str, Any] | None = None,
         ogm_ge: Mapping[str, Any] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         if not encoders:
@@ -124,6 +126,19 @@ class MultimodalGRU(nn.Module):
                 "model.ogm_ge needs a fusion with a GRU per modality (late, attention, tensor, lmf); "
                 "early and event fusions share one GRU across modalities"
             )
+        if compile:
+            self.compile_parts()
+
+    def compile_parts(self) -> list[str]:
+        """`torch.compile` the encoders and the head in place (`nn.Module.compile`: state dict keys stay as
+        they are, so checkpoints load either way); the GRUs stay eager, since packed sequences and cuDNN's
+        RNN cannot be traced and gru_mm's layer has CUDA graphs of its own. Returns what was compiled."""
+        parts = {f"encoders.{m}": e for m, e in self.encoders.items()} | {"head": self.head}
+        for part in parts.values():
+            # dynamic: bucketed batches differ in length (and the last in size) every step; static shapes
+            # would recompile for the first few of them
+            part.compile(dynamic=True)
+        return list(parts)
 
     def drop_modalities(self, inputs: Mapping[str, Seq]) -> dict[str, Seq]:
         """Modality dropout: each present modality of each sample set absent with probability p."""
