@@ -324,3 +324,30 @@ def test_cuda_graph_replays_do_not_synchronise():
     assert m._graph_cache.replays == 2
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert not syncs, syncs
+
+
+def test_what_graphs_leave_to_eager(device):
+    """Dropout between layers in training, gates, and more shapes than MAX_GRAPHS run eagerly."""
+    torch.manual_seed(0)
+    x, lengths = torch.randn(2, 6, 3, device=device), torch.tensor([6, 2])
+    m = GRU(3, 4, num_layers=2, dropout=0.5, graphs=True).to(device)
+    for _ in range(EAGER_CALLS + 2):
+        m(x, lengths)[0].sum().backward()
+    assert m._graph_cache.captures == 0  # training: random masks between the layers
+    m.eval()
+    for _ in range(EAGER_CALLS + 2):
+        m(x, lengths)[0].sum().backward()
+    assert m._graph_cache.captures == 1  # no dropout in eval mode
+    for _ in range(EAGER_CALLS + 2):
+        assert set(m.gates(x, lengths)) == {"z", "r"}
+    assert m._graph_cache.captures == 1
+    few = GRU(3, 4, graphs=True).to(device)
+    old = gru_graphs.MAX_GRAPHS
+    gru_graphs.MAX_GRAPHS = 2
+    try:
+        for steps in (2, 3, 4):  # three buckets, room for two graphs
+            for _ in range(EAGER_CALLS + 1):
+                few(x, torch.tensor([steps, 1]))[0].sum().backward()
+    finally:
+        gru_graphs.MAX_GRAPHS = old
+    assert few._graph_cache.captures == 2

@@ -141,8 +141,8 @@ class GraphCache:
         grad = torch.is_grad_enabled() and (
             x.requires_grad or (h0 is not None and h0.requires_grad) or any(w.requires_grad for w in weights)
         )
-        if grad and stack.dropout and stack.training and stack.num_layers > 1:
-            return None  # dropout's random masks: left to eager
+        if stack.dropout and stack.training and stack.num_layers > 1:
+            return None  # dropout's random masks between layers (training mode, with or without grad): eager
         pending = self.pending() if self.pending is not None else None
         if pending is not None and not pending.done:
             # this layer's last graphed call still awaits its backward, and its saved state lives
