@@ -115,7 +115,7 @@ def reader(case: str, root: Path):
                 if key not in maps:
                     maps[key] = np.memmap(shard.path / f"{column}.bin", dtype=np.uint8, mode="r")
                 c = shard.columns[column]
-                off, shape, dtype = c["offset"][j], c["shape"][j], np.dtype(c["dtype"][j])
+                off, shape, dtype = int(c.offset[j]), c.shape_of(j), np.dtype(c.tags[c.tag[j]])
                 size = int(np.prod(shape)) * dtype.itemsize
                 out.append(np.array(maps[key][off : off + size].view(dtype).reshape(shape)))
             return out
@@ -146,7 +146,9 @@ def child(case: str, n: int, root: Path) -> dict:
         "random_read_samples_per_s": round(n / read_s),
         "rss_growth_while_reading_mb": round(current_rss_mb() - before, 1),
         "peak_rss_mb": round(rss_mb()),
-        "disk_mb": round(sum(f.stat().st_size for f in (root / DIRS[case]).rglob("*") if f.is_file()) / 2**20, 1),
+        "disk_mb": round(
+            sum(f.stat().st_size for f in (root / DIRS[case]).rglob("*") if f.is_file()) / 2**20, 1
+        ),
     }
 
 

@@ -434,7 +434,7 @@ class Manifest(LoadedSource):
                 target = self.labels.encode(row["label"])
             except SampleError as err:
                 problems.append(Problem(row["id"], "label", err.kind, err.detail))
-        problems += [Problem(row["id"], *p) for p in shard.problems[j]]
+        problems += [Problem(row["id"], *p) for p in shard.problems(j)]
         return target, problems
 
     def _from_store(self, good: list[dict[str, Any]], problems: list[Problem]) -> dict[str, StoreSplit]:

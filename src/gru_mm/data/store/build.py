@@ -81,7 +81,7 @@ class Store:
                 if path.name.startswith(TMP_PREFIX) or not path.is_dir():
                     continue
                 shard = self.reader(path.name)
-                for j, keys in enumerate(shard.keys if shard else []):
+                for j, keys in enumerate(shard.keys() if shard else []):
                     for column, key in (keys or {}).items():
                         if key is not None and shard.shape(column, j) is not None:
                             self._key_index.setdefault(key, (path.name, column, j))
