@@ -49,14 +49,16 @@ def _checked(lengths: object, batch_size: int, max_steps: int) -> tuple[Tensor, 
         )
     if lengths.dtype != torch.int64:
         lengths = lengths.to(torch.int64)
-    lens = lengths.numpy()
-    if batch_size == 0:
-        stats = (0, 0, 0, 0)
-    elif batch_size <= _LIST_STATS_MAX:
-        xs = lens.tolist()
+    if 0 < batch_size <= _LIST_STATS_MAX:
+        # Tensor.tolist() dispatches no op; Tensor.numpy() four (detach, to, resolve_conj, resolve_neg)
+        xs = lengths.tolist()
+        lens = np.array(xs, dtype=np.int64)
         stats = (min(xs), max(xs), sum(xs), batch_size - xs.count(0))
     else:
-        stats = (int(lens.min()), int(lens.max()), int(lens.sum()), int(np.count_nonzero(lens)))
+        lens = lengths.numpy()
+        stats = (0, 0, 0, 0)
+        if batch_size:
+            stats = (int(lens.min()), int(lens.max()), int(lens.sum()), int(np.count_nonzero(lens)))
     if stats[0] < 0 or stats[1] > max_steps:
         raise ValueError(
             f"lengths must lie in 0..{max_steps} (the input's time size), "
