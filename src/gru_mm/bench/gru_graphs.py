@@ -9,6 +9,9 @@ calls (the host may run ahead of the GPU; one synchronize at the end), the way a
 - nn.GRU graphed through torch.cuda.make_graphed_callables (fixed shape; the fair graphed reference).
 Then, with TF32 off, a graph replay against the same layer's eager call with graphs=False on the
 same lengths: the largest absolute difference (float32 rounding of another time size: ~1e-7).
+And the GPU-busy time of eager padded nn.GRU (torch.profiler, sum of its kernels per call): a graph
+of the same cuDNN kernels cannot beat that, so "faster eager nn.GRU / that busy time" bounds the
+speed-up any CUDA graph can give at that point (where it is under 1.5x, only faster kernels help).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from gru_mm.nn.gru import GRU
 from gru_mm.nn.gru_graphs import bucket_steps
 
 # (hidden, batch, T, bidirectional): the cases of ../shared/perf/h100-2026-11-27/gpu_graphs.py
-CASES = ((64, 32, 400, False), (64, 32, 400, True), (128, 16, 200, False), (256, 32, 400, False))
+CASES = (
+    (64, 32, 400, False),
+    (64, 32, 400, True),
+    (128, 16, 200, False),
+    (256, 32, 400, False),
+    (64, 32, 1500, False),  # long: cuDNN's persistent kernel is GPU-bound, little host to remove
+    (128, 128, 1500, False),
+)
 CASES_MORE = ((512, 32, 400, False),)
 INPUT = 64
 LENGTH_SETS = 8
@@ -112,11 +122,28 @@ def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int, d
         "gru_mm graphed": _pipelined_ms(ours(graphed), n, dev),
         "nn.GRU graphed": _pipelined_ms(nn_graphed, n, dev),
     }
+    res["nn.GRU padded GPU busy"] = _gpu_busy_ms(nn_padded)
     res["captures"] = graphed._graph_cache.captures
     res["failed"] = list(graphed._graph_cache.failed.values())
     res["replays"] = graphed._graph_cache.replays
     res["replay vs eager max|diff|"] = _replay_diff(graphed, eager, x.detach(), sets)
     return res
+
+
+def _gpu_busy_ms(step, calls: int = 3) -> float:
+    """Sum of the CUDA kernels' device time per call (nan if the profiler sees none)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(calls):
+                step(i)
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        busy_us = sum(e.self_device_time_total for e in kernels) / calls
+    except Exception:  # a profiler that cannot start must not cost the timings
+        return float("nan")
+    return busy_us / 1e3 if busy_us else float("nan")
 
 
 def _replay_diff(graphed: GRU, eager: GRU, x: torch.Tensor, sets: list[torch.Tensor]) -> float:
@@ -158,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["nn.GRU padded", "nn.GRU packed", "gru_mm eager", "gru_mm graphed", "nn.GRU graphed"]
     print(
         f"{'case':20} " + " ".join(f"{c:>14}" for c in cols) + "  graphed vs faster eager nn.GRU, "
-        "vs graphed nn.GRU, captures/replays, replay vs eager max|diff|   (ms per fwd+bwd, pipelined)"
+        "vs graphed nn.GRU, captures/replays, replay vs eager max|diff|, nn.GRU padded GPU busy ms "
+        "and the bound it sets (faster eager nn.GRU / busy)   (ms per fwd+bwd, pipelined)"
     )
     failed = 0
     for case in CASES + (CASES_MORE if args.more else ()):
@@ -173,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['case']:20} "
             + " ".join(f"{r[c]:>14.3f}" for c in cols)
             + f"  {best / r['gru_mm graphed']:.2f}x, {r['nn.GRU graphed'] / r['gru_mm graphed']:.2f}x, "
-            f"{r['captures']}/{r['replays']}, {r['replay vs eager max|diff|']:.2e}",
+            f"{r['captures']}/{r['replays']}, {r['replay vs eager max|diff|']:.2e}, "
+            f"busy {r['nn.GRU padded GPU busy']:.3f} (bound {best / r['nn.GRU padded GPU busy']:.2f}x)",
             flush=True,
         )
         if r["failed"]:
