@@ -50,8 +50,45 @@ def retarget_data(
     return cfg
 
 
+def encoder_data_settings(cfg: DictConfig) -> None:
+    """Give each modality's kind the decoding its encoder declares (`data_settings`, e.g. raw waveform
+    for a speech model), in `cfg` itself so that the run's recorded config says what was decoded.
+
+    Only a kind setting still at its default is set; one the user chose otherwise is a config error.
+    """
+    encoders = OmegaConf.select(cfg, "model.encoders", default=None) or {}
+    chosen = OmegaConf.select(cfg, "model.modalities", default=None)
+    source = OmegaConf.select(cfg, "data.source", default=None)
+    for m, enc in encoders.items():
+        if not isinstance(enc, DictConfig) or not enc.get("_target_") or (chosen and m not in chosen):
+            continue  # (an encoder without a class fails later, where its modality is known to be used)
+        needs = getattr(_encoder_class(enc, f"model.encoders.{m}"), "data_settings", None)
+        if not needs:
+            continue
+        kind = (source.get("columns") or {}).get(m, m) if source is not None else m
+        if source is None or not isinstance(source.get(kind), DictConfig):
+            wanted = ", ".join(f"data.source.{kind}.{k}={v}" for k, v in needs.items())
+            raise ConfigError(
+                f"model.encoders.{m} ({enc._target_.rsplit('.', 1)[-1]}) needs {wanted}, which this data "
+                "source does not decode: use data=manifest"
+            )
+        defaults = modality_kinds.get(kind)() if kind in modality_kinds.names() else None
+        with open_dict(source):
+            for key, value in needs.items():
+                given = source[kind].get(key, getattr(defaults, key, None))
+                if given != value and defaults is not None and given != getattr(defaults, key, given):
+                    raise ConfigError(
+                        f"data.source.{kind}.{key}={given}, but model.encoders.{m} "
+                        f"({enc._target_.rsplit('.', 1)[-1]}) reads {key}={value}: set it to {value}"
+                    )
+                if given != value:
+                    log.info("data.source.%s.%s=%s (model.encoders.%s reads it)", kind, key, value, m)
+                    source[kind][key] = value
+
+
 def build_datamodule(cfg: DictConfig):
     """Instantiating reads no data: sources load lazily in validate/prepare_data/setup."""
+    encoder_data_settings(cfg)
     try:
         return hydra.utils.instantiate(cfg.data, _recursive_=True)
     except InstantiationException as err:
@@ -153,12 +190,19 @@ def _fit_encoders(
 
 
 def check_pretrained_files(cfg: DictConfig) -> None:
-    """Pretrained weight files named in model.encoders must exist: checked before any data is read."""
+    """Pretrained weight files named in model.encoders must exist (and those an encoder requires must be
+    named): checked before any data is read."""
     for m, enc in (OmegaConf.select(cfg, "model.encoders", default=None) or {}).items():
         if not isinstance(enc, DictConfig):
             continue
-        for name in _encoder_class(enc, f"model.encoders.{m}").weight_files:
+        encoder = _encoder_class(enc, f"model.encoders.{m}")
+        for name in encoder.weight_files:
             value = enc.get(name)
+            if not value and name in getattr(encoder, "required_files", ()):
+                raise ConfigError(
+                    f"model.encoders.{m}.{name} is required: the path of a local weights file for "
+                    f"{enc._target_.rsplit('.', 1)[-1]} (nothing is downloaded)"
+                )
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"model.encoders.{m}.{name}={value}: no such file")
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
 from gru_mm.nn import pretrained
+from gru_mm.nn.feature_cache import FrozenBackbone, padded
 
 
 class Encoder(nn.Module):
@@ -114,7 +115,7 @@ class FrameCNNEncoder(Encoder):
         return _per_real_frame(self.cnn, x, lengths, self.out_features), lengths
 
 
-class BackboneFrameEncoder(Encoder):
+class BackboneFrameEncoder(FrozenBackbone, Encoder):
     """A torchvision classification model (resnet18, mobilenet_v3_small, ...) per real frame, then a
     projection to `out_features`.
 
@@ -122,7 +123,8 @@ class BackboneFrameEncoder(Encoder):
     to this machine by the user; nothing is downloaded); null trains from random weights. Frames in
     [0, 1] are normalised with `mean`/`std` (ImageNet's by default, what torchvision's weights expect);
     1-channel frames are repeated to 3. `freeze` fixes the backbone (and its BatchNorm statistics), so
-    only the projection trains.
+    only the projection trains; its features are then computed once per clip and kept in `cache_dir`
+    (`gru_mm.nn.feature_cache`; null: computed every time), so later epochs cost a projection.
     """
 
     size_args = ("in_channels",)
@@ -137,6 +139,7 @@ class BackboneFrameEncoder(Encoder):
         freeze: bool = False,
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -156,6 +159,9 @@ class BackboneFrameEncoder(Encoder):
         self.register_buffer("std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
         self.proj = nn.Linear(features, out_features)
         self.out_features = out_features
+        self.backbone_features = features
+        settings = {"arch": arch, "in_channels": in_channels, "mean": list(mean), "std": list(std)}
+        self.init_feature_cache(cache_dir if freeze else None, settings)
 
     def train(self, mode: bool = True) -> BackboneFrameEncoder:
         super().train(mode)
@@ -163,13 +169,24 @@ class BackboneFrameEncoder(Encoder):
             self.backbone.eval()
         return self
 
-    def _encode(self, frames: Tensor) -> Tensor:
+    def _backbone(self, frames: Tensor) -> Tensor:
         if self.in_channels == 1:
             frames = frames.expand(-1, 3, -1, -1)
-        return self.proj(self.backbone((frames - self.mean) / self.std))
+        return self.backbone((frames - self.mean) / self.std)
+
+    def _encode(self, frames: Tensor) -> Tensor:
+        return self.proj(self._backbone(frames))
+
+    def _clip_features(self, clips: list[Tensor]) -> list[Tensor]:
+        # frames are independent (BatchNorm in eval mode): every clip's frames in one backbone call
+        return list(self._backbone(torch.cat(clips)).split([len(c) for c in clips]))
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        return _per_real_frame(self._encode, x, lengths, self.out_features), lengths
+        if not self.freeze:
+            return _per_real_frame(self._encode, x, lengths, self.out_features), lengths
+        rows, features = self.frozen_features(x, lengths, self._clip_features)
+        h, _ = padded(rows, features, x.shape[0], self.backbone_features, x.device, x.shape[1])
+        return self.proj(h) * _step_mask(lengths, h.shape[1], h.device), lengths
 
 
 class LinearEncoder(Encoder):

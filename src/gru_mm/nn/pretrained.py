@@ -1,4 +1,5 @@
-"""Pretrained weights from local files (no downloads): word vectors and torchvision backbones.
+"""Pretrained weights from local files (no downloads): word vectors, torchvision backbones and torchaudio
+speech models.
 
 Every problem with a file is a `PretrainedError`: one sentence that names the file.
 """
@@ -113,8 +114,9 @@ def classification_model(arch: str) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None)
 
 
-def load_weights(model: nn.Module, path: str | Path, arch: str) -> None:
-    """Load a state dict file (as torchvision saves them) into `model`; the classifier may be absent."""
+def load_weights(model: nn.Module, path: str | Path, arch: str, optional: tuple[str, ...] = HEADS) -> None:
+    """Load a state dict file (as torchvision or torchaudio save them) into `model`; the submodules named
+    in `optional` (the classifier) may be absent, and are loaded only where their shapes fit."""
     path = _existing(path, "weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -125,12 +127,12 @@ def load_weights(model: nn.Module, path: str | Path, arch: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise PretrainedError(f"weights file {path} does not hold a state dict (a dict of name -> tensor)")
     own = model.state_dict()
-    missing = [k for k in own if k not in state and k.split(".")[0] not in HEADS]
+    missing = [k for k in own if k not in state and k.split(".")[0] not in optional]
     unexpected = [k for k in state if k not in own]
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
-        if k in state and state[k].shape != own[k].shape and k.split(".")[0] not in HEADS
+        if k in state and state[k].shape != own[k].shape and k.split(".")[0] not in optional
     ]
     if missing or unexpected or wrong:
         parts = [

@@ -1,4 +1,5 @@
-"""`audio`: a sound file (any rate and channel count) -> log-mel frames [T, n_mels]."""
+"""`audio`: a sound file (any rate and channel count) -> log-mel frames [T, n_mels], or the raw waveform
+[T, 1] for encoders that read samples (wav2vec 2.0, HuBERT)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import numpy as np
 import torch
 
 from gru_mm.data.kinds.base import FileKind, check_finite
-from gru_mm.data.sources.base import SampleError
+from gru_mm.data.sources.base import DataError, SampleError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+FEATURES = ("logmel", "waveform")  # what a decoded clip holds per step
 
 
 def _wav_declared_bytes(path: Path) -> tuple[int, int] | None:
@@ -35,7 +37,8 @@ def _wav_declared_bytes(path: Path) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Audio(FileKind):
-    """Mono at `sample_rate`, then log-mel frames with their centre times in seconds."""
+    """Mono at `sample_rate`, then log-mel frames with their centre times in seconds; with
+    `features="waveform"` the samples themselves, one per step (no times: a step is 1 / sample_rate)."""
 
     name = "audio"
     default_encoder = "audio_conv"
@@ -46,9 +49,22 @@ class Audio(FileKind):
     hop_length: int = 160
     f_min: float = 0.0
     f_max: float | None = None
+    features: str = "logmel"
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise DataError(
+                f"data.source.audio.features={self.features!r} is not one of {', '.join(FEATURES)}"
+            )
 
     def step_shape(self) -> tuple[int, ...]:
-        return (self.n_mels,)
+        return (1,) if self.features == "waveform" else (self.n_mels,)
+
+    def settings(self) -> dict:
+        settings = super().settings()
+        if self.features == "logmel":  # log-mel clips cached before this setting existed keep their keys
+            del settings["features"]
+        return settings
 
     def read_wave(self, path: Path) -> tuple[np.ndarray, int]:
         """Mono float32 samples and their rate; checks the file is whole."""
@@ -80,6 +96,8 @@ class Audio(FileKind):
         x = torch.from_numpy(wave)
         if rate != self.sample_rate:
             x = torchaudio.functional.resample(x, rate, self.sample_rate)
+        if self.features == "waveform":
+            return {"data": x[:, None].contiguous().numpy()}
         mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=self.sample_rate,
             n_fft=self.n_fft,
