@@ -338,3 +338,19 @@ def test_a_tiny_wav2vec2_trains_through_the_cli_and_its_checkpoint_predicts_alon
     )
     assert predicted.returncode == 0, (predicted.stdout + predicted.stderr)[-3000:]
     assert len(out.read_text().strip().splitlines()) == 1 + 8 * 5
+
+
+def test_augmenting_a_frozen_modality_warns_that_every_clip_is_new(caplog):
+    from gru_mm.models.build import warn_changing_frozen_inputs
+
+    frozen = ["data=manifest", "data.path=x.csv", "+model/encoder@model.encoders.frames=frame_backbone"]
+    frozen.append("model.encoders.frames.freeze=true")
+    with caplog.at_level(logging.WARNING, logger="gru_mm.train"):
+        warn_changing_frozen_inputs(compose_train(*frozen))
+        warn_changing_frozen_inputs(compose_train(*frozen[:-1], "data/augment=standard"))  # not frozen
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="gru_mm.train"):
+        warn_changing_frozen_inputs(compose_train(*frozen, "data/augment=standard"))
+    assert "model.encoders.frames keeps a frozen backbone's features per clip, but data.augment.frames" in (
+        caplog.text
+    )

@@ -86,9 +86,39 @@ def encoder_data_settings(cfg: DictConfig) -> None:
                     source[kind][key] = value
 
 
+def warn_changing_frozen_inputs(cfg: DictConfig) -> None:
+    """A frozen encoder's feature cache keys each clip by its contents: training crops and augmentation
+    make every drawn clip new, so each is computed (and stored) again. Say so, naming the settings."""
+    from gru_mm.paths import CONF_DIR
+
+    off = OmegaConf.load(CONF_DIR / "data" / "augment" / "none.yaml")  # every strength 0
+    augment = OmegaConf.select(cfg, "data.augment", default=None)
+    crop = OmegaConf.select(cfg, "data.train_crop_steps", default=None)
+    columns = OmegaConf.select(cfg, "data.source.columns", default=None) or {}
+    for m, enc in (OmegaConf.select(cfg, "model.encoders", default=None) or {}).items():
+        if not isinstance(enc, DictConfig) or not enc.get("cache_dir") or enc.get("freeze") is False:
+            continue
+        kind = columns.get(m, m)
+        settings = augment.get(kind) if isinstance(augment, DictConfig) else None
+        augmented = isinstance(settings, DictConfig) and settings != off.get(kind)
+        if augmented or crop:
+            what = " and ".join(
+                w for w, on in ((f"data.augment.{kind}", augmented), ("data.train_crop_steps", crop)) if on
+            )
+            log.warning(
+                "model.encoders.%s keeps a frozen backbone's features per clip, but %s change(s) the clips "
+                "every epoch: each is computed and stored anew (set model.encoders.%s.cache_dir=null, or "
+                "turn that off)",
+                m,
+                what,
+                m,
+            )
+
+
 def build_datamodule(cfg: DictConfig):
     """Instantiating reads no data: sources load lazily in validate/prepare_data/setup."""
     encoder_data_settings(cfg)
+    warn_changing_frozen_inputs(cfg)
     try:
         return hydra.utils.instantiate(cfg.data, _recursive_=True)
     except InstantiationException as err:
