@@ -351,3 +351,17 @@ def test_what_graphs_leave_to_eager(device):
     finally:
         gru_graphs.MAX_GRAPHS = old
     assert few._graph_cache.captures == 2
+
+
+def test_auto_keeps_segments_eager_and_graphs_the_rest(device, monkeypatch):
+    """Where auto picks segments (they skip GPU work on padding) the layer stays eager; where it picks
+    packed or padded_gather, the padded path is graphed."""
+    torch.manual_seed(0)
+    m = GRU(3, 4, graphs=True).to(device)
+    x, lengths = torch.randn(3, 8, 3, device=device), torch.tensor([8, 2, 1])
+    for picked, captures in (("segments", 0), ("packed", 1)):
+        spans = [(0, 2, 3), (2, 8, 1)] if picked == "segments" else None
+        monkeypatch.setattr(m, "_resolve", lambda layout, device_type, p=picked, s=spans: (p, s))
+        for _ in range(EAGER_CALLS + 2):
+            m(x, lengths)[0].sum().backward()
+        assert m._graph_cache.captures == captures, picked

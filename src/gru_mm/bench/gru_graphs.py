@@ -4,8 +4,9 @@
 calls (the host may run ahead of the GPU; one synchronize at the end), the way a training loop runs:
 - nn.GRU eager, padded (its final states sit at T, not at the true ends) and packed;
 - gru_mm eager (graphs=False, path auto);
-- gru_mm graphed (graphs=True): every call takes the next of 8 length sets whose longest lengths
-  differ but share one T bucket, so one graph serves them all (``captures`` should read 1);
+- gru_mm graphed (graphs=True, path padded_gather, where auto might keep segments): every call
+  takes the next of 8 length sets whose longest lengths differ but share one T bucket, so one
+  graph serves them all (``captures`` should read 1);
 - nn.GRU graphed through torch.cuda.make_graphed_callables (fixed shape; the fair graphed reference).
 Then, with TF32 off, a graph replay against the same layer's eager call with graphs=False on the
 same lengths: the largest absolute difference (float32 rounding of another time size: ~1e-7).
@@ -86,7 +87,8 @@ def run_case(hidden: int, batch: int, steps: int, bidirectional: bool, n: int, d
     ref = nn.GRU(INPUT, hidden, batch_first=True, bidirectional=bidirectional).to(dev)
     eager = GRU(INPUT, hidden, bidirectional=bidirectional).to(dev)
     eager.load_state_dict(ref.state_dict())
-    graphed = GRU(INPUT, hidden, bidirectional=bidirectional, graphs=True).to(dev)
+    # padded_gather: auto would keep some of these batches on eager segments; this bench is about graphs
+    graphed = GRU(INPUT, hidden, bidirectional=bidirectional, path="padded_gather", graphs=True).to(dev)
     graphed.load_state_dict(ref.state_dict())
     sample = x.detach().clone().requires_grad_()
     ref_graphed = copy.deepcopy(ref)

@@ -17,7 +17,8 @@ Paths for ``cell="torch"`` (all exact, i.e. equal to ``nn.GRU`` over ``pack_padd
   segments can win at all (``gru_plan.segments_can_win``), and reads no device value.
 
 ``graphs=True`` replays padded_gather from CUDA graphs on a GPU, one per (batch, bucketed
-longest length, ...) shape, for "auto" and "padded_gather" (``gru_graphs``); eager is the fallback.
+longest length, ...) shape, for "padded_gather" and for "auto" wherever auto does not pick
+"segments" (graphed in place of "packed" too); eager is the fallback (``gru_graphs``).
 
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
 or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
@@ -94,11 +95,12 @@ class GRU(nn.Module):
             scaling). ``"autocast"``: leave the dtype to autocast on the cuDNN paths (padded_gather,
             segments, packed); use a GradScaler with it. The hand-written loops (scan, cho2014)
             always run in the parameters' dtype.
-        graphs: on CUDA, replay the padded path ("auto" or "padded_gather") from CUDA graphs kept
-            per shape; the longest length is rounded up to a bucket (``gru_graphs.bucket_steps``).
-            The first call of a shape runs eagerly, as does everything graphs cannot serve (see
-            ``gru_graphs``). Results equal eager ones at the bucket's length; memory grows by one
-            call's activations per shape kept (at most ``gru_graphs.MAX_GRAPHS``).
+        graphs: on CUDA, replay the padded path ("padded_gather", or "auto" unless it picks
+            "segments") from CUDA graphs kept per shape; the longest length is rounded up to a
+            bucket (``gru_graphs.bucket_steps``). The first call of a shape runs eagerly, as does
+            everything graphs cannot serve (see ``gru_graphs``). Results equal eager ones at the
+            bucket's length; memory grows by one call's activations per shape kept (at most
+            ``gru_graphs.MAX_GRAPHS``).
 
     ``forward(x, lengths, h0=None, return_gates=False) -> (outputs, h_n)``:
         x: [B, T, F] padded float (batch_first) or a PackedSequence (then lengths is omitted and
@@ -335,14 +337,21 @@ class GRU(nn.Module):
         stack = self._stack()
         if layout.max_len == 0:
             return run_empty(stack, x, layout, h0, want_gates)
+        path = spans = None
         if self.graphs and not want_gates and self._graphable(x):
-            with warnings.catch_warnings() if not self._flat else contextlib.nullcontext():
-                if not self._flat:
-                    warnings.filterwarnings("ignore", message=_NOT_FLAT)
-                got = self._graph_cache.run(stack, x, layout.lengths, layout.max_len, h0)
-            if got is not None:
-                return (*got, None)
-        path, spans = self._resolve(layout, x.device.type)
+            if self.path == "auto":
+                path, spans = self._resolve(layout, x.device.type)
+            # segments skip GPU work on padding (long, small-hidden batches, where cuDNN is GPU-bound
+            # and a graph of the padded call has little host time to remove): they stay eager
+            if path != "segments":
+                with warnings.catch_warnings() if not self._flat else contextlib.nullcontext():
+                    if not self._flat:
+                        warnings.filterwarnings("ignore", message=_NOT_FLAT)
+                    got = self._graph_cache.run(stack, x, layout.lengths, layout.max_len, h0)
+                if got is not None:
+                    return (*got, None)
+        if path is None:
+            path, spans = self._resolve(layout, x.device.type)
         if want_gates and path != "cho2014":
             path = "scan"  # cuDNN's fused cell keeps its gates to itself; the scan recomputes them
         if path in ("cho2014", "scan"):
