@@ -40,7 +40,7 @@ timeout "${TIMEOUT:-270}" "$PY" -m gru_mm.bench.cli train --device "$DEVICE" --d
     --budget "${BUDGET:-130}" \
     --out "$OUT/bench_train_$DEVICE.json" "${STEPS[@]}" \
     --variants "data.num_workers=4" "data.num_workers=0" "data.num_workers=4 model.compile=true" \
-    2>&1 | grep -vE "Warning|warn|^\s*$|srun" | tee "$OUT/bench_train_$DEVICE.txt"
+    2>&1 | grep --line-buffered -vE "Warning|warn|^\s*$|srun" | tee "$OUT/bench_train_$DEVICE.txt"
 status=${PIPESTATUS[0]}
 echo "bench exit status $status"
 if [ -s "$OUT/bench_train_$DEVICE.json" ]; then

@@ -12,9 +12,11 @@ wall (CUDA only, from torch.profiler over a window of steps) and peak memory.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,6 +24,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gru_mm.config import register_resolvers
 from gru_mm.paths import CONF_DIR
@@ -147,6 +150,29 @@ class StepTimer(pl.Callback):
         }
 
 
+class _CopyCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten._to_copy, torch.ops.aten.copy_):
+            self.copies += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _first(samples, n: int) -> list:
+    """The first n samples of a split (a list or any data set with len and indexing)."""
+    return [samples[i] for i in range(min(n, len(samples)))]
+
+
+def copies(fn) -> int:
+    """The tensor copies (aten._to_copy, copy_) that `fn()` makes: a batch's host-to-device copies."""
+    with _CopyCounter() as counter:
+        fn()
+    return counter.copies
+
+
 def gpu_work(events) -> tuple[float, dict[str, int]]:
     """(seconds the GPU ran kernels and copies, {"pinned"/"pageable": host-to-device copies}) from
     torch.profiler's averages. As torch's own table does, device events only and no user annotations (an
@@ -219,6 +245,11 @@ def run_ours(cfg, device: str, max_steps: int) -> dict:
         "packed": bool(getattr(loader.collate_fn, "pack", False)),  # one buffer, one copy per batch
         "compile": compiled,
     }
+    if device == "cuda":  # one training batch as the loader hands it over, moved by Lightning's hook
+        batch = loader.collate_fn(_first(datamodule.source.split("train"), datamodule.batch_size))
+        batch = batch.pin_memory() if loader.pin_memory else batch
+        hook = module.transfer_batch_to_device
+        settings["batch_copies"] = copies(lambda: hook(batch, module.device, 0))
     return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)} | settings
 
 
@@ -259,11 +290,21 @@ def run_baseline(cfg, device: str, max_steps: int) -> dict:
             if steps >= max_steps + WARMUP_STEPS:
                 break
     settings = {"workers": 0, "pinned": False, "packed": False, "compile": False}
+    if device == "cuda":
+        batch = datamodule.collate(_first(datamodule.source.split("train"), datamodule.batch_size))
+        settings["batch_copies"] = copies(lambda: batch.to(dev))
     return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)} | settings
 
 
 def run_case(name: str, impl: str, device: str, data_dir: Path | None, extra: list[str], steps: int) -> dict:
     started = time.perf_counter()
+    if "fork" in multiprocessing.get_all_start_methods():
+        # this process was spawned, so its DataLoader workers would be too (re-importing everything);
+        # forked, as under gru-mm-train
+        multiprocessing.set_start_method("fork", force=True)
+    # the table is the output: Lightning's notes (seed, devices, tips) and warnings would bury it
+    logging.disable(logging.INFO)
+    warnings.filterwarnings("ignore")
     cfg = _compose(name, device, data_dir, extra)
     fn = run_ours if impl == "gru_mm" else run_baseline
     rec = fn(cfg, device, steps)
@@ -353,13 +394,15 @@ def run(
 
 HEADER = (
     f"{'config':<8} {'impl':<9} {'variant':<12} {'samples/s':>9} {'ms/step':>8} {'data wait':>9} "
-    f"{'padding ratio':<24} {'gpu busy':>8} {'h2d/step':>12} {'peak MB':>8} {'case s':>6}"
+    f"{'padding ratio':<24} {'gpu busy':>8} {'h2d/step':>14} {'peak MB':>8} {'case s':>6}"
 )
 
 
 def _h2d(r: dict) -> str:
+    """Host-to-device copies per step, pinned + pageable (the batch's own in brackets)."""
     h = r.get("h2d_per_step")
-    return "-" if not h else f"{h['pinned']:g}p+{h['pageable']:g}"
+    batch = f" ({r['batch_copies']})" if r.get("batch_copies") is not None else ""
+    return "-" if not h else f"{h['pinned']:g}p+{h['pageable']:g}{batch}"
 
 
 def _row(r: dict) -> str:
@@ -367,7 +410,7 @@ def _row(r: dict) -> str:
     busy = "-" if r["gpu_busy_frac"] is None else f"{100 * r['gpu_busy_frac']:.1f}%"
     return (
         f"{r['config']:<8} {r['impl']:<9} {r['variant']:<12} {r['samples_per_s']:>9.1f} "
-        f"{r['ms_per_step']:>8.2f} {100 * r['data_wait_frac']:>8.1f}% {pad:<24} {busy:>8} {_h2d(r):>12} "
+        f"{r['ms_per_step']:>8.2f} {100 * r['data_wait_frac']:>8.1f}% {pad:<24} {busy:>8} {_h2d(r):>14} "
         f"{r['peak_mem_mb']:>8.0f} {r['case_s']:>6}"
     )
 
@@ -376,7 +419,7 @@ def markdown_table(records: list[dict]) -> str:
     """A markdown table of the records (for docs/benchmarks.md)."""
     lines = [
         "| config | impl | variant | samples/s | ms/step | data wait | padding ratio | GPU busy | "
-        "H2D copies/step (pinned+pageable) | peak MB | vs baseline |",
+        "H2D copies/step: pinned+pageable (batch) | peak MB | vs baseline |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
