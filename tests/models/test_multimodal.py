@@ -130,7 +130,8 @@ def test_every_encoder_config_declares_its_sizes_and_stride_and_ignores_padding(
         shape = kinds.get(kind)(**cls.data_settings).step_shape()
     nothing_kept = {"cache_dir": None} if "cache_dir" in cfg else {}  # frozen features: none on disk
     torch.manual_seed(0)
-    encoder = instantiate(cfg, **kinds.get(kind).encoder_sizes(shape, 20), **nothing_kept).eval()
+    sizes = kinds.get(kind).encoder_sizes(shape, 20)  # a kind may give more than this encoder takes
+    encoder = instantiate(cfg, **{k: sizes[k] for k in cls.size_args}, **nothing_kept).eval()
     lengths = torch.tensor([7, 3, 0])
     x = torch.randint(2, 20, (3, 7)) if kind == "text" else torch.rand(3, 7, *shape)  # padding holds junk too
     with torch.no_grad():

@@ -115,6 +115,84 @@ class FrameCNNEncoder(Encoder):
         return _per_real_frame(self.cnn, x, lengths, self.out_features), lengths
 
 
+class _ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (He et al. 2016's basic block); `stride` 2 halves the size."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            Conv2dNormActivation(c_in, c_out, 3, stride=stride),
+            Conv2dNormActivation(c_out, c_out, 3, activation_layer=None),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else Conv2dNormActivation(c_in, c_out, 1, stride=stride, activation_layer=None)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class FrameResNetEncoder(Encoder):
+    """A small ResNet per real frame of [B, T, C, H, W] (never on padding), sized to the frames.
+
+    Frames above 64 px first pass a strided stem (7x7 stride 2, then 3x3 max pool stride 2, as in
+    ResNet); then residual stages of stride 2, doubling the channels from `width` (at most `max_width`),
+    until the map is at most `min_size` pixels a side, so every output sees the whole frame; a global
+    average pool and a projection give `out_features`. `image_size` (the frames' larger side) comes from
+    the data, so one config serves 8 px to 224 px frames. `residual` false makes each stage one strided
+    convolution (cheaper); `input_norm` standardises each frame's channels first (InstanceNorm), so ink
+    and paper colours and lighting matter less.
+    """
+
+    size_args = ("in_channels", "image_size")
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        out_features: int = 64,
+        width: int = 16,
+        max_width: int = 128,
+        min_size: int = 4,
+        residual: bool = True,
+        input_norm: bool = True,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if image_size < 1 or width < 1 or min_size < 1:
+            raise ValueError(
+                f"image_size, width and min_size must be >= 1, got {image_size}, {width}, {min_size}"
+            )
+        if image_size > 64:
+            layers: list[nn.Module] = [
+                Conv2dNormActivation(in_channels, width, 7, stride=2),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            ]
+            size = (image_size + 3) // 4
+        else:
+            layers, size = [Conv2dNormActivation(in_channels, width, 3)], image_size
+        c = width
+        while size > min_size:
+            c_out = min(2 * c, max_width)
+            stage = _ResidualBlock(c, c_out, 2) if residual else Conv2dNormActivation(c, c_out, 3, stride=2)
+            layers.append(stage)
+            c, size = c_out, (size + 1) // 2
+        self.cnn = nn.Sequential(
+            nn.InstanceNorm2d(in_channels) if input_norm else nn.Identity(),
+            *layers,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c, out_features),
+        )
+        self.out_features = out_features
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return _per_real_frame(self.cnn, x, lengths, self.out_features), lengths
+
+
 class BackboneFrameEncoder(FrozenBackbone, Encoder):
     """A torchvision classification model (resnet18, mobilenet_v3_small, ...) per real frame, then a
     projection to `out_features`.

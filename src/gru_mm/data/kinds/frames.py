@@ -20,7 +20,7 @@ class Frames(FileKind):
     """Each image resized to height x width, grey (channels=1) or RGB; step times from `fps` if given."""
 
     name = "frames"
-    default_encoder = "frame_cnn_rgb"
+    default_encoder = "frame_resnet"  # sizes itself to the frames' channels and size
 
     height: int = 64
     width: int = 64
@@ -75,8 +75,5 @@ class Frames(FileKind):
 
     @classmethod
     def encoder_sizes(cls, shape: tuple[int, ...], vocab_size: int | None) -> dict[str, int]:
-        return {"in_channels": int(shape[0])}
-
-    @classmethod
-    def suggested_encoder(cls, shape: tuple[int, ...]) -> str:
-        return "frame_cnn_rgb" if shape[0] == 3 else "frame_cnn"
+        # image_size: the larger side, for encoders sized to the frames (frame_resnet)
+        return {"in_channels": int(shape[0]), "image_size": int(max(shape[1:]))}
