@@ -241,3 +241,36 @@ def test_features_and_avdigits_go_through_the_store(tmp_path, monkeypatch):
     monkeypatch.undo()
     _assert_same_samples(stored, generated)
     assert not list((tmp_path / "avdigits").glob(".tmp-*"))
+
+
+def test_each_rank_reads_only_the_samples_of_its_own_batches(corpus, tmp_path, monkeypatch):
+    """Under DDP every rank indexes the store with its own batches: no rank loads the split."""
+    from torch.utils.data import DataLoader
+
+    from gru_mm.data.collate import Collate
+    from gru_mm.data.datamodule import split_lengths
+    from gru_mm.data.sampler import LengthBucketBatchSampler
+    from gru_mm.data.store.shard import ShardReader
+
+    path, _ = corpus
+    source = Manifest(path, cache_dir=tmp_path / "cache", shard_rows=3, **SMALL)
+    train = source.split("train")
+    read, real_read = [], ShardReader.read
+    monkeypatch.setattr(
+        ShardReader,
+        "read",
+        lambda self, column, j: read.append((self.path, int(j))) or real_read(self, column, j),
+    )
+    lengths = split_lengths(train, source.feature_shapes)
+    for rank in (0, 1):
+        sampler = LengthBucketBatchSampler(lengths, 2, seed=3, num_replicas=2, rank=rank)
+        read.clear()
+        ids = [
+            i
+            for b in DataLoader(train, batch_sampler=sampler, collate_fn=Collate(source.feature_shapes))
+            for i in b.ids
+        ]
+        mine = {
+            (train.shards[s].path, int(j)) for s, j in train.places[[i for batch in sampler for i in batch]]
+        }
+        assert set(read) == mine and len(mine) == len(ids) < len(train)  # its half, and nothing else
