@@ -62,7 +62,7 @@ fi
 
 step "3. benchmark on CUDA: eager and graphed"
 GRID_IMPLS="${GRID_IMPLS:-gru_mm,gru_mm:graphs,torch_padded,torch_packed,torch_padded:graphs}"
-timeout 250 "$PY" -m gru_mm.bench.cli gru --device cuda --impls "$GRID_IMPLS" --max-seconds 190 \
+timeout 250 "$PY" -m gru_mm.bench.cli gru --device cuda --impls "$GRID_IMPLS" --max-seconds "${GRID_SECONDS:-190}" \
     --out "$OUT/bench_gru_cuda.json" 2>&1 | tee "$OUT/bench_gru_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fails=$((fails + 1))
 [ -s "$OUT/bench_gru_cuda.json" ] && "$PY" -m gru_mm.bench.gru "$OUT/bench_gru_cuda.json" > "$OUT/bench_gru_cuda.md"
