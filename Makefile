@@ -19,11 +19,16 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.db (ARGS="key=value ...")
 	$(VENV)/bin/gru-mm-train $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite
-	$(VENV)/bin/python -m pytest $(ARGS)
+# The tests run in TEST_WORKERS processes (pytest-xdist; 0: in this one): most wait on processes they start.
+# Each worker uses one torch thread; tests that share a module fixture or the SLURM cluster stay on one worker.
+TEST_WORKERS ?= 4
+PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 
-test-fast: $(STAMP)  ## the tests not marked slow or service (about 2 minutes)
-	$(VENV)/bin/python -m pytest -m "not slow and not service" $(ARGS)
+test: $(STAMP)  ## run the whole test suite (under 10 minutes on 2 cores)
+	$(VENV)/bin/python -m pytest $(PARALLEL) $(ARGS)
+
+test-fast: $(STAMP)  ## the tests not marked slow or service (under 2 minutes on 2 cores)
+	$(VENV)/bin/python -m pytest $(PARALLEL) -m "not slow and not service" $(ARGS)
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -12,6 +12,52 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (make test) several workers share the cores: one intra-op thread each, in this
+    # process and in the runs it starts, so that they do not fight over the cores.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _shared_fixture(item: pytest.Item) -> str | None:
+    """The first fixture of the project's own (not a plugin's) broader than one test that `item` uses:
+    e.g. a module-scoped smoke run that several tests read."""
+    for name in item.fixturenames:
+        defs = item._fixtureinfo.name2fixturedefs.get(name)  # no public API tells a test's fixture scopes
+        if defs and defs[-1].scope != "function" and defs[-1].baseid:
+            return f"{defs[-1].baseid}::{name}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, the tests that share a module- or session-scoped fixture run on one worker,
+    which builds it once (each worker would build its own). Slow tests are handed out first, so that no
+    long test starts last while the other workers idle. (Workers sort identically, as xdist requires.)"""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        if not item.get_closest_marker("xdist_group") and (group := _shared_fixture(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's hook, which appends "@<group>" to a grouped test's id
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail loudly if xdist no longer groups (pytest 9.2 broke it silently: pytest-xdist#1386)."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup")):
+        return
+    grouped = next((item for item in session.items if item.get_closest_marker("xdist_group")), None)
+    if grouped is not None and "@" not in grouped.nodeid:
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} drops xdist's test groups ({grouped.nodeid} has none): tests that "
+            "share a fixture or a service would run at once on several workers; install pytest < 9.2"
+        )
+
 
 @pytest.fixture(autouse=True)
 def _mlflow_tracking_uri_restored():

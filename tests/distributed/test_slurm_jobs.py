@@ -59,6 +59,7 @@ def test_multinode_script_matches_lightnings_slurm_checks():
 
 
 @pytest.mark.service
+@pytest.mark.xdist_group("slurm")  # one test at a time on the one SLURM cluster (make test runs in parallel)
 def test_sbatch_examples_are_accepted_by_slurm(tmp_path: Path):
     slurm_or_skip()
     # This cluster is one CPU node: shrink the multi-node request, keep everything else as written.
@@ -113,6 +114,7 @@ def _release(job: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.service
+@pytest.mark.xdist_group("slurm")  # one test at a time on the one SLURM cluster (make test runs in parallel)
 def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
     slurm_or_skip()
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
@@ -177,6 +179,7 @@ def test_requeued_training_job_resumes_from_last_checkpoint(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.service
+@pytest.mark.xdist_group("slurm")  # one test at a time on the one SLURM cluster (make test runs in parallel)
 def test_sweep_trial_trains_with_ddp_processes_started_by_slurm(tmp_path: Path):
     """The supported way to combine -m with DDP: SLURM starts tasks_per_node = devices processes per trial."""
     slurm_or_skip()

@@ -47,6 +47,7 @@ def test_slurm_tests_skip_without_a_cluster_but_fail_where_it_is_required(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")  # start_slurm.sh: not while another test uses the cluster
 @pytest.mark.skipif(os.geteuid() != 0, reason=".ci/run starts SLURM only as root")
 @pytest.mark.skipif(
     shutil.which("slurmctld") is None and not Path("/usr/sbin/slurmctld").exists(),

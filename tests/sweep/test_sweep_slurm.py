@@ -13,6 +13,7 @@ from sweep_testlib import app_env, load_study, run_app, slurm_or_skip, sqlite_st
 
 @pytest.mark.slow
 @pytest.mark.service
+@pytest.mark.xdist_group("slurm")  # one test at a time on the one SLURM cluster (make test runs in parallel)
 def test_trials_run_as_slurm_jobs(tmp_path: Path):
     slurm_or_skip()
     run_app(
