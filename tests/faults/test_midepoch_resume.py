@@ -24,7 +24,7 @@ ARGS = [
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "model.modality_dropout=0.3",  # draws from torch's generator every step: a resume must restore it
-    "+callbacks.model_checkpoint.every_n_train_steps=4",
+    "callbacks.model_checkpoint.every_n_train_steps=4",
     "+callbacks.batch_ids._target_=batch_ids_probe.RecordBatchIds",
     "trusted_targets=[batch_ids_probe]",  # the resumed run's config (the checkpoint's) names the probe
 ]

@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--sizes", type=int, nargs="+", help="samples per manifest (default: 1000 10000)")
     data.add_argument("--storages", nargs="+", choices=("memory", "store"), default=["memory", "store"])
     data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    data.add_argument("--threads", type=int, default=1, help="torch threads of the reading process")
+    data.add_argument("--passes", type=int, default=3, help="epochs read; the best one counts")
     data.add_argument(
         "--data-dir",
         type=Path,
@@ -107,12 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench == "data":
         from gru_mm.bench.data import run as run_data
 
-        if (args.sizes and min(args.sizes) < 10) or args.workers < 0:
-            print("gru-mm-bench: --sizes must be >= 10 and --workers >= 0", file=sys.stderr)
+        if (args.sizes and min(args.sizes) < 10) or args.workers < 0 or min(args.threads, args.passes) < 1:
+            print(
+                "gru-mm-bench: --sizes must be >= 10, --workers >= 0, --threads and --passes >= 1",
+                file=sys.stderr,
+            )
             return 2
         print(f"gru-mm-bench data: {_machine('cpu')}")
         sizes = tuple(args.sizes) if args.sizes else None
-        run_data(args.quick, args.out, sizes, tuple(args.storages), args.workers, args.data_dir)
+        run_data(
+            args.quick,
+            args.out,
+            sizes,
+            tuple(args.storages),
+            args.workers,
+            args.data_dir,
+            threads=args.threads,
+            passes=args.passes,
+        )
         return 0
     if args.bench == "train":
         import torch
