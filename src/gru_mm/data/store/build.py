@@ -164,16 +164,22 @@ class Store:
 
 class _decoder:
     """A context giving `run(rows) -> iterator of Decoded`, in order: in this process for one process
-    (and a debugger or a test's patch sees every call), else in a pool of forked processes with one
-    torch thread each (decoding is CPU-bound Python and torch: threads gained 0.73-0.85x on 2 cores)."""
+    (and a debugger or a test's patch sees every call), else in a pool of forked processes; one torch
+    thread each either way (decoding is CPU-bound Python and torch: threads gained 0.73-0.85x on 2
+    cores, and torch's own threads on small transforms spin in their barriers when cores are busy)."""
 
     def __init__(self, decode: Callable[[Any], Decoded], processes: int):
         self.decode = decode
         self.processes = processes
         self.pool: ProcessPoolExecutor | None = None
+        self.threads: int | None = None
 
     def __enter__(self) -> Callable[[list[Any]], Iterator[Decoded]]:
         if self.processes <= 1:
+            import torch
+
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
             return lambda rows: map(self.decode, rows)
         global _DECODE
         _DECODE = self.decode  # inherited by the forked processes: no pickling of the source
@@ -184,6 +190,10 @@ class _decoder:
 
     def __exit__(self, *exc: object) -> None:
         global _DECODE
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             _DECODE = None
