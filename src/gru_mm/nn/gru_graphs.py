@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -180,7 +180,10 @@ class GraphCache:
             except Exception as e:  # e.g. an op that cannot be captured: this shape stays eager
                 self.failed[key] = f"{type(e).__name__}: {e}"
                 warnings.warn(
-                    f"GRU graphs: capturing a CUDA graph failed, running eagerly: {e}", stacklevel=3
+                    f"GRU graphs: capturing a CUDA graph failed, running eagerly: {e}. After a failed "
+                    "capture torch 2.11 may refuse CUDA random numbers ('Offset increment outside graph "
+                    "capture', seen on an H100); if so, run with graphs=False (model.gru.graphs=false)",
+                    stacklevel=3,
                 )
                 return None
             graph.weight_ptrs = ptrs
@@ -203,24 +206,30 @@ class GraphCache:
         static_x = torch.zeros(batch, steps, x.shape[2], dtype=x.dtype, device=device)
         static_len = torch.zeros(batch, dtype=torch.int64, device=device)
         static_h0 = None if h0 is None else torch.zeros_like(h0, memory_format=torch.contiguous_format)
-        if needs is not None:
-            static_x.requires_grad_(needs[0])
-            if static_h0 is not None:
-                static_h0.requires_grad_(needs[1])
-        surface = (static_x, static_h0, *weights)
-        wanted = [t for t, n in zip(surface, needs or (), strict=False) if n]
-
-        live: dict[str, Tensor] = {}  # the forward's outputs (with their autograd graph) for the backward
+        live: dict[str, object] = {}  # the forward's outputs and leaves, for the backward
 
         def forward() -> tuple[Tensor, Tensor]:
-            live["out"], live["h_n"] = run_padded(
-                stack, static_x, DeviceLayout(static_len, steps), static_h0, None
-            )
+            # Fresh leaves on every run, aliasing the static buffers and the layer's weights: autograd
+            # ties a leaf's AccumulateGrad node to the stream it was made on, and a node made on the
+            # default stream (by an eager call whose graph is still alive) breaks the backward's
+            # capture (cudaErrorStreamCaptureInvalidated). The gradients leave through _Replay.
+            need = needs or (False,) * (2 + len(weights))
+            xa = static_x.detach().requires_grad_(need[0])
+            ha = None if static_h0 is None else static_h0.detach().requires_grad_(need[1])
+            params = dict(stack.parameters)
+            for name, w, n in zip(
+                (name for names in stack.weight_names for name in names), weights, need[2:], strict=True
+            ):
+                params[name] = w.detach().requires_grad_(n)
+            run_stack = replace(stack, parameters=params)
+            surface = (xa, ha, *run_stack.all_weights())
+            live["wanted"] = [t for t, n in zip(surface, need, strict=True) if n]
+            live["out"], live["h_n"] = run_padded(run_stack, xa, DeviceLayout(static_len, steps), ha, None)
             return live["out"], live["h_n"]
 
         def backward(grad_out, grad_h_n):
             outs = (live["out"], live["h_n"])
-            return torch.autograd.grad(outs, wanted, (grad_out, grad_h_n), allow_unused=True)
+            return torch.autograd.grad(outs, live["wanted"], (grad_out, grad_h_n), allow_unused=True)
 
         def warm_up():
             out, h_n = forward()
