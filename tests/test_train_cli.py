@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -129,11 +130,15 @@ def test_the_runs_mlflow_model_reproduces_its_test_accuracy(smoke_run, monkeypat
 def test_eval_logs_test_metrics_of_the_checkpoint(smoke_run):
     root, _ = smoke_run
     ckpt = next((root / "logs").glob("train/runs/*/checkpoints/epoch*.ckpt"))
-    result = run_cli("gru-mm-eval", f"ckpt_path={ckpt}", f"paths.root={root}", "run_name=eval")
+    result = run_cli("gru-mm-eval", f"ckpt_path={ckpt}", f"paths.root={root}")
     assert result.returncode == 0, result.stderr[-3000:]
+    # a readable name of its own, shown in the log (MLflow's own names repeat: training seeded `random`)
+    shown = re.search(r"MLflow: run '([^']+)'", result.stdout + result.stderr)
+    assert shown, (result.stdout + result.stderr)[-3000:]
+    assert re.fullmatch(r"avdigits eval \d\d-\d\d \d\d:\d\d:\d\d [0-9a-f]{4}", shown.group(1)), shown.group(1)
     client = _client(root)
     runs = {r.info.run_name: r for r in _runs(client, "avdigits")}
-    train_run, eval_run = runs["smoke"], runs["eval"]
+    train_run, eval_run = runs["smoke"], runs[shown.group(1)]
     assert eval_run.data.tags["gru_mm.source_run_id"] == train_run.info.run_id
     assert f"/runs/{eval_run.info.run_id}" in result.stdout + result.stderr  # where to look
     # the same checkpoint on the same test batches gives the same accuracy as the training run's test

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gru_mm import checkpoints
@@ -16,7 +17,8 @@ from gru_mm.data.sources.held_out import HeldOut
 from gru_mm.evaluation.report import report
 from gru_mm.models.build import build_datamodule, build_module, retarget_data
 from gru_mm.paths import CONF_DIR
-from gru_mm.tracking.run import mlflow_logger, run_location, run_tags
+from gru_mm.tracking.run import default_run_name, mlflow_logger, run_location, run_tags
+from hydra_plugins.gru_mm_optuna_sweeper._storage import redact
 
 log = logging.getLogger("gru_mm.eval")
 register_resolvers()
@@ -42,6 +44,15 @@ def _held_out_data(cfg: DictConfig, train_cfg: DictConfig, ckpt: str, data_meta:
     return datamodule
 
 
+def eval_run_name(experiment: str, overrides: list[str]) -> str:
+    """`<experiment> eval <overrides> <time> <4 hex>`: distinct and readable, like a training run's name
+    (MLflow's own names repeat: it draws them from the seeded `random`). The checkpoint, a long path, is
+    left out: the run's `gru_mm.checkpoint` tag names it. Passwords in URLs are masked."""
+    return redact(
+        default_run_name(experiment, ["eval", *(o for o in overrides if not o.startswith("ckpt_path="))])
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path == "last" and not cfg.experiment_name:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
@@ -61,24 +72,26 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.validate()  # the same checks as training; also fixes vocabularies and sizes from the data
     module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
     if held_out:
         tags["gru_mm.eval_data"] = str(held_out)
     if meta.get("mlflow_run_id"):
         tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
-    loggers = [
-        hydra.utils.instantiate(
-            node, **({"experiment_name": experiment, "tags": tags} if name == "mlflow" else {})
-        )
-        for name, node in (cfg.get("logger") or {}).items()
-    ]
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        kwargs = {"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}
+        if name == "mlflow" and not node.get("run_name"):
+            kwargs["run_name"] = eval_run_name(experiment, overrides)
+        loggers.append(hydra.utils.instantiate(node, **kwargs))
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=True)
     metrics = dict(results[0]) if results else {}
     if cfg.get("ablation", True) and trainer.is_global_zero:
         metrics |= report(module, datamodule, mlflow_logger(loggers), trainer.strategy.root_device, str(path))
     if (mlflow := mlflow_logger(loggers)) and trainer.is_global_zero:
-        log.info("MLflow: %s", run_location(mlflow))
+        name = mlflow.experiment.get_run(mlflow.run_id).info.run_name
+        log.info("MLflow: run '%s': %s", name, run_location(mlflow))
     return metrics
 
 

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
+from gru_mm.eval import eval_run_name
 from gru_mm.tracking.run import default_run_name
 from models.model_testlib import compose_train
 
@@ -35,6 +36,22 @@ def test_run_names_are_readable_and_differ_even_from_the_same_seed_in_the_same_s
     for name in names:  # where files go, and the experiment (already the prefix), are left out
         assert re.fullmatch(
             r"avdigits debug=smoke model\.gru\.hidden_size=8 11-27 16:58:03 [0-9a-f]{4}", name
+        ), name
+
+
+def test_eval_runs_are_named_like_training_runs_without_the_checkpoint_path_or_passwords():
+    overrides = ["ckpt_path=/runs/a/checkpoints/epoch=3.ckpt", "data.path=b.csv", "paths.root=/tmp/x"]
+    overrides.append("logger.mlflow.tracking_uri=http://ann:pw@host:5000")
+    names = []
+    for _ in range(2):
+        random.seed(42)  # as training seeds it: MLflow's own names would repeat
+        names.append(eval_run_name("avdigits", overrides))
+    assert names[0] != names[1]
+    for name in names:
+        assert re.fullmatch(
+            r"avdigits eval data\.path=b\.csv logger\.mlflow\.tracking_uri=http://ann:\*\*\*@host:5000 "
+            r"\d\d-\d\d \d\d:\d\d:\d\d [0-9a-f]{4}",
+            name,
         ), name
 
 
