@@ -185,6 +185,7 @@ def test_unknown_key_and_unknown_choice_are_refused_by_composition():
         _compose("model/fusion=nosuch")
 
 
+@pytest.mark.slow  # two CLI starts: ~16 s of CPU
 def test_cli_fails_before_reading_data(isolated_root):
     result = run_cli("gru-mm-train", "data.batch_size=-1", f"paths.root={isolated_root}")
     assert result.returncode != 0
@@ -238,6 +239,7 @@ def test_overrides_compose():
     assert OmegaConf.select(cfg, "scheduler.T_max") == 1
 
 
+@pytest.mark.slow  # a CLI start each: 8-10 s of CPU
 @pytest.mark.parametrize("command", ["gru-mm-train", "gru-mm-eval", "gru-mm-predict", "gru-mm-validate-data"])
 def test_every_command_explains_itself_in_help(command):
     result = run_cli(command, "--help")

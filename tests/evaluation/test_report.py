@@ -101,6 +101,7 @@ def fusion_runs(tmp_path_factory):
         "debug=smoke",
         f"paths.root={root}",
         f"model/fusion={','.join(FUSIONS)}",
+        "log_model=false",  # the MLflow model is tested elsewhere (tests/serving): here, the report
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
