@@ -124,6 +124,11 @@ class StepTimer(pl.Callback):
             self.prof_wall_s = self._end - self._prof_t0
             self.gpu_busy_s, self.h2d_copies = gpu_work(self._prof.key_averages())
             self._prof = None
+            # The profiled steps (CUPTI tracing slows the host) and the trace's processing (seconds,
+            # which the next step's data wait would absorb) are not timed: the timed window starts now.
+            self.steps = self.samples = 0
+            self.wait = self.total = 0.0
+            self._start_all = self._end = time.perf_counter()
 
     @staticmethod
     def _sync(device: torch.device) -> None:
