@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,9 +210,13 @@ def time_case(
     models = _models(case, device)
     if "torch_padded:graphs" in impls:
         sample = x.detach().clone().requires_grad_()  # another buffer: each call copies x in, as ours does
-        models["torch_padded:graphs"] = torch.cuda.make_graphed_callables(
-            models["torch_padded:graphs"], (sample,)
-        )
+        try:
+            models["torch_padded:graphs"] = torch.cuda.make_graphed_callables(
+                models["torch_padded:graphs"], (sample,)
+            )
+        except RuntimeError as e:  # seen on an H100 (cuDNN stream mismatch): the case goes on without it
+            print(f"{case.name}: graphing nn.GRU failed, left out: {str(e)[:200]}", file=sys.stderr)
+            impls = tuple(i for i in impls if i != "torch_padded:graphs")
     runs: dict[str, Callable[[], None]] = {}
     for impl in impls:
         model = models[impl]
