@@ -44,13 +44,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--root", type=Path, help="project folder to reuse (data generated there already)")
     parser.add_argument("overrides", nargs="*", help="more gru-mm-train overrides")
     args = parser.parse_args()
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             for storage in ("store", "memory") if i % 2 == 0 else ("memory", "store"):
-                times = run(storage, Path(tmp), args.epochs, args.overrides)
+                times = run(storage, args.root or Path(tmp), args.epochs, args.overrides)
                 record = {"storage": storage, "round": i, "epoch_s": times}
                 print(json.dumps(record), flush=True)
                 records.append(record)

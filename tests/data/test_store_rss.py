@@ -1,0 +1,67 @@
+"""Memory does not grow with the data set on the store path (issue 12): a process that builds the store
+and one that reads every training sample through the DataLoader peak at about the same RSS for 40 and
+200 samples of real-size audio and frames, while the memory path grows with them.
+
+(The full-size check, one-epoch training runs of 750 and 3,000 samples under /usr/bin/time -v, is
+scripts/store_rss.py; its numbers are in docs/benchmarks.md, "Store: memory".)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from byod_files import write_manifest, write_png, write_wav
+
+pytestmark = pytest.mark.slow
+
+CHILD = """
+import json, resource, sys
+from gru_mm.data.datamodule import SequenceDataModule
+from gru_mm.data.sources.manifest import Manifest
+cache = None if sys.argv[2] == "-" else sys.argv[2]
+source = Manifest(sys.argv[1], cache_dir=cache, storage=sys.argv[3], decode_processes=1)
+dm = SequenceDataModule(source, batch_size=16)
+dm.validate()
+steps = sum(int(b.inputs["audio"].lengths.sum()) for b in dm.train_dataloader())
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": steps}))
+"""
+
+
+def _peak(manifest, cache, storage) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(manifest), str(cache), storage],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def test_peak_memory_stays_flat_as_the_data_set_grows_on_the_store_path(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):  # 1-3 s of 16 kHz audio and 2-8 RGB 64x64 frames each
+        write_wav(tmp_path / "audio" / f"{i}.wav", rng.uniform(1, 3), rate=16000, freq=300 + 100 * (i % 4))
+        for k in range(int(rng.integers(2, 9))):
+            write_png(tmp_path / "frames" / str(i) / f"{k}.png", size=64, seed=i * 10 + k)
+        rows.append(
+            {"id": f"s{i:03d}", "label": f"c{i % 4}", "audio": f"audio/{i}.wav", "frames": f"frames/{i}"}
+        )
+    small = write_manifest(tmp_path / "small.csv", rows[:40])
+    large = write_manifest(tmp_path / "large.csv", rows)
+    peaks = {}
+    for name, manifest in (("small", small), ("large", large)):
+        cache = tmp_path / f"cache-{name}"
+        first = _peak(manifest, cache, "store")  # decodes into the store
+        peaks["store", name] = (first, _peak(manifest, cache, "store"))  # reads what was decoded
+        peaks["memory", name] = _peak(manifest, "-", "memory")  # decodes into RAM (no cache)
+    memory_growth = peaks["memory", "large"] - peaks["memory", "small"]
+    assert memory_growth > 30, peaks  # 160 more samples in RAM: the measurement sees data in memory
+    for run in (0, 1):  # building the store, then reading it
+        growth = peaks["store", "large"][run] - peaks["store", "small"][run]
+        assert growth < 15, (run, peaks)
