@@ -51,6 +51,7 @@ def test_find_lr_restores_the_weights_and_forgets_its_steps(tmp_path):
     cfg = compose_train(
         "debug=smoke",
         f"paths.data_dir={tmp_path / 'data'}",  # the smoke set is generated here, not in the repository
+        f"paths.output_dir={tmp_path / 'out'}",  # the finder's trainer makes it (not the shared /tmp/x)
         "lr_find.enabled=true",
         "lr_find.steps=20",
         "model.head.dropout=0",
