@@ -17,12 +17,14 @@ CPU_RTOL = 1e-5
 # CUDA: cuDNN picks different algorithms, and so summation orders, for a padded and a packed call, so
 # comparing two float32 kernels measures rounding, not logic. There the logic is checked in float64
 # (to 1e-9 relative: a real mistake is O(1)), and float32 results are held to an error budget against
-# a float64 truth (packed nn.GRU on the CPU): at most CUDA_BUDGET times packed nn.GRU's own float32
-# error on the same case, with a floor of CUDA_FLOOR relative for cases where nn.GRU happens to
-# round almost exactly. The H100 run measured 10-15x on typical cases (issue 14).
+# a float64 truth (packed nn.GRU on the CPU): CUDA_BUDGET times packed nn.GRU's own float32 error on
+# the same case, or CUDA_FLOOR relative, whichever is larger. Measured on an H100 (47 random cases,
+# scripts/gpu_exact_budget.py): float64 errors <= 1.1e-15 on every path; float32 errors of the
+# padded paths (cuDNN's padded kernels) p50 6.8e-6, max 1.8e-5, i.e. 57x (p50) to 187x (max) packed
+# nn.GRU's own error, which is 1e-7..4e-7; hypothesis found 1.27e-5 (docs/benchmarks.md).
 CUDA_F64_RTOL = 1e-9
 CUDA_BUDGET = 50.0
-CUDA_FLOOR = 1e-5
+CUDA_FLOOR = 5e-5
 
 
 @st.composite

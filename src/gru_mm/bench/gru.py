@@ -275,6 +275,17 @@ def time_case(
             if failed:  # the capture raised and the layer ran eagerly: say why
                 rec["capture_failed"] = failed[0][:300]
         records.append(rec)
+    # Free this case's graphs and their memory pools before the next case (on the H100 the graphs of
+    # 26 cases held 78 GiB and the 27th ran out of memory)
+    for model in models.values():
+        cache = getattr(model, "_graph_cache", None)
+        if cache is not None:
+            cache.clear()
+            cache.pool = None
+    del models, runs
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
     return records
 
 
