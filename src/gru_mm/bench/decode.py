@@ -4,8 +4,10 @@ by one process with one thread or several.
 `shared`: each rank knows its rank (RANK/WORLD_SIZE), decodes its share first, then reads the rest
 from the cache. `each`: the ranks do not know (the behaviour before sharing), so every one decodes
 every file. (Both with one decoding thread per rank.) `threads`: one process decoding with
-`data.source.decode_threads` 1 and N, with torch's default intra-op threads. Each mode starts from
-an empty cache; the ranks are real processes.
+`data.source.decode_threads` 1 and N, with torch's default intra-op threads. These three decode on
+the memory path (data.storage=memory, the per-file .npz cache). `processes`: one process building the
+store (data.storage=store) with `data.source.decode_processes` 1 and N, one torch thread each. Each
+mode starts from an empty cache; the ranks are real processes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 CHILD = """
 import json, sys, time
 from gru_mm.data.sources.manifest import Manifest
-m = Manifest(sys.argv[1], cache_dir=sys.argv[2], decode_threads=int(sys.argv[3]))
+m = Manifest(sys.argv[1], cache_dir=sys.argv[2], decode_threads=int(sys.argv[3]), storage=sys.argv[4],
+             decode_processes=int(sys.argv[5]))
 start = time.perf_counter()
 m.load()
 print(json.dumps({"decoded": m.cache.misses, "from_cache": m.cache.hits,
@@ -54,12 +57,15 @@ def run_ranks(manifest: Path, cache: Path, ranks: int, mode: str, threads: int =
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")
     }
-    if mode != "threads":  # one rank per core, as torchrun sets it; one process keeps torch's own threads
+    # one rank per core, as torchrun sets it; one process keeps torch's own threads (its decoding processes
+    # set one thread each themselves)
+    if mode not in ("threads", "processes"):
         env["OMP_NUM_THREADS"] = "1"
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(manifest), str(cache), str(threads)],
+            [sys.executable, "-c", CHILD, str(manifest), str(cache), str(threads)]
+            + (["store", str(threads)] if mode == "processes" else ["memory", "1"]),
             stdout=subprocess.PIPE,
             text=True,
             env=env | ({"RANK": str(r), "WORLD_SIZE": str(ranks)} if mode == "shared" else {}),
@@ -89,8 +95,9 @@ def run(ranks: int, rows: int, seconds: float, rounds: int, out: Path | None, th
         for _ in range(rounds):  # alternate the modes so drifting machine load hits all alike
             for mode in ("each", "shared"):
                 records.append({"rows": rows, **run_ranks(manifest, cache, ranks, mode)})
-            for n in (1, threads):
-                records.append({"rows": rows, **run_ranks(manifest, cache, 1, "threads", n)})
+            for mode in ("threads", "processes"):
+                for n in (1, threads):
+                    records.append({"rows": rows, **run_ranks(manifest, cache, 1, mode, n)})
     print(
         f"{'mode':<8} {'ranks':>5} {'threads':>7} {'rows':>5} {'wall s':>7} {'load s':>7} {'decoded':>8} "
         f"{'from cache':>10}"
