@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under `--dist loadgroup`, the tests that share a module- or session-scoped fixture run on one worker,
     which builds it once (each worker would build its own). Slow tests are handed out first, so that no
     long test starts last while the other workers idle. (Workers sort identically, as xdist requires.)"""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+    if not hasattr(config, "workerinput"):  # not an xdist worker (a pytest started by a test has its env)
         return
     for item in items:
         if not item.get_closest_marker("xdist_group") and (group := _shared_fixture(item)):
@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(trylast=True)  # after xdist's hook, which appends "@<group>" to a grouped test's id
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Fail loudly if xdist no longer groups (pytest 9.2 broke it silently: pytest-xdist#1386)."""
-    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup")):
+    if not (hasattr(session.config, "workerinput") and getattr(session.config.option, "loadgroup", False)):
         return
     grouped = next((item for item in session.items if item.get_closest_marker("xdist_group")), None)
     if grouped is not None and "@" not in grouped.nodeid:
