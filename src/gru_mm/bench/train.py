@@ -178,6 +178,15 @@ def copies(fn) -> int:
     return counter.copies
 
 
+def batch_copies(module: pl.LightningModule, loader, samples, batch_size: int, device: str) -> int:
+    """The copies that moving one training batch, as `loader` hands it over, to `device` through the
+    module's transfer hook makes. Not to `module.device`: after `fit`, Lightning has moved the module back
+    to the CPU, and a move to the CPU copies nothing."""
+    batch = loader.collate_fn(_first(samples, batch_size))
+    batch = batch.pin_memory() if loader.pin_memory else batch
+    return copies(lambda: module.transfer_batch_to_device(batch, torch.device(device), 0))
+
+
 def gpu_work(events) -> tuple[float, dict[str, int]]:
     """(seconds the GPU ran kernels and copies, {"pinned"/"pageable": host-to-device copies}) from
     torch.profiler's averages. As torch's own table does, device events only and no user annotations (an
@@ -250,11 +259,9 @@ def run_ours(cfg, device: str, max_steps: int) -> dict:
         "packed": bool(getattr(loader.collate_fn, "pack", False)),  # one buffer, one copy per batch
         "compile": compiled,
     }
-    if device == "cuda":  # one training batch as the loader hands it over, moved by Lightning's hook
-        batch = loader.collate_fn(_first(datamodule.source.split("train"), datamodule.batch_size))
-        batch = batch.pin_memory() if loader.pin_memory else batch
-        hook = module.transfer_batch_to_device
-        settings["batch_copies"] = copies(lambda: hook(batch, module.device, 0))
+    if device == "cuda":
+        train = datamodule.source.split("train")
+        settings["batch_copies"] = batch_copies(module, loader, train, datamodule.batch_size, device)
     return timer.record() | {"peak_mem_mb": round(_peak_memory_mb(device), 1)} | settings
 
 

@@ -58,6 +58,27 @@ class SignAccuracy(torchmetrics.Metric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
+class WeightedMean(torchmetrics.Metric):
+    """The weighted mean of scalars, as `self.log(value, batch_size=weight)` reduces them over an epoch.
+
+    Not torchmetrics' MeanMetric: its NaN check is a host sync per update, and with the check disabled
+    (torchmetrics 1.9) it drops the weights."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: float) -> None:
+        self.total += value.detach().float() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight
+
+
 class MeanPearsonCorrCoef(torchmetrics.PearsonCorrCoef):
     """Pearson's r of each of several regression targets, averaged (one number to log and monitor)."""
 
@@ -262,6 +283,20 @@ class SequenceClassifier(pl.LightningModule):
                 for i, m in enumerate(self.modality_names)
             }
         )
+        # their losses' epoch means, weighted by the samples that have the modality (as `self.log` weighed)
+        self.modality_losses = nn.ModuleDict(
+            {
+                f"{s}_{i}": WeightedMean()
+                for s in ("train", "val", "test")
+                for i, _ in enumerate(self.modality_names)
+            }
+        )
+        # Stages whose epoch-level Metric objects were handed to `self.log` this epoch. Lightning's `log`
+        # costs host time per call (its result bookkeeping), and a Metric object needs it once per epoch: it
+        # accumulates through our `update` calls, Lightning computes and resets it at the epoch's end, so
+        # the logged values are those of logging it every step.
+        self._epoch_logged: set[str] = set()
+        self._l2_layers: list[nn.Module] | None = None  # the layers that may declare weight penalties
         if getattr(net, "ogm_ge", None) is not None and task == "regression":
             raise ConfigError(
                 "model.ogm_ge scores each modality by its confidence in the true class, and this task "
@@ -280,9 +315,11 @@ class SequenceClassifier(pl.LightningModule):
 
     def reset_running_state(self) -> None:
         """Forget what steps outside training proper (a learning-rate range test) accumulated."""
-        for metrics in self.metrics.values():
-            metrics.reset()
+        for collection in (self.metrics, self.modality_metrics, self.modality_losses):
+            for metrics in collection.values():
+                metrics.reset()
         self._padded_steps = self._real_steps = 0
+        self._epoch_logged.clear()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The last line of defence (gru_mm.callbacks.checkpoint skips such saves with a warning):
@@ -322,11 +359,9 @@ class SequenceClassifier(pl.LightningModule):
 
     def _regularization(self) -> torch.Tensor | None:
         """Weight penalties that layers declare (the GRU's optional per-group L2), summed."""
-        terms = [
-            m.regularization_loss()
-            for m in self.net.modules()
-            if hasattr(m, "regularization_loss") and any(getattr(m, "l2", {}).values())
-        ]
+        if self._l2_layers is None:  # walking every module each step costs host time
+            self._l2_layers = [m for m in self.net.modules() if hasattr(m, "regularization_loss")]
+        terms = [m.regularization_loss() for m in self._l2_layers if any(getattr(m, "l2", {}).values())]
         return torch.stack(terms).sum() if terms else None
 
     def outputs(self, batch: Batch) -> torch.Tensor:
@@ -379,10 +414,13 @@ class SequenceClassifier(pl.LightningModule):
             batch_size=len(batch),
             sync_dist=True,
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(batch))
+        register = stage not in self._epoch_logged  # epoch-level Metric objects: once an epoch (see __init__)
+        self._epoch_logged.add(stage)
+        if register:
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         if unimodal is None:
             return loss
-        self._log_unimodal(parts, unimodal, batch, stage)
+        self._log_unimodal(parts, unimodal, batch, stage, register)
         if stage != "train":
             return loss
         if self.net.ogm_ge is not None:
@@ -391,23 +429,22 @@ class SequenceClassifier(pl.LightningModule):
         # which an lr_find or a callback may read, stays the model's own
         return loss + (unimodal.probes - unimodal.probes.detach())
 
-    def _log_unimodal(self, parts: Any, unimodal: balance.UnimodalLosses, batch: Batch, stage: str) -> None:
-        """Each modality's own head: its loss and the task's metrics, over the samples that have it."""
+    def _log_unimodal(
+        self, parts: Any, unimodal: balance.UnimodalLosses, batch: Batch, stage: str, register: bool
+    ) -> None:
+        """Each modality's own head: its loss and the task's metrics, over the samples that have it
+        (`register`: hand the Metric objects to Lightning, once per epoch)."""
         for i, m in enumerate(self.modality_names):
             keep = parts.fused[m].present
             n = int(keep.sum())
-            self.log(
-                f"{stage}_modality/{m}/loss",
-                unimodal.losses[m],
-                on_step=False,
-                on_epoch=True,
-                batch_size=max(n, 1),
-                sync_dist=True,
-            )
+            mean_loss = self.modality_losses[f"{stage}_{i}"]
+            mean_loss.update(unimodal.losses[m], max(n, 1))  # synced across processes by torchmetrics
             metrics = self.modality_metrics[f"{stage}_{i}"]
             if n:
                 metrics.update(self._as_target(parts.unimodal[m][keep].detach()), batch.target[keep])
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=max(n, 1))
+            if register:
+                self.log(f"{stage}_modality/{m}/loss", mean_loss, on_step=False, on_epoch=True)
+                self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def on_after_backward(self) -> None:
         # OGM-GE: damp the dominant modality's gradients (reduced across processes, so all apply the same)
@@ -419,6 +456,15 @@ class SequenceClassifier(pl.LightningModule):
         coefficients = balance.apply_gradient_modulation(self.net, scores, step=self.global_step)
         for m, k in coefficients.items():
             self.log(f"train_modality/{m}/ogm_coefficient", k, on_step=False, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_logged.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_logged.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_logged.discard("test")
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         padded, real = batch.padding_stats()

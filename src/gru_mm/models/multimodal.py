@@ -30,12 +30,16 @@ def fusion_consumes(factory: Callable[..., nn.Module]) -> str:
     return consumes
 
 
-def set_absent(seq: Seq, absent: Tensor) -> Seq:
-    """The same batch with the samples where `absent` ([B] bool, CPU) is True lacking this modality."""
+def set_absent(seq: Seq, absent: Tensor, absent_on_device: Tensor | None = None) -> Seq:
+    """The same batch with the samples where `absent` ([B] bool, CPU) is True lacking this modality.
+    `absent_on_device`: the same flags already on the data's device (saves a host-to-device copy)."""
     keep = ~absent
-    data = seq.data * keep.to(seq.data.device).view(-1, *([1] * (seq.data.dim() - 1))).to(seq.data.dtype)
-    times = None if seq.times is None else seq.times * keep.to(seq.times.device)[:, None].to(seq.times.dtype)
-    return Seq(data, seq.lengths * keep, seq.present & keep.to(seq.present.device), times)
+    on_device = keep.to(seq.data.device) if absent_on_device is None else ~absent_on_device
+    data = seq.data * on_device.to(seq.data.device).view(-1, *([1] * (seq.data.dim() - 1))).to(seq.data.dtype)
+    times = seq.times
+    if times is not None:
+        times = times * on_device.to(times.device)[:, None].to(times.dtype)
+    return Seq(data, seq.lengths * keep, seq.present & on_device.to(seq.present.device), times)
 
 
 def modality_dropout_mask(present: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -144,7 +148,8 @@ class MultimodalGRU(nn.Module):
         """Modality dropout: each present modality of each sample set absent with probability p."""
         present = torch.stack([inputs[m].lengths > 0 for m in self.modalities], dim=1)  # CPU
         drop = modality_dropout_mask(present, self.modality_dropout)
-        return {m: set_absent(inputs[m], drop[:, i]) for i, m in enumerate(self.modalities)}
+        on_device = drop.to(inputs[self.modalities[0]].data.device)  # one copy for every modality
+        return {m: set_absent(inputs[m], drop[:, i], on_device[:, i]) for i, m in enumerate(self.modalities)}
 
     def fusion_inputs(self, inputs: Mapping[str, Seq]) -> dict[str, FusionInput]:
         missing = [m for m in self.modalities if m not in inputs]
@@ -156,7 +161,11 @@ class MultimodalGRU(nn.Module):
         for m in self.modalities:
             seq = inputs[m]
             x, lengths = self.encoders[m](seq.data, seq.lengths)
-            present = seq.present & (lengths > 0).to(seq.present.device)
+            positive = lengths > 0  # the encoder may shorten a sequence to nothing
+            if positive.device.type != "cpu" or not bool(positive.all()):  # (all: no copy to the device)
+                present = seq.present & positive.to(seq.present.device)
+            else:
+                present = seq.present
             times = self._encoded_times(m, seq, x.shape[1])
             if self.consumes == STEPS:
                 out[m] = FusionInput(x, lengths, present, self.absent[m], times=times)

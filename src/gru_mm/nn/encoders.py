@@ -69,18 +69,19 @@ class AudioConvEncoder(Encoder):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1] == 0:  # the whole batch lacks audio: nothing to convolve
             return x.new_zeros(x.shape[0], 0, self.out_features), lengths
-        mask = _step_mask(lengths, x.shape[1], x.device)
-        h = self.norm(x) * mask
+        on_device = lengths.to(x.device)  # one copy: both masks are built where the data is
+        h = self.norm(x) * _step_mask(on_device, x.shape[1], x.device)
         h = self.act(self.conv1(h.transpose(1, 2))).transpose(1, 2)
         out_lengths = self.output_lengths(lengths)
-        out_mask = _step_mask(out_lengths, h.shape[1], h.device)
+        out_mask = _step_mask(self.output_lengths(on_device), h.shape[1], h.device)
         h = self.act(self.conv2((h * out_mask).transpose(1, 2))).transpose(1, 2)
         return h * out_mask, out_lengths
 
 
 def _step_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:  # noqa: N803 (T is time)
-    """[B, T, 1] float: 1 at real steps, 0 at padding (built on the CPU, where lengths live)."""
-    return (torch.arange(T) < lengths[:, None]).to(device=device, dtype=torch.float32)[..., None]
+    """[B, T, 1] float on `device`: 1 at real steps, 0 at padding (built where `lengths` are)."""
+    steps = torch.arange(T, device=lengths.device)
+    return (steps < lengths[:, None]).to(device=device, dtype=torch.float32)[..., None]
 
 
 def _per_real_frame(cnn: nn.Module, x: Tensor, lengths: Tensor, out_features: int) -> Tensor:
