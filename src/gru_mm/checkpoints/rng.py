@@ -1,10 +1,11 @@
 """Random-number states in checkpoints, so that a resumed run draws what the uninterrupted run would have.
 
 What draws random numbers during training: dropout and modality dropout (torch's global generator), the
-collate's crop positions (torch's global generator; DataLoader workers are seeded from it at each epoch's
-first batch), the DataLoader's own seed draw (torch's global generator), and anything a user adds through
-Python's `random` or NumPy's global generator. The batch sampler keeps no generator across epochs: each
-epoch's order comes from `seed + epoch`, which the restored epoch counter gives back. So the global
+collate's crop positions (torch's global generator in the main process; inside DataLoader workers, a
+generator seeded from (seed, epoch) by `data.sampler.ResumableDataLoader`), and anything a user adds
+through Python's `random` or NumPy's global generator. The batch sampler keeps no generator across epochs:
+each epoch's order comes from `seed + epoch`, and its position within the epoch is in the loader's own
+state (`ResumableDataLoader.state_dict`), which Lightning saves with the fit loop. So the global
 generators are the whole state: saved with each checkpoint, restored when training resumes.
 """
 
@@ -53,7 +54,7 @@ class RandomState(pl.Callback):
     """Saves the generators' states with every checkpoint and restores them as soon as a resumed fit reads it.
 
     Checkpoints are written at the very end of an epoch; what follows in an uninterrupted run is the next
-    epoch's loader iterator (which draws its base seed from torch's generator) and then its batches. A resumed
+    epoch's loader iterator and then its batches. A resumed
     fit restores the callbacks' states early in `fit`, and from there to its first batch the only draw is
     that same iterator's (the sanity check's validation batches run under Lightning's `isolate_rng`): the two
     runs draw the same numbers. One process: under DDP every rank gets rank 0's states back, so a resumed
