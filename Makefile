@@ -19,15 +19,17 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.db (ARGS="key=value ...")
 	$(VENV)/bin/gru-mm-train $(ARGS)
 
-# The tests run in TEST_WORKERS processes (pytest-xdist; 0: in this one): most wait on processes they start.
-# Each worker uses one torch thread; tests that share a module fixture or the SLURM cluster stay on one worker.
-TEST_WORKERS ?= 4
+# TEST_WORKERS=4 runs the tests in 4 pytest-xdist processes (each with one torch thread; tests that share a
+# module fixture or the SLURM cluster stay on one worker). The default is 0, one process: on 2 cores the
+# suite is CPU-bound (4 workers: 25.6 min against about 25 serially), and under xdist two tests failed that
+# pass alone (the train benchmark's spawned case process found no config folder; not yet understood).
+TEST_WORKERS ?= 0
 PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 
-test: $(STAMP)  ## run the whole test suite (under 10 minutes on 2 cores)
+test: $(STAMP)  ## run the whole test suite (TEST_WORKERS=4: in 4 processes)
 	$(VENV)/bin/python -m pytest $(PARALLEL) $(ARGS)
 
-test-fast: $(STAMP)  ## the tests not marked slow or service (under 2 minutes on 2 cores)
+test-fast: $(STAMP)  ## the tests not marked slow or service
 	$(VENV)/bin/python -m pytest $(PARALLEL) -m "not slow and not service" $(ARGS)
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 over the project's store

@@ -19,7 +19,7 @@ from byod_files import write_manifest, write_png, write_wav
 pytestmark = pytest.mark.slow
 
 CHILD = """
-import json, resource, sys
+import json, sys
 from gru_mm.data.datamodule import SequenceDataModule
 from gru_mm.data.sources.manifest import Manifest
 cache = None if sys.argv[2] == "-" else sys.argv[2]
@@ -27,7 +27,10 @@ source = Manifest(sys.argv[1], cache_dir=cache, storage=sys.argv[3], decode_proc
 dm = SequenceDataModule(source, batch_size=16)
 dm.validate()
 steps = sum(int(b.inputs["audio"].lengths.sum()) for b in dm.train_dataloader())
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": steps}))
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a large process
+# (an xdist worker) reports its parent's peak; VmHWM belongs to the new address space
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_mb": int(hwm.split()[1]) / 1024, "steps": steps}))
 """
 
 
