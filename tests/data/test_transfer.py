@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
+from gru_mm.bench.train import CopyCounter
 from gru_mm.data.batch import Batch, Sample, Seq
 from gru_mm.data.collate import Collate
 from gru_mm.data.datamodule import SequenceDataModule
@@ -16,19 +16,6 @@ from gru_mm.data.transfer import ALIGN
 from gru_mm.models.module import SequenceClassifier
 
 SHAPES = {"audio": (3,), "video": (2, 2)}
-
-
-class CopyCounter(TorchDispatchMode):
-    """Counts the tensor copies (aten._to_copy / copy_) that run inside it."""
-
-    def __init__(self):
-        super().__init__()
-        self.copies = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten._to_copy, torch.ops.aten.copy_):
-            self.copies += 1
-        return func(*args, **(kwargs or {}))
 
 
 def samples(n: int = 5) -> list[Sample]:

@@ -155,7 +155,9 @@ class StepTimer(pl.Callback):
         }
 
 
-class _CopyCounter(TorchDispatchMode):
+class CopyCounter(TorchDispatchMode):
+    """Counts the tensor copies (aten._to_copy / copy_) that run inside it."""
+
     def __init__(self):
         super().__init__()
         self.copies = 0
@@ -173,7 +175,7 @@ def _first(samples, n: int) -> list:
 
 def copies(fn) -> int:
     """The tensor copies (aten._to_copy, copy_) that `fn()` makes: a batch's host-to-device copies."""
-    with _CopyCounter() as counter:
+    with CopyCounter() as counter:
         fn()
     return counter.copies
 
