@@ -135,7 +135,9 @@ def test_a_progress_bar_shows_on_a_terminal_when_decoding_is_slow(corpus, tmp_pa
             return True
 
     _, path, rows = corpus
-    source = Manifest(path, cache_dir=tmp_path / "cache", decode_threads=1, **SMALL)
+    # one decoding process: with one per core, a many-core CI machine finished the 12 rows within the
+    # bar's 1 s delay and the test failed there only
+    source = Manifest(path, cache_dir=tmp_path / "cache", decode_threads=1, decode_processes=1, **SMALL)
     sample = source._sample
     source._sample = lambda row, labeled=True: time.sleep(0.15) or sample(row, labeled)  # 12 rows: 1.8 s
     monkeypatch.setattr(sys, "stderr", Terminal())
