@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import cli_zygote
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -85,10 +87,9 @@ def isolated_root(tmp_path, monkeypatch) -> Path:
 def run_cli(
     name: str, *args: str, env: dict | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """Run one of the project's console scripts as a user would; output captured as text."""
+    """Run one of the project's console scripts as a user would; output captured as text. The process is
+    forked from a zygote that has imported the project (tests/cli_zygote.py), unless GRU_MM_TEST_FORK=0."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.run(
-        [str(BIN / name), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
-    )
+    return cli_zygote.run([str(BIN / name), *args], env=full_env, cwd=REPO, timeout=timeout)

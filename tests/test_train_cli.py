@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import cli_zygote
 from conftest import BIN, REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -163,9 +164,7 @@ def test_resume_from_last_continues_the_same_run(isolated_root):
         "log_model=false",
         f"paths.root={isolated_root}",
     ]
-    proc = subprocess.Popen(
-        [str(BIN / "gru-mm-train"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = cli_zygote.popen([str(BIN / "gru-mm-train"), *args], env=dict(os.environ), cwd=REPO)
     deadline = time.time() + 300
     while not (lasts := list(isolated_root.glob("logs/train/runs/*/checkpoints/last.ckpt"))):
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"

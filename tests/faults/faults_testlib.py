@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+import cli_zygote
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -40,20 +42,16 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def run(
     name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """One of the project's console scripts, run as a user would (output captured as text)."""
-    return subprocess.run(
-        [str(BIN / name), *args], capture_output=True, text=True, env=cli_env(env), timeout=timeout, cwd=REPO
-    )
+    """One of the project's console scripts, run as a user would (output captured as text; forked from
+    the CLI zygote: tests/cli_zygote.py)."""
+    return cli_zygote.run([str(BIN / name), *args], env=cli_env(env), cwd=REPO, timeout=timeout)
 
 
 def start(
     name: str, *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen:
     """The same, in the background (for killing it); output goes to `log`."""
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(
-        [str(BIN / name), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env(env), cwd=REPO
-    )
+    return cli_zygote.popen([str(BIN / name), *args], env=cli_env(env), cwd=REPO, log=log)
 
 
 def craft(source: Path, target: Path, change: Callable[[dict], None]) -> Path:

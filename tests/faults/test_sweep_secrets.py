@@ -5,7 +5,6 @@ through the same logging path in the second test, with a real MLflow logger on a
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
+import cli_zygote
 from gru_mm.tracking.run import log_run_start
 from sweep.sweep_cli_testlib import sweep_command, sweep_env
 from sweep.sweep_testlib import load_study
@@ -37,7 +37,7 @@ def everything_logged(client: MlflowClient, tmp_path: Path) -> list[str]:
 def test_no_password_of_a_sweep_reaches_params_tags_or_logs(tmp_path: Path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}?password={STORAGE_SECRET}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}?password={TRACKING_SECRET}"
-    proc = subprocess.run(
+    proc = cli_zygote.run(
         sweep_command(
             tmp_path,
             "hydra.sweeper.n_trials=1",
@@ -46,8 +46,6 @@ def test_no_password_of_a_sweep_reaches_params_tags_or_logs(tmp_path: Path):
             f'logger.mlflow.tracking_uri="{tracking}"',
         ),
         env=sweep_env(),
-        capture_output=True,
-        text=True,
         timeout=900,
         cwd=tmp_path,
     )

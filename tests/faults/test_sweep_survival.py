@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+import cli_zygote
 from sweep.sweep_cli_testlib import sweep_command, sweep_env, trial_runs
 from sweep.sweep_testlib import load_study
 from tracking.mlflow_testlib import MlflowServer
@@ -33,13 +34,11 @@ from tracking.mlflow_testlib import MlflowServer
 )
 def test_a_trial_with_an_invalid_config_fails_alone(tmp_path: Path, key: str, bad, good, message: str):
     values = ",".join(str(v) or "''" for v in (bad, good))
-    proc = subprocess.run(
+    proc = cli_zygote.run(
         sweep_command(
             tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", f"{key}=choice({values})"
         ),
         env=sweep_env(),
-        capture_output=True,
-        text=True,
         timeout=900,
         cwd=tmp_path,
     )
@@ -81,10 +80,7 @@ def test_a_trial_starting_while_the_tracking_server_is_down_fails_alone_and_is_r
         f"+hydra.callbacks.gate.folder={gate}",
     )
     try:
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                command, env=sweep_env(uri), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-            )
+        proc = cli_zygote.popen(command, env=sweep_env(uri), cwd=tmp_path, log=log)
         try:
             _wait_for(gate / "started-0", proc, log)
             (gate / "go-0").touch()  # trial 0 runs with the server up

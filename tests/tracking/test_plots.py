@@ -38,7 +38,11 @@ def test_attribution_figure_draws_real_steps_with_the_share(tmp_path):
     }
     fig = attribution_figure(result, ["a", "b"])
     fig.savefig(tmp_path / "attribution.png")
-    assert [len(ax.patches) for ax in fig.axes] == [6, 0]  # a bar per real step; an absent modality: none
+    assert [len(ax.patches) for ax in fig.axes] == [1, 0]  # an absent modality: nothing drawn
+    values, edges, _ = fig.axes[0].patches[0].get_data()  # one step per real step, centred on it
+    assert values.tolist() == result["audio"]["steps"][0].tolist() and edges.tolist() == [
+        i - 0.5 for i in range(7)
+    ]
     assert [ax.get_title() for ax in fig.axes] == ["a: audio 25%", "b: no audio"]
 
 
