@@ -5,14 +5,19 @@ Generates real-size media once (audio: 1-3 s mono wav at 16 kHz; frames: 2-8 RGB
 sample), manifests of the first 750 and of all 3,000 rows, then per (storage, size), each under
 `/usr/bin/time -v`: `decode`, the first run's decoding (`gru-mm-validate-data`, which decodes into the
 store or the .npz cache), and `train`, a one-epoch `gru-mm-train` run on what was decoded. Prints one
-JSON line per run and a summary; `--out` writes them as a JSON list.
+JSON line per run and a summary; `--out` writes them as a JSON list. tests/data/test_store_rss.py runs
+it and holds the store's training growth to the issue's 150 MB. `ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024`
+in the environment measures training as it was before gru-mm-train turned oneDNN's cache off
+(gru_mm/nn/onednn_cache.py).
 
     .venv/bin/python scripts/store_rss.py [--sizes 750 3000] [--storages store memory] [--out FILE]
+        [--root DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -98,11 +103,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[750, 3000])
     parser.add_argument("--storages", nargs="+", default=["store", "memory"])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--root", type=Path, help="work in this folder (default: a temporary one, removed)")
     args = parser.parse_args()
     if not Path("/usr/bin/time").exists():
         sys.exit("/usr/bin/time is missing: apt-get install time")
     records = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.root) if args.root else tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "media"
         rows = write_media(root, max(args.sizes))
         for storage in args.storages:

@@ -16,6 +16,7 @@ from gru_mm.data.sources.base import DataError
 from gru_mm.data.sources.held_out import HeldOut
 from gru_mm.evaluation.report import report
 from gru_mm.models.build import build_datamodule, build_module, retarget_data
+from gru_mm.nn.onednn_cache import disable_primitive_cache
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.run import default_run_name, mlflow_logger, run_location, run_tags
 from hydra_plugins.gru_mm_optuna_sweeper._storage import redact
@@ -97,6 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    disable_primitive_cache()  # else CPU memory grows with the batches evaluated (nn/onednn_cache.py)
     try:
         metrics = evaluate(cfg)
     except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError) as err:

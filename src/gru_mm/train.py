@@ -23,6 +23,7 @@ from gru_mm.data.validation import log_report
 from gru_mm.evaluation.report import report as evaluation_report
 from gru_mm.models import lr_find
 from gru_mm.models.build import build_datamodule, build_module, check_monitors, check_pretrained_files
+from gru_mm.nn.onednn_cache import disable_primitive_cache
 from gru_mm.paths import CONF_DIR
 from gru_mm.serving.mlflow_model import log_model
 from gru_mm.tracking.lineage import log_training_data
@@ -228,6 +229,7 @@ def trial_tags(trial: DictConfig | None) -> dict[str, str]:
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     redact_log_records()  # passwords in storage and tracking URLs never reach a log line
+    disable_primitive_cache()  # else CPU memory grows with the training steps (nn/onednn_cache.py)
     try:
         value = train(cfg)
     except (ConfigError, DataError, checkpoints.CheckpointError, ConnectionError, FloatingPointError) as err:
