@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow_template
+
 BIN = Path(sys.executable).parent
 # read when a library loads or the interpreter starts, not when a command runs
 _LOAD_TIME = ("OMP_", "MKL_", "KMP_", "MALLOC_", "LD_", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
@@ -149,7 +151,9 @@ def _zygote_for(command: list[str], env: dict[str, str]) -> Zygote | None:
 
 
 def run(command: list[str], *, env: dict[str, str], cwd: str | Path, timeout: float | None = None):
-    """subprocess.run(command, capture_output=True, text=True, ...), forked from the zygote when it can be."""
+    """subprocess.run(command, capture_output=True, text=True, ...), forked from the zygote when it can be;
+    the run's new local MLflow store starts as a copy of an empty one (tests/mlflow_template.py)."""
+    mlflow_template.seed(command, env)
     zygote = _zygote_for(command, env)
     if zygote is None:
         return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
@@ -171,7 +175,8 @@ def run(command: list[str], *, env: dict[str, str], cwd: str | Path, timeout: fl
 def popen(command: list[str], *, env: dict[str, str], cwd: str | Path, log: Path | None = None,
           new_session: bool = False):  # fmt: skip
     """subprocess.Popen(command, ...) with stdout and stderr into the file `log` (or nowhere), forked from
-    the zygote when it can be; `new_session` as Popen's start_new_session."""
+    the zygote when it can be; `new_session` as Popen's start_new_session. The store as in `run`."""
+    mlflow_template.seed(command, env)
     zygote = _zygote_for(command, env)
     with open(log or os.devnull, "w") as out:  # a child has its own copy of the descriptor
         if zygote is None:
