@@ -54,12 +54,13 @@ def trained_accuracy(manifest: Path, root: Path, *overrides: str) -> float:
     return run.data.metrics["test/acc"]
 
 
-# Measured 2026-11-27 (2-core VM, loaded): test/acc 0.247 after 8 epochs, still rising (val 0.08 -> 0.25);
-# the plain loop of docs/benchmarks.md reached 0.51 in 6 epochs on 600 samples. Known gap, issue 11.
-@pytest.mark.xfail(reason="frames-only gru-mm-train reaches 0.25 in 8 epochs here, not yet 0.4", strict=False)
+# Measured 2026-11-28 (2-core VM), this command: test/acc 0.527 (seed 42, the one used here), 0.533 (seed 0),
+# 0.647 (seed 1) with av_manifest's warmup; 0.273, 0.233, 0.273 without it (docs/benchmarks.md, "Why
+# frames-only gru-mm-train learned slower").
 def test_frames_alone_learn_digits_of_unseen_writers(manifest, tmp_path):
     acc = trained_accuracy(manifest, tmp_path, "model.modalities=[frames]")
-    assert acc >= 0.4, acc  # chance 0.1; labels shuffled would stay near it
+    # chance is 0.1 and shuffled labels would stay near it; 0.35 is chance + 0.25, and 0.18 below 0.527
+    assert acc >= 0.35, f"frames-only test/acc {acc:.3f} < 0.35 (chance 0.1 + a margin of 0.25)"
 
 
 @pytest.mark.xfail(reason="not yet run to the end on this machine (issue 11)", strict=False)

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -174,3 +175,119 @@ def compare(
     result["best_logreg"] = {"name": best[1], "test_acc": best[0]}
     result["margin"] = round(result["gru_mm"]["test_acc"] - best[0], 4)
     return result
+
+
+# --- frames: a plain PyTorch loop whose settings can be made gru-mm-train's one at a time (issue 11) ---
+def frame_splits(manifest: Path, work: Path, size: int = 32) -> dict[str, tuple[list, Any]]:
+    """{split: (frames [T, C, size, size] per sample, targets)}: the manifest's frames column decoded as
+    `data=manifest` decodes it (cached under `work`)."""
+    import torch
+
+    from gru_mm.data.sources.manifest import Manifest
+
+    source = Manifest(
+        manifest,
+        cache_dir=work / "cache",
+        storage="memory",
+        frames={"height": size, "width": size, "channels": 3},
+    )
+    return {
+        split: (
+            [torch.as_tensor(s.modalities["frames"]) for s in samples],
+            torch.tensor([int(s.target) for s in samples]),
+        )
+        for split, samples in source.load().items()
+        if split in ("train", "val", "test")
+    }
+
+
+def frames_plain_loop(
+    splits: dict,
+    epochs: int = 8,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 0.01,
+    warmup_epochs: float = 0.0,
+    head: str = "linear",
+    unimodal_weight: float = 0.0,
+    clip: float = 0.0,
+    seed: int = 0,
+) -> dict:
+    """Frames only: frame_resnet per real frame -> gru_mm GRU (64) -> head, in a plain loop (AdamW,
+    `WarmupCosineLR` per step to 1e-5, random batches, no Lightning, no store, no bucketing). Each of
+    gru-mm-train's settings can be switched on alone: `head` "mlp" (the default model's MLPHead) instead
+    of a linear layer, a unimodal head's loss `unimodal_weight` (experiment=av_manifest: 0.5), its
+    `batch_size` (av_manifest: 16), gradient clipping `clip` (trainer: 1.0), `warmup_epochs`.
+    Returns the test and validation accuracy and the mean training loss after each epoch."""
+    import functools
+    import random
+
+    import torch
+    from torch import nn
+
+    from gru_mm.data.batch import Seq
+    from gru_mm.models.multimodal import MultimodalGRU
+    from gru_mm.models.schedules import WarmupCosineLR
+    from gru_mm.nn import GRU
+    from gru_mm.nn.encoders import FrameResNetEncoder
+    from gru_mm.nn.fusion import LateFusion
+    from gru_mm.nn.heads import MLPHead
+
+    torch.manual_seed(seed)
+    order = random.Random(seed)
+    frames, targets = splits["train"]
+    classes = int(max(int(y.max()) for _, y in splits.values())) + 1
+    heads = {"mlp": MLPHead, "linear": lambda in_features, out_features: nn.Linear(in_features, out_features)}
+    channels, size = frames[0].shape[1], max(frames[0].shape[2:])
+    net = MultimodalGRU(
+        {"frames": FrameResNetEncoder(channels, size)},
+        functools.partial(GRU, hidden_size=64),
+        LateFusion,
+        heads[head],
+        classes,
+        unimodal_heads={"weight": unimodal_weight},
+    )
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = -(-len(targets) // batch_size)
+    schedule = WarmupCosineLR(optimizer, steps, epochs, warmup_epochs, eta_min=1e-5)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def batches(split: str, size: int, shuffle: bool):
+        xs, ys = splits[split]
+        idx = list(range(len(ys)))
+        if shuffle:
+            order.shuffle(idx)
+        for i in range(0, len(idx), size):
+            b = idx[i : i + size]
+            lengths = torch.tensor([len(xs[j]) for j in b])
+            x = torch.zeros(len(b), int(lengths.max()), *xs[b[0]].shape[1:])
+            for k, j in enumerate(b):
+                x[k, : len(xs[j])] = xs[j]
+            yield Seq(x, lengths, lengths > 0), ys[b]
+
+    @torch.no_grad()
+    def accuracy(split: str) -> float:
+        net.eval()
+        hits = sum(int((net({"frames": s}).argmax(1) == y).sum()) for s, y in batches(split, 128, False))
+        return hits / len(splits[split][1])
+
+    record: dict[str, list] = {"test_acc": [], "val_acc": [], "train_loss": []}
+    for _ in range(epochs):
+        net.train()
+        total = 0.0
+        for seq, y in batches("train", batch_size, True):
+            parts = net.forward_parts({"frames": seq})
+            loss = loss_fn(parts.logits, y)
+            own = loss_fn(parts.unimodal["frames"], y)  # weight 0: a probe on detached states
+            objective = loss + (unimodal_weight * own if unimodal_weight > 0 else own)
+            optimizer.zero_grad()
+            objective.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+            optimizer.step()
+            schedule.step()
+            total += float(loss) / steps
+        record["train_loss"].append(round(total, 3))
+        record["val_acc"].append(round(accuracy("val"), 3))
+        record["test_acc"].append(round(accuracy("test"), 3))
+    return record

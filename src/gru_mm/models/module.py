@@ -14,7 +14,7 @@ from torch import nn
 from gru_mm.checkpoints import CheckpointError
 from gru_mm.config import ConfigError
 from gru_mm.data.batch import Batch
-from gru_mm.models import balance
+from gru_mm.models import balance, schedules
 
 log = logging.getLogger("gru_mm.train")
 
@@ -536,7 +536,9 @@ class SequenceClassifier(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        # a schedule per training step (schedules.WarmupCosineLR) is told the steps per epoch
+        length = schedules.run_length(self.scheduler_factory, self._trainer, self.scheduler_interval)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **length)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
