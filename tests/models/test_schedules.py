@@ -61,3 +61,37 @@ def test_run_length_gives_steps_per_epoch_only_to_schedules_that_ask_for_it():
 def test_impossible_settings_are_named():
     with pytest.raises(ConfigError, match="warmup_epochs >= 0"):
         WarmupCosineLR(_optimizer(), steps_per_epoch=4, T_max=3, warmup_epochs=-1)
+
+
+@pytest.mark.slow  # a Lightning fit: about 5 s of CPU
+def test_the_module_steps_it_every_training_step_with_the_trainers_steps_per_epoch(tmp_path):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from models.model_testlib import build_test_module
+    from models.test_balance import constructed_batch
+
+    module = build_test_module(
+        "optimizer.lr=0.01",
+        "scheduler._target_=gru_mm.models.schedules.WarmupCosineLR",
+        "+scheduler.warmup_epochs=1",
+        "scheduler_interval=step",
+        "trainer.max_epochs=2",
+    )
+    rates = []
+    module.on_train_batch_start = lambda batch, i: rates.append(module.optimizers().param_groups[0]["lr"])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    batches = [constructed_batch(8, seed) for seed in range(3)]
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    # 3 steps an epoch: warmup over the first 3 steps, then the cosine over the other 3, a new rate each step
+    assert rates[:3] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
+    assert rates[3] == pytest.approx(0.01) and rates[3] > rates[4] > rates[5] > 1e-5
