@@ -56,6 +56,11 @@ def test_run_length_gives_steps_per_epoch_only_to_schedules_that_ask_for_it():
     assert run_length(cosine, trainer, "epoch") == {}
     with pytest.raises(ConfigError, match="set scheduler_interval=step"):
         run_length(factory, trainer, "epoch")
+    # no epoch limit (lr_find's trainer: max_epochs=-1): one epoch's optimiser steps
+    unlimited = SimpleNamespace(
+        max_epochs=-1, estimated_stepping_batches=math.inf, num_training_batches=14, accumulate_grad_batches=2
+    )
+    assert run_length(factory, unlimited, "step") == {"steps_per_epoch": 7}
 
 
 def test_impossible_settings_are_named():

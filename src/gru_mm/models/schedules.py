@@ -73,5 +73,11 @@ def run_length(factory: Any, trainer: Any, interval: str) -> dict[str, int]:
         )
     if trainer is None:
         raise ValueError(f"scheduler {target.__name__} needs the trainer (steps per epoch): attach one first")
-    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-    return {"steps_per_epoch": max(1, math.ceil(trainer.estimated_stepping_batches / epochs))}
+    total = trainer.estimated_stepping_batches  # (sets up the training data, so its batch count is known)
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    if epochs is None or math.isinf(total):  # no epoch limit (lr_find's trainer): one epoch's batches
+        batches = trainer.num_training_batches
+        per_epoch = batches / max(trainer.accumulate_grad_batches, 1) if math.isfinite(batches) else 1
+    else:
+        per_epoch = total / epochs
+    return {"steps_per_epoch": max(1, math.ceil(per_epoch))}
