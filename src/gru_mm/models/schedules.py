@@ -1,4 +1,8 @@
-"""Learning-rate schedules torch lacks: a linear warmup, then a cosine decay, stepped every training step."""
+"""A linear warmup, then a cosine decay, stepped every training step, with both lengths in epochs.
+
+torch's SequentialLR(LinearLR, CosineAnnealingLR) draws the same curve but takes its lengths in steps, which a
+config written in epochs does not know before the trainer has the data; this LambdaLR gets steps per epoch
+from the trainer instead."""
 
 from __future__ import annotations
 
