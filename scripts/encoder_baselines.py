@@ -7,7 +7,7 @@ train gru-mm on that modality alone through `gru-mm-train`, and print a table of
 records (with each run's command line) go to a JSON file.
 
     .venv/bin/python scripts/encoder_baselines.py --out runs/baselines [--modalities audio text series]
-        [--epochs 20] [--json baselines.json]
+        [--epochs 20] [--seed 0] [--json baselines.json]
 
 Prints one row per modality: classes, each baseline's test accuracy, gru-mm's, and gru-mm minus the best
 baseline (the margin a test holds it to).
@@ -16,11 +16,13 @@ baseline (the margin a test holds it to).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
 from gru_mm.bench import baselines
+from gru_mm.bench.baseline_data import GENERATORS
 
 
 def table(results: list[dict]) -> str:
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "--modalities", nargs="+", default=list(baselines.ENCODERS), choices=list(baselines.ENCODERS)
     )
     parser.add_argument("--epochs", type=int, default=20, help="gru-mm training epochs")
+    parser.add_argument("--seed", type=int, default=0, help="the data generator's seed (another data set)")
     parser.add_argument("--json", type=Path, help="records file (default: OUT/encoder_baselines.json)")
     parser.add_argument(
         "extra", nargs="*", help="more gru-mm-train overrides, e.g. model.gru.hidden_size=128"
@@ -53,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = []
     for modality in args.modalities:
-        result = baselines.compare(modality, args.out / modality, gru_extra=args.extra, epochs=args.epochs)
+        generate = functools.partial(GENERATORS[modality], seed=args.seed)
+        result = baselines.compare(
+            modality, args.out / modality, generate, gru_extra=args.extra, epochs=args.epochs
+        )
         results.append(result)
         print(
             json.dumps(

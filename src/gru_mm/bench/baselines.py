@@ -24,7 +24,7 @@ from gru_mm.bench.baseline_data import GENERATORS, SAMPLE_RATE
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 # the encoder each modality's gru-mm model uses (conf/model/encoder/) and its training settings
-ENCODERS = {"audio": "audio_conv", "text": "text_embedding", "series": "series_linear"}
+ENCODERS = {"audio": "audio_conv", "text": "text_embedding", "series": "series_conv"}
 TRAIN_ARGS = ["model.modality_dropout=0.0", "data.batch_size=32"]  # one modality: nothing to drop
 
 

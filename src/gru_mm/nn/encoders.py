@@ -282,12 +282,72 @@ class LinearEncoder(Encoder):
         return self.proj(x) * _step_mask(lengths, x.shape[1], x.device), lengths
 
 
+class SeriesConvEncoder(Encoder):
+    """Numeric series [B, T, F] -> [B, T, D]: parallel 1-D convolutions over time of several widths, a
+    second convolution over their outputs, and a per-step linear path added back.
+
+    A GRU fed one step at a time learns a frequency or a local shape slowly (issue 11: 0.55-0.75 test
+    accuracy where logistic regression on autocorrelations reached 0.93); a few filters over neighbouring
+    steps see them at once (the multi-width front end of InceptionTime, Ismail Fawaz et al. 2020). The
+    filters' outputs are normalised per step (LayerNorm over channels: it never sees another step, so never
+    the padding), which made learning about twice as fast on the issue's data. Padding never changes a
+    result: steps past each sequence's end are zeroed before every convolution, exactly as if the sequence
+    stood alone with zero padding ("same" padding, so step t stays step t).
+    """
+
+    size_args = ("in_features",)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 64,
+        channels: int = 32,
+        kernel_sizes: tuple[int, ...] | list[int] = (3, 9, 15),
+        layers: int = 2,
+    ):
+        super().__init__()
+        if not kernel_sizes or any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd widths >= 1 (so step t stays t), got {kernel_sizes}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        width = channels * len(kernel_sizes)
+        self.branches = nn.ModuleList(
+            nn.Conv1d(in_features, channels, int(k), padding=int(k) // 2) for k in kernel_sizes
+        )
+        self.norm = nn.LayerNorm(width)
+        self.stack = nn.ModuleList(nn.Conv1d(width, width, 3, padding=1) for _ in range(layers - 1))
+        self.proj = nn.Linear(width, out_features)
+        self.step = nn.Linear(in_features, out_features)  # what LinearEncoder sees: each step's values
+        self.act = nn.GELU()
+        self.out_features = out_features
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[1] == 0:  # the whole batch lacks this modality: nothing to convolve
+            return x.new_zeros(x.shape[0], 0, self.out_features), lengths
+        mask = _step_mask(lengths, x.shape[1], x.device)  # [B, T, 1]
+        channel_mask = mask.transpose(1, 2)
+        x = x * mask
+        h = torch.cat([conv(x.transpose(1, 2)) for conv in self.branches], dim=1)
+        h = self.act(self.norm(h.transpose(1, 2)).transpose(1, 2)) * channel_mask
+        for conv in self.stack:
+            h = self.act(conv(h)) * channel_mask
+        return self.act(self.proj(h.transpose(1, 2)) + self.step(x)) * mask, lengths
+
+
 class TokenEmbeddingEncoder(Encoder):
     """Token ids [B, T] -> embeddings [B, T, D]; id 0 is padding (a zero vector, never trained).
 
     `vocab_size` comes from the data's vocabulary (built from the training split or read from a file).
     With `vectors_path` (a GloVe or fastText text file) the rows start from those word vectors; that
     needs `vocab`, the tokens in id order. `freeze` keeps the embedding fixed during training.
+
+    Two choices keep it from memorising the training texts (issue 11: 0.86 test accuracy, 1.00 on the
+    training split, where a bag-of-words logistic regression reached 0.92): rows start small (N(0,
+    `init_std`), not nn.Embedding's N(0, 1)), so a word's vector is what training taught it rather than a
+    random code the GRU can tell every rare word by, as a linear model's weights start at 0; and in
+    training each token is left out with probability `token_dropout` (its vector zeroed, AWD-LSTM's
+    embedding dropout by position), so no single word decides a prediction. `dropout` drops single
+    features of the vectors.
     """
 
     size_args = ("vocab_size",)
@@ -301,11 +361,20 @@ class TokenEmbeddingEncoder(Encoder):
         vectors_path: str | None = None,
         freeze: bool = False,
         vocab: list[str] | None = None,
+        token_dropout: float = 0.0,
+        init_std: float = 0.1,
     ):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (<pad> and <unk>), got {vocab_size}")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must lie in [0, 1), got {token_dropout}")
+        if not init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
         self.embed = nn.Embedding(vocab_size, out_features, padding_idx=0)
+        with torch.no_grad():
+            self.embed.weight.normal_(0.0, init_std)
+            self.embed.weight[0].zero_()  # <pad>
         if vectors_path:
             if vocab is None or len(vocab) != vocab_size:
                 raise ValueError(
@@ -315,8 +384,12 @@ class TokenEmbeddingEncoder(Encoder):
                 self.embed.weight.copy_(pretrained.embedding_matrix(list(vocab), vectors_path, out_features))
         self.embed.weight.requires_grad_(not freeze)
         self.dropout = nn.Dropout(dropout)
+        self.token_dropout = float(token_dropout)
         self.out_features = out_features
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         ids = x.long().reshape(x.shape[0], x.shape[1])  # a batch without text arrives as float [B, 0]
-        return self.dropout(self.embed(ids)) * _step_mask(lengths, ids.shape[1], ids.device), lengths
+        keep = _step_mask(lengths, ids.shape[1], ids.device)
+        if self.training and self.token_dropout > 0:
+            keep = keep * (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)[..., None]
+        return self.dropout(self.embed(ids)) * keep, lengths

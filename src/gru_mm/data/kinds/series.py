@@ -40,7 +40,7 @@ def with_missingness(values: np.ndarray, times: np.ndarray | None = None) -> np.
 @dataclass(frozen=True)
 class Series(FileKind):
     name = "series"
-    default_encoder = "series_linear"
+    default_encoder = "series_conv"
 
     time_column: str = "time"
     missing: str = "error"
