@@ -17,32 +17,23 @@ pytestmark = pytest.mark.slow
 MARGIN = 0.05
 
 
-# Measured on the 2-core CPU machine, 2026-11-27 (heavily shared), default encoders:
-#   audio  (8 vowels, unseen speakers): gru-mm audio_conv 0.831 (10 epochs) vs MFCC 0.747 / log-mel 0.781
-#   text   (4 topics, unseen authors):  gru-mm text_embedding 0.855 (20 epochs) vs bag of words 0.915
-#   series (4 classes, unseen sources): gru-mm series_linear 0.548 (10 epochs; val 0.505 after 7 of 20)
-#                                       vs summary statistics 0.933 / flattened 0.268
-TRAILING = {
-    "text": "gru-mm trails bag-of-words logistic regression by 0.06 (0.855 vs 0.915); embedding dropout 0.5 "
-    "did worse (0.842); no encoder default fixes it yet",
-    "series": "gru-mm 0.548 (10 epochs) vs 0.933 for logistic regression on summary statistics (lagged "
-    "autocorrelations): a per-step linear encoder learns frequency slowly",
-}
+# Measured on the 2-core CPU machine (shared), `scripts/encoder_baselines.py --seed S` (S = 0 is the data
+# this test builds), default encoders, gru-mm test accuracy vs the best logistic regression:
+#   audio  (8 vowels, unseen speakers): audio_conv 0.831 (10 epochs) vs MFCC 0.747 / log-mel 0.781
+#   text   (4 topics, unseen authors), 20 epochs, S = 0 / 1: text_embedding 0.925 / 0.895 vs bag of words
+#          0.915 / 0.885 (before token_dropout 0.3 and init_std 0.1: 0.855 / 0.848)
+#   series (4 classes, unseen sources), 20 epochs, S = 0 / 1: series_conv 0.913 / 0.895 vs summary
+#          statistics 0.932 / 0.915 (series_linear, the default before: 0.723 / 0.720); after 12 epochs
+#          series_conv is still learning (0.810 / 0.873)
 
 
-@pytest.mark.parametrize(
-    "modality",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(reason=TRAILING[m], strict=False)) if m in TRAILING else m
-        for m in baselines.ENCODERS
-    ],
-)
+@pytest.mark.parametrize("modality", list(baselines.ENCODERS))
 def test_encoder_is_not_worse_than_logistic_regression(modality, tmp_path):
     result = baselines.compare(modality, tmp_path, epochs=10 if modality == "audio" else 20)
     best = result["best_logreg"]
     chance = 1 / result["classes"]
     assert best["test_acc"] > chance + 0.3, result  # the data carry the label: a baseline learns it
     assert result["gru_mm"]["test_acc"] >= best["test_acc"] - MARGIN, (
-        f"{modality}: gru-mm {result['gru_mm']['test_acc']:.3f} vs logistic regression "
-        f"({best['name']}) {best['test_acc']:.3f}"
+        f"{modality}: gru-mm {result['gru_mm']['test_acc']:.3f} trails logistic regression "
+        f"({best['name']}) {best['test_acc']:.3f} by more than the allowed {MARGIN}"
     )
