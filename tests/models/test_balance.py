@@ -141,7 +141,9 @@ def test_ogm_ge_scales_the_dominant_modalitys_gradient_exactly():
     module.on_after_backward()
     for m, expected_k in {dominant: k, other: 1.0}.items():
         for g0, p in zip(before[m], net.modality_parameters()[m], strict=True):
-            torch.testing.assert_close(p.grad, g0 * expected_k, rtol=1e-6, atol=0)
+            # rtol 1e-5: the module sums the float32 scores in another order than the mean above, and
+            # alpha=20 magnifies that float32 rounding in k (1.2e-6 apart with the audio encoder's CMVN)
+            torch.testing.assert_close(p.grad, g0 * expected_k, rtol=1e-5, atol=0)
     for g0, p in zip(others_before, net.head.parameters(), strict=True):
         assert torch.equal(p.grad, g0)  # fusion and head: never modulated
 
