@@ -34,9 +34,11 @@ def test_series_conv_padded_batch_gives_each_sample_what_it_gets_alone():
 
 
 def test_series_conv_sees_exactly_its_receptive_field_around_each_step():
-    """Widths 3, 9, 15 then a width-3 layer: step t sees steps t-8 .. t+8, no more (step t stays t)."""
+    """Widths 3, 9, 15 then a width-3 layer: step t sees steps t-8 .. t+8, no more (step t stays t).
+    Without centering: the series' mean, which centering subtracts, depends on every step."""
     torch.manual_seed(0)
-    enc = SeriesConvEncoder(2, out_features=8, channels=4, kernel_sizes=(3, 9, 15), layers=2).eval()
+    enc = SeriesConvEncoder(2, out_features=8, channels=4, kernel_sizes=(3, 9, 15), layers=2, center=False)
+    enc.eval()
     x = torch.randn(1, 40, 2)
     lengths = torch.tensor([40])
     t = 20
