@@ -14,12 +14,13 @@ import cli_zygote
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Under pytest-xdist (make test) several workers share the cores: one intra-op thread each, in this
-    # process and in the runs it starts, so that they do not fight over the cores.
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
-
+# One intra-op thread in this process and in the runs it starts (unless the caller set others). The tests'
+# models are tiny, and on a busy machine (xdist workers, DDP ranks, other jobs) OpenMP's spinning threads
+# fight over the cores: a CLI test took 103 s at load 5 with two threads and 16 s on a quiet machine, with
+# one thread or two.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+if os.environ["OMP_NUM_THREADS"] == "1":
     import torch
 
     torch.set_num_threads(1)
