@@ -78,6 +78,17 @@ def _mlflow_tracking_uri_restored():
         os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+@pytest.fixture(autouse=True)
+def _sys_path_restored():
+    """mlflow.pyfunc.load_model prepends the model's code folder (a copy of gru_mm) to sys.path and leaves
+    it there; processes spawned by later tests in this process inherit sys.path and imported gru_mm from
+    that copy, whose configs are elsewhere (the train benchmark failed with "Primary config directory not
+    found" only after test_train_cli had loaded a model in the same xdist worker)."""
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
+
+
 @pytest.fixture
 def isolated_root(tmp_path, monkeypatch) -> Path:
     """A project root in tmp: data cache, logs and the default sqlite store all land here."""
