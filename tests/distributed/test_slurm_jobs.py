@@ -105,6 +105,9 @@ def _release(job: str) -> bool:
     job (repeated: an update made while the requeue is still settling may not stick)."""
     state = _job_state(job)
     if state == "PENDING":
+        # not in the second of the requeue: slurmd revoked the first attempt's credential then, at one-second
+        # resolution, and refused a new attempt started that second ("Job credential revoked": the job FAILED)
+        time.sleep(2)
         subprocess.run(
             ["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30
         )

@@ -38,6 +38,20 @@ def manifest(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("realistic"), **SMALL)
 
 
+@pytest.fixture(scope="module")
+def accuracy(manifest, tmp_path_factory):
+    """test/acc of `experiment=av_manifest` with the given overrides, trained once per module: the fused
+    comparison reuses the single-modality runs of the tests above (the same command on the same data)."""
+    done: dict[tuple[str, ...], float] = {}
+
+    def get(*overrides: str) -> float:
+        if overrides not in done:
+            done[overrides] = trained_accuracy(manifest, tmp_path_factory.mktemp("run"), *overrides)
+        return done[overrides]
+
+    return get
+
+
 def trained_accuracy(manifest: Path, root: Path, *overrides: str) -> float:
     result = run_cli(
         "gru-mm-train",
@@ -58,8 +72,8 @@ def trained_accuracy(manifest: Path, root: Path, *overrides: str) -> float:
 # 0.647 (seed 1) with av_manifest's warmup; 0.273, 0.233, 0.273 without it (docs/benchmarks.md, "Why
 # frames-only gru-mm-train learned slower").
 # With av_manifest's attention fusion (issue 11, audio): 0.453 (generator seed 0), 0.560 (generator seed 1).
-def test_frames_alone_learn_digits_of_unseen_writers(manifest, tmp_path):
-    acc = trained_accuracy(manifest, tmp_path, "model.modalities=[frames]")
+def test_frames_alone_learn_digits_of_unseen_writers(accuracy):
+    acc = accuracy("model.modalities=[frames]")
     # chance is 0.1 and shuffled labels would stay near it; 0.35 is chance + 0.25, and 0.18 below 0.527
     assert acc >= 0.35, f"frames-only test/acc {acc:.3f} < 0.35 (chance 0.1 + a margin of 0.25)"
 
@@ -68,8 +82,8 @@ def test_frames_alone_learn_digits_of_unseen_writers(manifest, tmp_path):
 # (seed 1) with av_manifest's attention fusion and the audio encoder's per-utterance normalisation; 0.087 and
 # 0.120 before (late fusion: the final GRU state over ~55 audio steps memorised the training speakers).
 # Logistic regression on log-mel mean+std: 0.780 / 0.740.
-def test_audio_alone_learns_digits_of_unseen_speakers(manifest, tmp_path):
-    acc = trained_accuracy(manifest, tmp_path, "model.modalities=[audio]")
+def test_audio_alone_learns_digits_of_unseen_speakers(accuracy):
+    acc = accuracy("model.modalities=[audio]")
     # chance is 0.1; 0.6 is below both measured runs by 0.25+ and near logistic regression's 0.74-0.78
     assert acc >= 0.6, f"audio-only test/acc {acc:.3f} < 0.6 (chance 0.1, logistic regression 0.78)"
 
@@ -82,14 +96,11 @@ def test_audio_alone_learns_digits_of_unseen_speakers(manifest, tmp_path):
     "(issue 11)",
     strict=False,
 )
-def test_fused_is_at_least_as_good_as_each_modality_alone(manifest, tmp_path):
+def test_fused_is_at_least_as_good_as_each_modality_alone(accuracy):
     accs = {
-        name: trained_accuracy(manifest, tmp_path / name, *overrides)
-        for name, overrides in {
-            "frames": ["model.modalities=[frames]"],
-            "audio": ["model.modalities=[audio]"],
-            "fused": [],
-        }.items()
+        "frames": accuracy("model.modalities=[frames]"),
+        "audio": accuracy("model.modalities=[audio]"),
+        "fused": accuracy(),
     }
     assert accs["audio"] >= 0.5, accs  # chance 0.1
     assert accs["fused"] >= max(accs["frames"], accs["audio"]) - 0.02, accs
