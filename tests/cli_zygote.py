@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,6 +133,7 @@ class Zygote:
         if self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(30)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 _SHARED: Zygote | None = None

@@ -9,6 +9,7 @@ experiments, runs and models in a real store. Runs logging elsewhere (MLFLOW_TRA
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +22,9 @@ def template() -> Path:
     if _TEMPLATE is None:
         from mlflow.tracking import MlflowClient
 
-        path = Path(tempfile.mkdtemp(prefix="gru-mm-mlflow-template-")) / "mlflow.db"
+        folder = tempfile.mkdtemp(prefix="gru-mm-mlflow-template-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = Path(folder) / "mlflow.db"
         MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates it
         _TEMPLATE = path
     return _TEMPLATE
