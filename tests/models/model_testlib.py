@@ -39,6 +39,26 @@ def build_model(*overrides: str):
     return instantiate(cfg.model, num_classes=10)
 
 
+def fit_on_batches(module, batches: list, root, max_epochs: int = 1):
+    """A quiet CPU Lightning fit of `module` over ready-made batches (no validation, logger or
+    checkpoints); returns the trainer."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    return trainer
+
+
 def build_test_module(*overrides: str):
     """The LightningModule of the composed config, 10 classes, seeded weights."""
     cfg = compose_train(*overrides)

@@ -1,11 +1,9 @@
 """The module's epoch-level metrics: handed to Lightning once an epoch, yet the means of every step."""
 
 import pytest
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from gru_mm.models import balance
-from models.model_testlib import build_test_module
+from models.model_testlib import build_test_module, fit_on_batches
 from models.test_balance import DETERMINISTIC, constructed_batch
 
 
@@ -26,17 +24,7 @@ def test_epoch_metrics_are_weighted_means_of_every_step_with_two_log_calls_per_l
     calls = []
     log = module.log
     monkeypatch.setattr(module, "log", lambda name, *a, **k: (calls.append(name), log(name, *a, **k))[1])
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    trainer = fit_on_batches(module, batches, tmp_path)
     assert len(steps) == 4 and steps[0][1] == 7  # the first sample of each batch lacks audio
     # the first step registers loss, acc, f1 and each modality's loss, acc and f1; later steps log only
     # the per-step values: the loss and the gradient norm

@@ -70,10 +70,7 @@ def test_impossible_settings_are_named():
 
 @pytest.mark.slow  # a Lightning fit: about 5 s of CPU
 def test_the_module_steps_it_every_training_step_with_the_trainers_steps_per_epoch(tmp_path):
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader
-
-    from models.model_testlib import build_test_module
+    from models.model_testlib import build_test_module, fit_on_batches
     from models.test_balance import constructed_batch
 
     module = build_test_module(
@@ -85,18 +82,7 @@ def test_the_module_steps_it_every_training_step_with_the_trainers_steps_per_epo
     )
     rates = []
     module.on_train_batch_start = lambda batch, i: rates.append(module.optimizers().param_groups[0]["lr"])
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    batches = [constructed_batch(8, seed) for seed in range(3)]
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    fit_on_batches(module, [constructed_batch(8, seed) for seed in range(3)], tmp_path, max_epochs=2)
     # 3 steps an epoch: warmup over the first 3 steps, then the cosine over the other 3, a new rate each step
     assert rates[:3] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
     assert rates[3] == pytest.approx(0.01) and rates[3] > rates[4] > rates[5] > 1e-5
