@@ -90,10 +90,14 @@ class _UtteranceNorm(nn.Module):
     """[B, T, F] -> each feature standardised over its sequence's real steps (mask [B, T, 1])."""
 
     def forward(self, x: Tensor, mask: Tensor, eps: float = 1e-5) -> Tensor:
-        count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-        mean = (x * mask).sum(dim=1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+        mean = _real_step_mean(x, mask)
+        var = _real_step_mean((x - mean) ** 2, mask)
         return (x - mean) * torch.rsqrt(var + eps)
+
+
+def _real_step_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """[B, 1, F]: the mean of [B, T, F] over each sequence's real steps (mask [B, T, 1]); 0 for length 0."""
+    return (x * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def _step_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:  # noqa: N803 (T is time)
@@ -351,9 +355,8 @@ class SeriesConvEncoder(Encoder):
         channel_mask = mask.transpose(1, 2)
         x = x * mask
         seen = x
-        if self.center:  # the mean over real steps only (padding is zero here); a length 0 stays zero
-            steps = lengths.clamp(min=1).to(device=x.device, dtype=x.dtype)[:, None, None]
-            seen = (x - x.sum(dim=1, keepdim=True) / steps) * mask
+        if self.center:  # the mean over real steps only; a length 0 stays zero
+            seen = (x - _real_step_mean(x, mask)) * mask
         h = torch.cat([conv(seen.transpose(1, 2)) for conv in self.branches], dim=1)
         h = self.act(self.norm(h.transpose(1, 2)).transpose(1, 2)) * channel_mask
         for conv in self.stack:
