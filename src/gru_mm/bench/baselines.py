@@ -224,6 +224,7 @@ def frames_plain_loop(
 
     import torch
     from torch import nn
+    from torch.nn.utils.rnn import pad_sequence
 
     from gru_mm.data.batch import Seq
     from gru_mm.models.multimodal import MultimodalGRU
@@ -260,9 +261,7 @@ def frames_plain_loop(
         for i in range(0, len(idx), size):
             b = idx[i : i + size]
             lengths = torch.tensor([len(xs[j]) for j in b])
-            x = torch.zeros(len(b), int(lengths.max()), *xs[b[0]].shape[1:])
-            for k, j in enumerate(b):
-                x[k, : len(xs[j])] = xs[j]
+            x = pad_sequence([xs[j] for j in b], batch_first=True)  # zeros after each sample's frames
             yield Seq(x, lengths, lengths > 0), ys[b]
 
     @torch.no_grad()
@@ -286,7 +285,7 @@ def frames_plain_loop(
                 torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             optimizer.step()
             schedule.step()
-            total += float(loss) / steps
+            total += float(loss.detach()) / steps
         record["train_loss"].append(round(total, 3))
         record["val_acc"].append(round(accuracy("val"), 3))
         record["test_acc"].append(round(accuracy("test"), 3))
