@@ -4,38 +4,45 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from faults_testlib import REPO, cli_env
 
-# Imports first, then waits for the common start time: both runs compose their config in the same second.
+# Imports first, says so, then waits for the go on stdin: both runs compose their config in the same second.
 STARTER = """
-import sys, time
+import sys
 from gru_mm.train import main
-start = float(sys.argv[1])
-time.sleep(max(0.0, start - time.time()))
-sys.argv = ["gru-mm-train", *sys.argv[2:]]
+print("ready", flush=True)
+sys.stdin.readline()
+sys.argv = ["gru-mm-train", *sys.argv[1:]]
 main()
 """
 
 
 def _start_two(root):
     """Two runs that start composing at the same moment; their run folders' names."""
-    start = time.time() + 25  # after both have imported
     # seed=-1 fails the config check, after Hydra has made the run folder: the folder is all this needs
     args = [f"paths.root={root}", "seed=-1"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER, str(start), *args],
+            [sys.executable, "-c", STARTER, *args],
             cwd=REPO,
             env=cli_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         for _ in range(2)
     ]
+    for p in procs:  # both have imported gru_mm.train (seconds, more under load); warnings may come first
+        seen = []
+        while not seen or seen[-1].strip() != "ready":
+            seen.append(p.stdout.readline())
+            assert seen[-1], "".join(seen)  # it ended before it was ready
+    for p in procs:  # then go, together
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert all("gru-mm-train: seed must be" in out for out in outputs), outputs
     return sorted(p.name for p in (root / "logs/train/runs").iterdir())
