@@ -17,6 +17,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow_testlib import MlflowServer, free_port
 
+import cli_zygote
 from conftest import REPO, run_cli
 from gru_mm.tracking.outbox import Outbox, unsent
 from gru_mm.tracking.store import TrackingRejected
@@ -97,12 +98,12 @@ def test_what_a_killed_process_queued_is_on_disk_and_sent_later(server, tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     assert len(unsent(journal)) == 3
-    send = [sys.executable, "-m", "gru_mm.tracking.outbox", str(journal), "--tracking-uri", server.uri]
-    result = subprocess.run(send, capture_output=True, text=True, cwd=REPO)
+    send = ["-m", "gru_mm.tracking.outbox", str(journal), "--tracking-uri", server.uri]
+    result = run_cli("python", *send)
     assert result.returncode == 0, result.stderr
     assert "3 batch(es) sent" in result.stdout
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [0, 1, 2]
-    again = subprocess.run(send, capture_output=True, text=True, cwd=REPO)
+    again = run_cli("python", *send)
     assert "0 batch(es) sent" in again.stdout  # marked as sent in the file: not sent twice
     assert unsent(journal) == []
 
@@ -147,33 +148,28 @@ def test_a_refusal_for_good_fails_fast_and_is_not_retried(server, tmp_path):
     assert [b["metrics"][0][3] for b in unsent(tmp_path / "mlflow_outbox.jsonl")] == [1]  # kept
 
 
-def _train(*args: str, server_uri: str, root: Path) -> subprocess.Popen:
+def _train(*args: str, server_uri: str, root: Path, log: Path):
+    """A real training run in the background (forked from the test zygote), its output in `log`."""
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": server_uri,
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])),
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gru_mm.train",
-            "debug=smoke",
-            "trainer.max_epochs=4",
-            "trainer.limit_train_batches=5",
-            "logger.mlflow.wait_s=3",
-            f"paths.root={root}",
-            "log_model=false",
-            "test=false",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "gru_mm.train",
+        "debug=smoke",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=5",
+        "logger.mlflow.wait_s=3",
+        f"paths.root={root}",
+        "log_model=false",
+        "test=false",
+        *args,
+    ]
+    return cli_zygote.popen(command, env=env, cwd=REPO, log=log)
 
 
 def pause_at(folder: Path, epoch: int, batch: int) -> list[str]:
@@ -192,23 +188,28 @@ def test_training_through_a_dead_server_keeps_its_metrics_and_says_how_to_send_t
     first): training goes on; at the end the run waits for the server once and stops with one sentence
     naming the journal; sent, the run has every epoch's metrics."""
     gate = tmp_path / "gate"
+    log = tmp_path / "train.log"
     proc = _train(
-        "experiment_name=through", *pause_at(gate, epoch=0, batch=1), server_uri=server.uri, root=tmp_path
+        "experiment_name=through",
+        *pause_at(gate, epoch=0, batch=1),
+        server_uri=server.uri,
+        root=tmp_path,
+        log=log,
     )
     assert _wait(lambda: (gate / "reached").exists() or proc.poll() is not None, 300), "the run never started"
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert proc.poll() is None, log.read_text()[-3000:]
     server.stop()  # during the first epoch: the run is waiting for `go`
     (gate / "go").touch()
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 1, err[-3000:]
-    line = err.strip().splitlines()[-1]
+    assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
+    output = log.read_text()
+    line = output.strip().splitlines()[-1]
     assert line.startswith(f"gru-mm-train: MLflow tracking server {server.uri} stopped answering: "), line
     journal = line.split(" are kept in ")[1].split("; they are sent")[0]
     assert (
         journal.endswith("mlflow_outbox.jsonl")
         and Path(journal).parent.parent == tmp_path / "logs/train/runs"
     )
-    assert (out + err).count("waiting up to 3 s for MLflow tracking server") == 1  # waited once, not twice
+    assert output.count("waiting up to 3 s for MLflow tracking server") == 1  # waited once, not twice
     assert list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))  # the training state is on disk
     server.start()
     replay = run_cli("python", "-m", "gru_mm.tracking.outbox", journal)
