@@ -17,31 +17,19 @@ import numpy as np
 import pytest
 from byod_files import write_manifest, write_png, write_wav
 
-pytestmark = pytest.mark.slow
+import cli_zygote
 
-CHILD = """
-import json, sys
-from gru_mm.data.datamodule import SequenceDataModule
-from gru_mm.data.sources.manifest import Manifest
-cache = None if sys.argv[2] == "-" else sys.argv[2]
-source = Manifest(sys.argv[1], cache_dir=cache, storage=sys.argv[3], decode_processes=1)
-dm = SequenceDataModule(source, batch_size=16)
-dm.validate()
-steps = sum(int(b.inputs["audio"].lengths.sum()) for b in dm.train_dataloader())
-# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a large process
-# (an xdist worker) reports its parent's peak; VmHWM belongs to the new address space
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak_mb": int(hwm.split()[1]) / 1024, "steps": steps}))
-"""
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent
 
 
 def _peak(manifest, cache, storage) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(manifest), str(cache), storage],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """Peak RSS (MB) of a process that builds or reads the data (store_peak_child.py, forked from the test
+    zygote when it can be)."""
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    command = [sys.executable, "-m", "store_peak_child", str(manifest), str(cache), storage]
+    out = cli_zygote.run(command, env=env, cwd=HERE)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
