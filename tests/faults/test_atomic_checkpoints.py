@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,33 +12,33 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from faults_testlib import REPO, cli_env
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+import cli_zygote
 from gru_mm.checkpoints import AtomicCheckpointIO, load
-
-WRITER = """
-import sys, torch
-from gru_mm.checkpoints import atomic_save
-state = {"weights": torch.randn(4_000_000), "n": 0}
-print("writing", flush=True)
-while True:  # rewrite the same file until killed
-    state["n"] += 1
-    atomic_save(state, sys.argv[1])
-"""
 
 
 @pytest.mark.slow
 def test_a_kill_during_a_write_leaves_a_whole_file(tmp_path):
-    path = tmp_path / "last.ckpt"
+    path = tmp_path / "ckpt" / "last.ckpt"
+    path.parent.mkdir()
     for kill in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "writing"
+        log = tmp_path / f"writer{kill}.log"
+        # tests/faults/atomic_writer.py, forked from the test zygote
+        proc = cli_zygote.popen(
+            [sys.executable, "-m", "atomic_writer", str(path)], env=cli_env(), cwd=REPO, log=log
+        )
+        deadline = time.monotonic() + 120
+        while "writing" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.02)
         time.sleep(random.uniform(0.05, 0.6))  # a 16 MB write takes about as long: the kill lands in one
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(60)
         if path.exists():
             assert load(path)["weights"].shape == (4_000_000,), kill  # whole, readable
-    for leftover in tmp_path.iterdir():  # an interrupted write leaves at most a hidden temporary file
+    for leftover in path.parent.iterdir():  # an interrupted write leaves at most a hidden temporary file
         assert leftover == path or (leftover.name.startswith(".last.ckpt.") and leftover.suffix == ".tmp")
 
 
