@@ -2,8 +2,9 @@
 
 The data (`gru_mm.data.sources.realistic`): espeak-ng speech of the digits by speakers held out of training,
 paired with 2-8 noisy 32x32 frames of scikit-learn's real handwritten digits by held-out writers. Each
-gru-mm model is a real `gru-mm-train` run of `experiment=av_manifest` (frames only, audio only, fused with
-late and attention fusion, with and without the balance remedies); its test accuracy is read from MLflow.
+gru-mm model is a real `gru-mm-train` run of `experiment=av_manifest` (frames only, audio only, the fused
+recipe, and fused variants: without unimodal heads, heads on the final GRU state, OGM-GE, late fusion);
+its test accuracy is read from MLflow.
 The baselines are scikit-learn logistic regressions on the same decoded inputs: frame pixels (one model per
 frame, log-probabilities averaged over a sample's frames), MFCC statistics (the DCT of the same log-mel
 frames: mean, std, min, max per coefficient), and their late fusion (summed log-probabilities).
@@ -31,15 +32,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# name -> (what it uses, overrides of experiment=av_manifest)
+# name -> (what it uses, overrides of experiment=av_manifest: attention fusion, unimodal heads with weight 0.5
+# reading each modality's GRU outputs averaged over its real steps)
 MODELS = {
     "frames only": ("frames", ["model.modalities=[frames]"]),
     "audio only": ("audio", ["model.modalities=[audio]"]),
-    "fused, late": ("fused", ["model.unimodal_heads.weight=0"]),
-    "fused, late + unimodal heads": ("fused", []),
-    "fused, late + unimodal heads + OGM-GE": ("fused", ["model.ogm_ge.enabled=true"]),
-    "fused, attention": ("fused", ["model/fusion=attention", "model.unimodal_heads.weight=0"]),
-    "fused, attention + unimodal heads": ("fused", ["model/fusion=attention"]),
+    "fused (the recipe)": ("fused", []),
+    "fused, no unimodal heads": ("fused", ["model.unimodal_heads.weight=0"]),
+    "fused, unimodal heads on the final state": ("fused", ["model.unimodal_heads.readout=state"]),
+    "fused + OGM-GE": ("fused", ["model.ogm_ge.enabled=true"]),
+    "fused, late fusion": ("fused", ["model/fusion=late"]),
 }
 
 
@@ -154,26 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=150)
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--seed", type=int, default=0, help="training seed (the data's seed is 0)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--data-seed", type=int, default=0, help="the data generator's seed")
     p.add_argument("--models", nargs="*", default=list(MODELS), help=f"a subset of: {list(MODELS)}")
     args = p.parse_args(argv)
 
     from gru_mm.data.sources.realistic import RealisticSpec, generate
 
-    spec = RealisticSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
-    data_dir = args.out / f"data-{spec.n_train}-{spec.n_val}-{spec.n_test}"
+    spec = RealisticSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.data_seed)
+    data_dir = args.out / f"data-{spec.n_train}-{spec.n_val}-{spec.n_test}-seed{spec.seed}"
     manifest = data_dir / "manifest.csv"
     if not manifest.exists():
         generate(data_dir, spec)
     start = time.perf_counter()
-    baseline = logistic_baselines(decoded(manifest, args.out / "lr-cache", 32))
+    baseline = logistic_baselines(decoded(manifest, data_dir / "lr-cache", 32))
     print(f"logistic regression ({time.perf_counter() - start:.0f} s): {baseline}", flush=True)
     recipe = yaml.safe_load((REPO / "conf/experiment/av_manifest.yaml").read_text())
     epochs = args.epochs or int(recipe["trainer"]["max_epochs"])
     rows = []
     for name in args.models:
         uses, overrides = MODELS[name]
-        result = train(name, overrides, manifest, args.out / "runs", epochs, args.seed)
+        result = train(name, overrides, manifest, data_dir / "runs", epochs, args.seed)
         rows.append({"model": name, "uses": uses, "baseline": baseline[uses], **result})
         print(f"{name}: {result}", flush=True)
         if args.json:  # after every run: a long check stopped midway keeps what it measured
@@ -189,13 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     if single is not None and fused is not None and fused < single:
         failures.append(f"best fused ({fused:.3f}) < best single modality ({single:.3f})")
     record = {
-        "data": {"n_train": spec.n_train, "n_val": spec.n_val, "n_test": spec.n_test, "size": spec.size},
+        "data": {
+            "n_train": spec.n_train,
+            "n_val": spec.n_val,
+            "n_test": spec.n_test,
+            "size": spec.size,
+            "seed": spec.seed,
+        },
         "epochs": epochs,
         "seed": args.seed,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "logistic_regression": baseline,
         "models": rows,
         "failures": failures,
+        "finished": True,
     }
     if args.json:
         write(args.json, record)

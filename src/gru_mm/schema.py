@@ -141,6 +141,7 @@ class UnimodalHeadsOptions:
 
     weight: float = option(ge=0.0)
     weights: dict[str, float] = MISSING
+    readout: str = MISSING  # state or mean (UnimodalHeads checks it)
 
 
 @dataclass

@@ -22,6 +22,10 @@ DETERMINISTIC = ("model.modality_dropout=0", "model.head.dropout=0")
 
 
 def constructed_batch(n: int = 8, seed: int = 0):
+    return Collate(SHAPES)(constructed_samples(n, seed))
+
+
+def constructed_samples(n: int = 8, seed: int = 0) -> list[Sample]:
     rng = np.random.default_rng(seed)
     samples = [
         Sample(
@@ -35,7 +39,7 @@ def constructed_batch(n: int = 8, seed: int = 0):
         for i in range(n)
     ]
     samples[0].modalities["audio"] = None  # one sample lacks audio: its own head must leave it out
-    return Collate(SHAPES)(samples)
+    return samples
 
 
 def grads(params) -> list[torch.Tensor]:
@@ -102,6 +106,52 @@ def test_steps_fusions_read_the_mean_of_real_encoded_steps():
     module = build_test_module("model/fusion=early", "model.unimodal_heads.weight=1")
     module.training_step(constructed_batch(), 0).backward()  # early fusion trains its heads too
     assert all(p.grad is not None for p in module.net.encoders.parameters())
+
+
+def test_mean_readout_averages_gru_outputs_over_real_steps_and_absent_rows_read_the_stand_in():
+    steps = torch.randn(3, 5, 4)
+    lengths = torch.tensor([2, 5, 0])
+    present = torch.tensor([True, True, False])
+    absent = torch.full((4,), 7.0)
+    state = torch.randn(3, 4)
+
+    def read(x_steps, readout):
+        return modality_representation(FusionInput(x_steps, lengths, present, absent, state=state), readout)
+
+    assert torch.equal(read(steps, "state"), state)
+    expected = torch.stack([steps[0, :2].mean(0), steps[1].mean(0), absent])
+    torch.testing.assert_close(read(steps, "mean"), expected)
+    padded = steps.clone()
+    padded[0, 2:] = 1e6  # padding never counts
+    padded[2] = -1e6  # nor do the steps of a sample that lacks the modality
+    torch.testing.assert_close(read(padded, "mean"), expected)
+    with pytest.raises(ConfigError, match="model.unimodal_heads.readout must be one of state, mean"):
+        build_test_module("model.unimodal_heads.readout=last")
+
+
+@pytest.mark.parametrize("fusion", ["attention", "late"])
+def test_mean_readout_heads_are_padding_invariant_and_train_the_gru(fusion):
+    readout = ("model.unimodal_heads.weight=1", "model.unimodal_heads.readout=mean")
+    module = build_test_module(*DETERMINISTIC, f"model/fusion={fusion}", *readout)
+    module.eval()  # no dropout
+    samples = constructed_samples()
+    batch = Collate(SHAPES)(samples)
+    rng = np.random.default_rng(1)
+    long = Sample("long", 3, {"audio": rng.normal(size=(60, 40)), "video": rng.random((12, 1, 8, 8))})
+    longer = Collate(SHAPES)([*samples, long])  # the same 8 samples, padded to 60 / 12 steps
+    assert longer.inputs["audio"].data.shape[1] == 60 > batch.inputs["audio"].data.shape[1]
+    with torch.no_grad():
+        alone, padded = module.net.forward_parts(batch.inputs), module.net.forward_parts(longer.inputs)
+    for m in ("audio", "video"):
+        torch.testing.assert_close(alone.unimodal[m], padded.unimodal[m][:8], rtol=1e-5, atol=1e-5)
+    module.train()
+    module.zero_grad()
+    parts = module.net.forward_parts(batch.inputs)
+    keep = batch.inputs["audio"].lengths > 0
+    torch.nn.functional.cross_entropy(parts.unimodal["audio"][keep], batch.target[keep]).backward()
+    # the audio head's loss reaches the audio GRU and encoder, and nothing of the video side
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.grus["audio"].parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.net.grus["video"].parameters())
 
 
 def test_ogm_ge_coefficient_damps_only_the_dominant_modality():

@@ -88,14 +88,12 @@ def test_audio_alone_learns_digits_of_unseen_speakers(accuracy):
     assert acc >= 0.6, f"audio-only test/acc {acc:.3f} < 0.6 (chance 0.1, logistic regression 0.78)"
 
 
-# Fused 0.907 / 0.907 against audio alone 0.960 / 0.853 (seeds 0 / 1): on seed 0 it lies 0.053 below. With
-# model.unimodal_heads.weight=0 fused reached 0.947 (seed 0, one run): the audio head's auxiliary loss reads
-# the GRU's final state, the readout that memorised (gru_mm.models.balance.modality_representation).
-@pytest.mark.xfail(
-    reason="fused 0.907 < audio 0.960 - 0.02 on this set: the unimodal audio head trains the final GRU state "
-    "(issue 11)",
-    strict=False,
-)
+# Measured 2026-11-28 (2-core VM), 8 epochs, generator seeds 0 (the set used here) / 1, with the recipe's
+# unimodal heads reading each modality's GRU outputs averaged over real steps (readout=mean): fused 0.960 /
+# 0.893, audio alone 0.967 / 0.867, frames alone 0.407 / 0.433. With the heads on the final GRU state (the
+# earlier recipe) fused was 0.907 / 0.907 against audio 0.960 / 0.853: the audio head trained the final state
+# to memorise the training speakers (its own accuracy on unseen speakers 0.453 / 0.307 against 0.947 / 0.913
+# reading the mean). docs/benchmarks.md, "Fused against audio alone".
 def test_fused_is_at_least_as_good_as_each_modality_alone(accuracy):
     accs = {
         "frames": accuracy("model.modalities=[frames]"),
@@ -103,4 +101,7 @@ def test_fused_is_at_least_as_good_as_each_modality_alone(accuracy):
         "fused": accuracy(),
     }
     assert accs["audio"] >= 0.5, accs  # chance 0.1
+    # 0.02 (3 of 150 test samples) below the best single modality at most: the spread of repeated runs
+    # (measured 0.960 against 0.967 here, 0.893 against 0.867 on the other set); a fused model that
+    # ignored a modality or memorised would lose by 0.05 or more (0.907 against 0.960 before)
     assert accs["fused"] >= max(accs["frames"], accs["audio"]) - 0.02, accs

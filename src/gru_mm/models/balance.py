@@ -29,21 +29,33 @@ from gru_mm.nn.heads import LinearHead
 SCORES = ("fused", "heads")  # where OGM-GE reads each modality's confidence from
 
 
-def modality_representation(x: FusionInput) -> Tensor:
-    """[B, D]: a modality's own summary. Its GRU's final state where the fusion consumes states, else the
-    mean of its encoded real steps (early and event fusions run no GRU per modality); padding never counts."""
-    if x.state is not None:
+READOUTS = ("state", "mean")  # what a unimodal head reads of its modality
+
+
+def modality_representation(x: FusionInput, readout: str = "state") -> Tensor:
+    """[B, D]: a modality's own summary; padding never counts.
+
+    readout "state": its GRU's final state where the fusion consumes states; "mean": the mean of its steps
+    over the real ones (GRU outputs, or encoded steps for early and event fusions, which run no GRU per
+    modality and so always read the mean). A sample lacking the modality reads its learned stand-in."""
+    if x.state is not None and readout == "state":
         return x.state
     mask = step_mask(x.lengths, x.steps.shape[1], x.steps.device).to(x.steps.dtype)
     total = torch.einsum("bt,btf->bf", mask, x.steps)
-    return total / x.lengths.clamp(min=1).to(x.steps.device, x.steps.dtype)[:, None]
+    mean = total / x.lengths.clamp(min=1).to(x.steps.device, x.steps.dtype)[:, None]
+    if x.state is None:  # steps fusions: the stand-in lives in the encoded steps' space, not here
+        return mean
+    return torch.where(x.present[:, None], mean, x.absent.to(mean.dtype))
 
 
 class UnimodalHeads(nn.Module):
     """A `LinearHead` per modality on `modality_representation`, and the weights of their losses.
 
     weight: every head's loss weight (0: all heads are probes on detached inputs); weights: per-modality
-    multipliers of it (a modality whose product is 0 has a probe, the others an auxiliary head).
+    multipliers of it (a modality whose product is 0 has a probe, the others an auxiliary head); readout:
+    what each head reads (`modality_representation`). With weight > 0 the head's loss trains that readout:
+    "state" makes the final GRU state a classifier of its own, which on long, noisy clips memorised the
+    training speakers (docs/benchmarks.md, "Fused against audio alone"); "mean" trains every step's output.
     """
 
     def __init__(
@@ -52,8 +64,13 @@ class UnimodalHeads(nn.Module):
         num_classes: int,
         weight: float = 0.0,
         weights: Mapping[str, float] | None = None,
+        readout: str = "state",
     ):
         super().__init__()
+        if readout not in READOUTS:
+            raise ConfigError(
+                f"model.unimodal_heads.readout must be one of {', '.join(READOUTS)}, got {readout!r}"
+            )
         unknown = sorted(set(weights or {}) - set(input_dims))
         if unknown:
             raise ConfigError(
@@ -68,11 +85,12 @@ class UnimodalHeads(nn.Module):
                 raise ConfigError(f"model.unimodal_heads.{key} must be a number >= 0, got {value!r}")
         self.heads = nn.ModuleDict({m: LinearHead(d, num_classes) for m, d in input_dims.items()})
         self.loss_weights = {m: float(weight) * float((weights or {}).get(m, 1.0)) for m in input_dims}
+        self.readout = readout
 
     def forward(self, inputs: Mapping[str, FusionInput]) -> dict[str, Tensor]:
         out = {}
         for m, head in self.heads.items():
-            rep = modality_representation(inputs[m])
+            rep = modality_representation(inputs[m], self.readout)
             out[m] = head(rep if self.loss_weights[m] > 0 else rep.detach())
         return out
 
