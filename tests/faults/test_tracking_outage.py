@@ -100,6 +100,7 @@ def test_metrics_of_an_outage_survive_a_kill_and_reach_the_run_on_resume(server,
     assert ("val/acc", STEPS - 1) in left  # epoch 0's validation was only on disk when the run was killed
     assert list(root.glob("logs/train/runs/*/checkpoints/last.ckpt"))
 
+    kept = journal.read_text()  # for the failure message: what the killed run left to send
     server.start()
     resumed = run("gru-mm-train", *RUN, f"paths.root={root}", "ckpt_path=last", env=env, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -109,7 +110,11 @@ def test_metrics_of_an_outage_survive_a_kill_and_reach_the_run_on_resume(server,
     epoch_ends = [STEPS * (e + 1) - 1 for e in range(3)]
     for key in ("val/acc", "val/loss", "train/loss_epoch"):
         assert _steps(client, run_id, key) == epoch_ends, key  # every epoch's, once
-    assert _steps(client, run_id, "train/loss_step") == list(range(3 * STEPS))  # none lost, none twice
+    steps = _steps(client, run_id, "train/loss_step")
+    assert steps == list(range(3 * STEPS)), (  # none lost, none twice
+        f"train/loss_step steps {steps}\njournal the killed run left:\n{kept[-4000:]}\n"
+        f"its log:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+    )
     assert journal.stat().st_size == 0  # everything arrived
 
 
