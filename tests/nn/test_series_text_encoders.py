@@ -17,9 +17,14 @@ def _padded(seqs: list[torch.Tensor], junk: float = 7.0) -> tuple[torch.Tensor, 
     return x, lengths
 
 
-def test_series_conv_padded_batch_gives_each_sample_what_it_gets_alone():
+@pytest.mark.parametrize(
+    "settings",
+    [{"running_mean": True, "step_path": False}, {"running_mean": False, "step_path": True}],
+    ids=["series_conv.yaml", "constructor-defaults"],
+)
+def test_series_conv_padded_batch_gives_each_sample_what_it_gets_alone(settings):
     torch.manual_seed(0)
-    enc = SeriesConvEncoder(3, out_features=8, channels=4).eval()
+    enc = SeriesConvEncoder(3, out_features=8, channels=4, **settings).eval()
     seqs = [torch.randn(n, 3) for n in (1, 2, 7, 20, 0)]  # shorter and longer than the widest kernel
     x, lengths = _padded(seqs)  # padding holds junk, not zeros
     with torch.no_grad():
@@ -37,8 +42,9 @@ def test_series_conv_sees_exactly_its_receptive_field_around_each_step():
     """Widths 3, 9, 15 then a width-3 layer: step t sees steps t-8 .. t+8, no more (step t stays t).
     Without centering: the series' mean, which centering subtracts, depends on every step."""
     torch.manual_seed(0)
-    enc = SeriesConvEncoder(2, out_features=8, channels=4, kernel_sizes=(3, 9, 15), layers=2, center=False)
-    enc.eval()
+    enc = SeriesConvEncoder(
+        2, out_features=8, channels=4, kernel_sizes=(3, 9, 15), layers=2, center=False, running_mean=False
+    ).eval()
     x = torch.randn(1, 40, 2)
     lengths = torch.tensor([40])
     t = 20
@@ -51,8 +57,40 @@ def test_series_conv_sees_exactly_its_receptive_field_around_each_step():
             assert changed == seen, f"step {t} {'should' if seen else 'should not'} see step {t + offset}"
 
 
+def test_series_conv_running_mean_sees_every_earlier_step_and_no_later_one_beyond_the_filters():
+    """With the running mean, step t depends on steps 0 .. t+8 (the filters reach 8 steps ahead), not on
+    t+9; its mean over steps 0..t makes step t's output that of the whole prefix."""
+    torch.manual_seed(0)
+    enc = SeriesConvEncoder(2, out_features=8, channels=4, center=False, running_mean=True, step_path=False)
+    enc.eval()
+    x = torch.randn(1, 40, 2)
+    lengths = torch.tensor([40])
+    t = 20
+    with torch.no_grad():
+        base, _ = enc(x, lengths)
+        for offset, seen in ((-20, True), (-9, True), (8, True), (9, False), (19, False)):
+            moved = x.clone()
+            moved[0, t + offset] += 5.0
+            changed = not torch.equal(enc(moved, lengths)[0][0, t], base[0, t])
+            assert changed == seen, f"step {t} {'should' if seen else 'should not'} see step {t + offset}"
+
+
+def test_series_conv_config_builds_the_running_mean_without_the_raw_step_path():
+    """conf/model/encoder/series_conv.yaml (the default for series) turns on what the constructor's
+    defaults leave off for old checkpoints."""
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = Path(__file__).parents[2] / "conf/model/encoder/series_conv.yaml"
+    enc = instantiate(OmegaConf.load(config), in_features=3)
+    assert isinstance(enc, SeriesConvEncoder)
+    assert enc.summary is not None and enc.step is None
+
+
 def test_series_conv_takes_a_batch_without_the_modality_and_rejects_even_widths():
-    enc = SeriesConvEncoder(3, out_features=8)
+    enc = SeriesConvEncoder(3, out_features=8, running_mean=True)
     y, lengths = enc(torch.zeros(4, 0, 3), torch.zeros(4, dtype=torch.int64))
     assert y.shape == (4, 0, 8) and lengths.tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="kernel_sizes must be odd"):
