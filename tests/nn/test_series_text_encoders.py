@@ -19,8 +19,12 @@ def _padded(seqs: list[torch.Tensor], junk: float = 7.0) -> tuple[torch.Tensor, 
 
 @pytest.mark.parametrize(
     "settings",
-    [{"running_mean": True, "step_path": False}, {"running_mean": False, "step_path": True}],
-    ids=["series_conv.yaml", "constructor-defaults"],
+    [
+        {"running_mean": True, "step_path": False},
+        {"running_mean": False, "step_path": True},
+        {"running_mean": True, "step_path": False, "local_path": False},
+    ],
+    ids=["series_conv.yaml", "constructor-defaults", "running-mean-only"],
 )
 def test_series_conv_padded_batch_gives_each_sample_what_it_gets_alone(settings):
     torch.manual_seed(0)
@@ -89,12 +93,14 @@ def test_series_conv_config_builds_the_running_mean_without_the_raw_step_path():
     assert enc.summary is not None and enc.step is None
 
 
-def test_series_conv_takes_a_batch_without_the_modality_and_rejects_even_widths():
+def test_series_conv_takes_a_batch_without_the_modality_and_rejects_bad_settings():
     enc = SeriesConvEncoder(3, out_features=8, running_mean=True)
     y, lengths = enc(torch.zeros(4, 0, 3), torch.zeros(4, dtype=torch.int64))
     assert y.shape == (4, 0, 8) and lengths.tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="kernel_sizes must be odd"):
         SeriesConvEncoder(3, kernel_sizes=(3, 4))
+    with pytest.raises(ValueError, match="all off"):
+        SeriesConvEncoder(3, running_mean=False, step_path=False, local_path=False)
 
 
 def test_token_dropout_leaves_out_whole_tokens_in_training_only():

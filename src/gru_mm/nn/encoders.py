@@ -305,9 +305,10 @@ class LinearEncoder(Encoder):
 
 
 class SeriesConvEncoder(Encoder):
-    """Numeric series [B, T, F] -> [B, T, D]: parallel 1-D convolutions over time of several widths, a
-    second convolution over their outputs, read out per step, plus a running mean of those outputs and
-    (optionally) a per-step linear path of the raw values.
+    """Numeric series [B, T, F] -> [B, T, D]: parallel 1-D convolutions over time of several widths and a
+    second convolution over their outputs; each step's output adds up to three read-outs of them: the
+    step's own (`local_path`), their running mean (`running_mean`), and a linear map of the step's raw
+    values (`step_path`).
 
     A GRU fed one step at a time learns a frequency or a local shape slowly (issue 11: 0.55-0.75 test
     accuracy where logistic regression on autocorrelations reached 0.93); a few filters over neighbouring
@@ -323,12 +324,13 @@ class SeriesConvEncoder(Encoder):
     so padding never reaches it): the last step carries the whole series' summary, what global average
     pooling gives a convolutional classifier. Without it the GRU's final state had to gather that itself
     and memorised the training sources instead (12 training sources: 0.73-0.81 test accuracy; the same
-    filters mean-pooled into the head: 0.92, logistic regression 0.925; docs/benchmarks.md).
-    `step_path` adds a linear map of each step's raw values (LinearEncoder's view), offset included: it
-    let the model tell the training sources apart by their offsets (12 sources: 0.91 without it, 0.88
-    with). The constructor's defaults (running_mean off, step_path on) build the layers of checkpoints
-    from before these arguments; conf/model/encoder/series_conv.yaml turns the running mean on and the
-    step path off.
+    filters mean-pooled into the head: 0.92, logistic regression 0.925; with the running mean 0.91;
+    docs/benchmarks.md). `step_path` adds a linear map of each step's raw values (LinearEncoder's view),
+    offset included: it let the model tell the training sources apart by their offsets (there: 0.91
+    without it, 0.88 with). `local_path` false leaves the GRU only the running mean (there 0.93, but the
+    order of events within a series is then blurred). The constructor's defaults (running_mean off,
+    step_path on) build the layers of checkpoints from before these arguments;
+    conf/model/encoder/series_conv.yaml turns the running mean on and the step path off.
     """
 
     size_args = ("in_features",)
@@ -343,19 +345,22 @@ class SeriesConvEncoder(Encoder):
         center: bool = True,
         running_mean: bool = False,
         step_path: bool = True,
+        local_path: bool = True,
     ):
         super().__init__()
         if not kernel_sizes or any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be odd widths >= 1 (so step t stays t), got {kernel_sizes}")
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
+        if not (local_path or running_mean or step_path):
+            raise ValueError("local_path, running_mean and step_path are all off: the encoder would output 0")
         width = channels * len(kernel_sizes)
         self.branches = nn.ModuleList(
             nn.Conv1d(in_features, channels, int(k), padding=int(k) // 2) for k in kernel_sizes
         )
         self.norm = nn.LayerNorm(width)
         self.stack = nn.ModuleList(nn.Conv1d(width, width, 3, padding=1) for _ in range(layers - 1))
-        self.proj = nn.Linear(width, out_features)
+        self.proj = nn.Linear(width, out_features) if local_path else None
         self.summary = nn.Linear(width, out_features) if running_mean else None
         self.step = nn.Linear(in_features, out_features) if step_path else None
         self.act = nn.GELU()
@@ -376,13 +381,15 @@ class SeriesConvEncoder(Encoder):
         for conv in self.stack:
             h = self.act(conv(h)) * channel_mask
         h = h.transpose(1, 2)  # [B, T, width]
-        out = self.proj(h)
+        parts = []
+        if self.proj is not None:
+            parts.append(self.proj(h))
         if self.summary is not None:  # steps 0..t only: a real step never sees padding
             counts = torch.arange(1, h.shape[1] + 1, device=h.device, dtype=h.dtype)[None, :, None]
-            out = out + self.summary(h.cumsum(dim=1) / counts)
+            parts.append(self.summary(h.cumsum(dim=1) / counts))
         if self.step is not None:
-            out = out + self.step(x)
-        return self.act(out) * mask, lengths
+            parts.append(self.step(x))
+        return self.act(sum(parts)) * mask, lengths
 
 
 class TokenEmbeddingEncoder(Encoder):
