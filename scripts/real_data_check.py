@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if single is not None and fused is not None and fused < single:
         failures.append(f"best fused ({fused:.3f}) < best single modality ({single:.3f})")
     record = {
+        "command": shlex.join(["scripts/real_data_check.py", *(sys.argv[1:] if argv is None else argv)]),
         "data": {
             "n_train": spec.n_train,
             "n_val": spec.n_val,
