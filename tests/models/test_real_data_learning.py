@@ -75,9 +75,9 @@ def trained_accuracy(manifest: Path, root: Path, *overrides: str) -> float:
 # with its unimodal heads reading the mean of the GRU outputs (readout=mean, now the recipe's): 0.407 / 0.433.
 def test_frames_alone_learn_digits_of_unseen_writers(accuracy):
     acc = accuracy("model.modalities=[frames]")
-    # chance is 0.1 and shuffled labels would stay near it; 0.35 is chance + 0.25, 0.06 below the recipe's
-    # 0.407 here (0.18 below the 0.527 of the earlier recipe)
-    assert acc >= 0.35, f"frames-only test/acc {acc:.3f} < 0.35 (chance 0.1 + a margin of 0.25)"
+    # chance is 0.1 and shuffled labels would stay near it; 0.3 is chance + 0.2 (8 standard errors on 150
+    # samples), 0.107 below the recipe's 0.407 here and above the 0.27 of runs without the warmup
+    assert acc >= 0.3, f"frames-only test/acc {acc:.3f} < 0.3 (chance 0.1 + a margin of 0.2)"
 
 
 # Measured 2026-11-28 (2-core VM): audio-only test/acc 0.960 (generator seed 0, the one used here), 0.853
@@ -105,7 +105,8 @@ def test_fused_is_at_least_as_good_as_each_modality_alone(accuracy):
         "fused": accuracy(),
     }
     assert accs["audio"] >= 0.5, accs  # chance 0.1
-    # 0.02 (3 of 150 test samples) below the best single modality at most: the spread of repeated runs
-    # (measured 0.960 against 0.967 here, 0.893 against 0.867 on the other set); a fused model that
-    # ignored a modality or memorised would lose by 0.05 or more (0.907 against 0.960 before)
-    assert accs["fused"] >= max(accs["frames"], accs["audio"]) - 0.02, accs
+    # 0.03 (4-5 of 150 test samples) below the best single modality at most: the spread of runs with other
+    # seeds or machines (measured 0.960 against 0.967 here, 0.893 against 0.867 on the other set); a fused
+    # model whose heads memorised lost by 0.053 (0.907 against 0.960 before); with more data fused wins
+    # clearly (the real-data check: 0.990 against 0.950)
+    assert accs["fused"] >= max(accs["frames"], accs["audio"]) - 0.03, accs
