@@ -19,17 +19,16 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.db (ARGS="key=value ...")
 	$(VENV)/bin/gru-mm-train $(ARGS)
 
-# TEST_WORKERS=N runs the tests in N pytest-xdist processes (tests that share a module fixture or the SLURM
-# cluster stay on one worker). Measured on the quiet 2-core VM with SLURM, all 754 tests: TEST_WORKERS=2
-# 10 min 36 s, TEST_WORKERS=3 10 min 16 s. The default stays one process: under xdist the timing-sensitive
-# fault tests have each failed once (a SLURM requeue race, since fixed; a metric step missing after a
-# tracking-server outage with 3 workers, not yet understood).
-TEST_WORKERS ?= 0
+# The tests run in TEST_WORKERS pytest-xdist processes (tests that share a module fixture or the SLURM
+# cluster stay on one worker; TEST_WORKERS=0: one process). Three on two cores keep both busy while a test
+# waits for a server or a SLURM job: on the quiet 2-core VM with SLURM, all tests, 8 min 47 s (2 workers:
+# 9 min 11 s; docs/benchmarks.md, "Test suite time").
+TEST_WORKERS ?= 3
 PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 # test-fast has no CLI-spawning benchmarks, and 4 workers take it to 2.0 min on 2 cores (560 tests)
 FAST_WORKERS ?= 4
 
-test: $(STAMP)  ## run the whole test suite (TEST_WORKERS=2: in 2 processes)
+test: $(STAMP)  ## run the whole test suite, in 3 processes (TEST_WORKERS=N; 0: one process)
 	$(VENV)/bin/python -m pytest $(PARALLEL) $(ARGS)
 
 test-fast: $(STAMP)  ## the tests not marked slow or service, in 4 processes (about 2 minutes)
