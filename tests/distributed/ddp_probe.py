@@ -11,15 +11,18 @@ import pytorch_lightning as pl
 
 
 class RecordBatchIds(pl.Callback):
+    """The first epoch's ids (later epochs reshuffle: ranks are disjoint within an epoch, not across)."""
+
     def __init__(self, out: str):
         self.out = Path(out)
         self.seen: dict[str, list[str]] = {"train": [], "val": []}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.seen["train"] += list(batch.ids)
+        if trainer.current_epoch == 0:
+            self.seen["train"] += list(batch.ids)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
             self.seen["val"] += list(batch.ids)
 
     def on_fit_end(self, trainer, pl_module) -> None:

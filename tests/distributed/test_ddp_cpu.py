@@ -13,11 +13,28 @@ from mlflow.tracking import MlflowClient
 from conftest import run_cli
 
 HERE = Path(__file__).parent
-SMALL = ("debug=smoke", "test=false", "trainer.limit_val_batches=null", "data.bucket=false")
+# Models that learn (issue 11: a comparison of two models at chance shows nothing): 512 training samples,
+# every batch, 6 epochs (val/acc 0.95-0.99 against chance 0.1, measured with seeds 42 and 7), 256 validation
+# samples.
+N_VAL = 256
+SMALL = (
+    "debug=smoke",
+    "test=false",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "data.source.n_train=512",
+    f"data.source.n_val={N_VAL}",
+    "trainer.max_epochs=6",
+    "data.bucket=false",
+)
 # Training: 1 process with batches of 32 vs 2 processes with 16 each (the same global batch, seed and data).
-# The batch order differs (the sampler shuffles 4 vs 8 batches), so after 3 steps the models differ a little.
-VAL_ACC_TOL = 0.1  # absolute: 6 of the 64 validation samples
-VAL_LOSS_RTOL = 0.05  # relative
+# The batch order differs (the sampler shuffles differently), so after 96 steps the models differ a little:
+# measured val/acc 0.992 against 0.945 (val/loss 0.041 against 0.227) with seed 42, 0.984 against 0.992 with
+# seed 7. Mid-training the accuracy swings by 0.3 from one epoch to the next, so the runs are compared
+# once both have learned.
+VAL_ACC_TOL = 0.1  # absolute: 26 of the 256 validation samples
+VAL_LOSS_ATOL = 0.3  # absolute: a learned model's loss is small, so a relative bound would be noise
+LEARNED = 0.8  # val/acc both models reach at least (chance 0.1); test/acc of the evaluated weights too
 
 
 def _env() -> dict[str, str]:
@@ -73,7 +90,9 @@ def test_ranks_see_disjoint_data(trained: Path):
         a, b = (set(r[split]) for r in ranks)
         assert a and b and not a & b, f"{split}: ranks share samples {sorted(a & b)[:5]}"
         assert len(ranks[0][split]) == len(ranks[1][split]), f"{split}: ranks got different amounts of data"
-    assert len(ranks[0]["val"]) + len(ranks[1]["val"]) == 64, "validation must cover the split exactly once"
+    assert len(ranks[0]["val"]) + len(ranks[1]["val"]) == N_VAL, (
+        "validation must cover the split exactly once"
+    )
 
 
 @pytest.mark.slow
@@ -97,8 +116,11 @@ def test_val_metric_matches_one_process(trained: Path):
         f"val/acc 1 process {one['val/acc']:.4f}, 2 processes {two['val/acc']:.4f}; "
         f"val/loss {one['val/loss']:.4f} vs {two['val/loss']:.4f}"
     )
+    assert min(one["val/acc"], two["val/acc"]) >= LEARNED, (
+        "a model did not learn: the comparison shows nothing"
+    )
     assert abs(one["val/acc"] - two["val/acc"]) <= VAL_ACC_TOL
-    assert two["val/loss"] == pytest.approx(one["val/loss"], rel=VAL_LOSS_RTOL)
+    assert two["val/loss"] == pytest.approx(one["val/loss"], abs=VAL_LOSS_ATOL)
 
 
 @pytest.mark.slow
@@ -122,5 +144,6 @@ def test_same_weights_give_identical_metrics_with_two_processes(trained: Path):
     (r1,), (r2,) = _runs(trained, "eval1"), _runs(trained, "eval2")
     m1, m2 = r1.data.metrics, r2.data.metrics
     print("1 process:", m1, "\n2 processes:", m2)
+    assert m1["test/acc"] >= LEARNED  # weights that have learned (chance 0.1)
     assert m1["test/acc"] == m2["test/acc"] and m1["test/f1"] == m2["test/f1"]
     assert m2["test/loss"] == pytest.approx(m1["test/loss"], rel=1e-6)
