@@ -102,14 +102,23 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 # A run folder's name must be unique, or two runs started in the same second share one last.ckpt: the
-# second of `now`, then this process's id and 4 random hex digits (from the OS, not the seeded RNGs).
-_RUN_TAG = f"{os.getpid()}-{os.urandom(2).hex()}"
+# second of `now`, then this process's id and 4 random hex digits (from the OS, not the seeded RNGs). Drawn
+# per process id, not at import: processes forked from one that imported this module would share it.
+_RUN_TAGS: dict[int, str] = {}
+
+
+def run_tag() -> str:
+    """This process's tag, the same on every call."""
+    pid = os.getpid()
+    if pid not in _RUN_TAGS:
+        _RUN_TAGS[pid] = f"{pid}-{os.urandom(2).hex()}"
+    return _RUN_TAGS[pid]
 
 
 def register_run_tag_resolver() -> None:
     """`${gru_mm_run_tag:}` in conf/ (hydra.run.dir): fixed for the life of the process."""
     if not OmegaConf.has_resolver("gru_mm_run_tag"):
-        OmegaConf.register_new_resolver("gru_mm_run_tag", lambda: _RUN_TAG)
+        OmegaConf.register_new_resolver("gru_mm_run_tag", run_tag)
 
 
 # importing an entry point (train, eval, predict) registers it before Hydra composes
