@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from gru_mm.bench.baseline_data import signals
+from gru_mm.bench.baselines import padded_batches
 from gru_mm.data.batch import Seq
 from gru_mm.models.multimodal import MultimodalGRU
 from gru_mm.nn import GRU
@@ -88,14 +88,7 @@ def fit(data: dict, encoder: dict, reader: str, hidden: int, seed: int, epochs: 
     loss_fn = nn.CrossEntropyLoss()
 
     def batches(split: str, size: int, shuffle: bool):
-        xs, ys = data[split]
-        idx = list(range(len(ys)))
-        if shuffle:
-            order.shuffle(idx)
-        for i in range(0, len(idx), size):
-            b = idx[i : i + size]
-            lengths = torch.tensor([len(xs[j]) for j in b])
-            yield Seq(pad_sequence([xs[j] for j in b], batch_first=True), lengths, lengths > 0), ys[b]
+        return padded_batches(*data[split], size, order if shuffle else None)
 
     @torch.no_grad()
     def accuracy(split: str) -> float:

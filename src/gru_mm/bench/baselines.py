@@ -201,6 +201,23 @@ def frame_splits(manifest: Path, work: Path, size: int = 32) -> dict[str, tuple[
     }
 
 
+def padded_batches(xs: list, ys, size: int, order=None):
+    """(Seq, targets) batches of `size` samples from per-sample tensors `xs` [steps, ...] and targets `ys`,
+    zero-padded after each sample's steps; shuffled with the `random.Random` `order` when given."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    from gru_mm.data.batch import Seq
+
+    idx = list(range(len(ys)))
+    if order is not None:
+        order.shuffle(idx)
+    for i in range(0, len(idx), size):
+        b = idx[i : i + size]
+        lengths = torch.tensor([len(xs[j]) for j in b])
+        yield Seq(pad_sequence([xs[j] for j in b], batch_first=True), lengths, lengths > 0), ys[b]
+
+
 def frames_plain_loop(
     splits: dict,
     epochs: int = 8,
@@ -224,9 +241,7 @@ def frames_plain_loop(
 
     import torch
     from torch import nn
-    from torch.nn.utils.rnn import pad_sequence
 
-    from gru_mm.data.batch import Seq
     from gru_mm.models.multimodal import MultimodalGRU
     from gru_mm.models.schedules import WarmupCosineLR
     from gru_mm.nn import GRU
@@ -254,15 +269,7 @@ def frames_plain_loop(
     loss_fn = nn.CrossEntropyLoss()
 
     def batches(split: str, size: int, shuffle: bool):
-        xs, ys = splits[split]
-        idx = list(range(len(ys)))
-        if shuffle:
-            order.shuffle(idx)
-        for i in range(0, len(idx), size):
-            b = idx[i : i + size]
-            lengths = torch.tensor([len(xs[j]) for j in b])
-            x = pad_sequence([xs[j] for j in b], batch_first=True)  # zeros after each sample's frames
-            yield Seq(x, lengths, lengths > 0), ys[b]
+        return padded_batches(*splits[split], size, order if shuffle else None)
 
     @torch.no_grad()
     def accuracy(split: str) -> float:
