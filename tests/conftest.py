@@ -105,3 +105,16 @@ def run_cli(
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     return cli_zygote.run([str(BIN / name), *args], env=full_env, cwd=REPO, timeout=timeout)
+
+
+def trained_test_acc(root: Path, *args: str, experiment: str | None = None, timeout: float = 900) -> float:
+    """test/acc of one `gru-mm-train ARGS paths.root=ROOT` run (in a fresh root), read back from the run's
+    local MLflow store; the run must succeed and be the only one (in `experiment` when given)."""
+    from mlflow.tracking import MlflowClient
+
+    result = run_cli("gru-mm-train", *args, f"paths.root={root}", timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiments = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
+    (run,) = client.search_runs([e.experiment_id for e in experiments])
+    return run.data.metrics["test/acc"]

@@ -7,9 +7,8 @@ near it. Margins are stated with each assertion; the measured values are in the 
 from __future__ import annotations
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
+from conftest import trained_test_acc
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +34,8 @@ def test_acc(tmp_path_factory):
 
     def run(experiment: str) -> float:
         root = tmp_path_factory.mktemp(experiment)
-        result = run_cli(
-            "gru-mm-train", f"experiment={experiment}", *SHORT, f"paths.root={root}", f"paths.data_dir={data}"
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-        (mlflow_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        return mlflow_run.data.metrics["test/acc"]
+        args = (f"experiment={experiment}", *SHORT, f"paths.data_dir={data}")
+        return trained_test_acc(root, *args, timeout=300)
 
     return run
 
