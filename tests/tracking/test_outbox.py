@@ -5,7 +5,6 @@ later; a refusal for good (HTTP 4xx) fails fast instead of being retried as an o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,13 +16,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow_testlib import MlflowServer, free_port
 
-import cli_zygote
 from conftest import REPO, run_cli
+from faults.faults_testlib import start
 from gru_mm.tracking.outbox import Outbox, unsent
 from gru_mm.tracking.store import TrackingRejected
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
-FAULTS = REPO / "tests" / "faults"  # fault_injection.PauseAt, added to a real training run
 
 
 def _metric(step: int) -> Metric:
@@ -149,17 +147,9 @@ def test_a_refusal_for_good_fails_fast_and_is_not_retried(server, tmp_path):
 
 
 def _train(*args: str, server_uri: str, root: Path, log: Path):
-    """A real training run in the background (forked from the test zygote), its output in `log`."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": server_uri,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gru_mm.train",
+    """A real training run in the background (faults_testlib.start: forked from the test zygote, the
+    faults folder importable), its output in `log`."""
+    run_args = [
         "debug=smoke",
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=5",
@@ -169,7 +159,7 @@ def _train(*args: str, server_uri: str, root: Path, log: Path):
         "test=false",
         *args,
     ]
-    return cli_zygote.popen(command, env=env, cwd=REPO, log=log)
+    return start("gru-mm-train", *run_args, env={"MLFLOW_TRACKING_URI": server_uri}, log=log)
 
 
 def pause_at(folder: Path, epoch: int, batch: int) -> list[str]:
