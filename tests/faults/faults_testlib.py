@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
 import torch
 
 import cli_zygote
@@ -52,6 +54,21 @@ def start(
 ) -> subprocess.Popen:
     """The same, in the background (for killing it); output goes to `log`."""
     return cli_zygote.popen([str(BIN / name), *args], env=cli_env(env), cwd=REPO, log=log)
+
+
+def wait_for(
+    condition, timeout: float, what: str, *procs, logs: Sequence[Path] = (), every: float = 0.05
+) -> None:
+    """Poll `condition` every `every` s until it holds; fail naming `what` when `timeout` s pass first or one
+    of `procs` ends first (with the tails of `logs` in the message)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        ended = [p.returncode for p in procs if p.poll() is not None]
+        if ended or time.monotonic() > deadline:
+            because = f"a process ended (exit {ended[0]})" if ended else "timed out"
+            tails = "".join(f"\n{log}:\n{log.read_text()[-2000:]}" for log in logs if log.exists())
+            pytest.fail(f"{because} before {what}{tails}")
+        time.sleep(every)
 
 
 def craft(source: Path, target: Path, change: Callable[[dict], None]) -> Path:

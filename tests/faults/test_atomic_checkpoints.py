@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from faults_testlib import REPO, cli_env
+from faults_testlib import REPO, cli_env, wait_for
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 import cli_zygote
@@ -29,10 +29,8 @@ def test_a_kill_during_a_write_leaves_a_whole_file(tmp_path):
         proc = cli_zygote.popen(
             [sys.executable, "-m", "atomic_writer", str(path)], env=cli_env(), cwd=REPO, log=log
         )
-        deadline = time.monotonic() + 120
-        while "writing" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.02)
+        started = lambda log=log: "writing" in log.read_text()  # noqa: E731
+        wait_for(started, 120, "the writer started", proc, logs=[log], every=0.02)
         time.sleep(random.uniform(0.05, 0.6))  # a 16 MB write takes about as long: the kill lands in one
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
-from faults_testlib import REPO, cli_env
+from faults_testlib import REPO, cli_env, wait_for
 
 import cli_zygote
 from gru_mm.checkpoints import run_tag
@@ -27,12 +26,8 @@ def _start_two(root):
         )
         for log in logs
     ]
-    deadline = time.monotonic() + 120
-    while not all("ready" in log.read_text() for log in logs):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
-            log.read_text() for log in logs
-        ]
-        time.sleep(0.01)
+    ready = lambda: all("ready" in log.read_text() for log in logs)  # noqa: E731
+    wait_for(ready, 120, "both runs were ready", *procs, logs=logs, every=0.01)
     go.touch()  # both go, within a millisecond or two
     assert [p.wait(180) for p in procs] == [1, 1], [log.read_text()[-2000:] for log in logs]
     assert all("gru-mm-train: seed must be" in log.read_text() for log in logs)

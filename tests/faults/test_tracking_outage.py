@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from faults_testlib import run, start
+from faults_testlib import run, start, wait_for
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking"))
@@ -34,16 +33,6 @@ RUN = [
     "~callbacks.system_metrics",
     "experiment_name=outage",
 ]
-
-
-def wait_for(condition, timeout: float, what: str, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
