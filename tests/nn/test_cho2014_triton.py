@@ -1,30 +1,17 @@
 """The cho2014 Triton kernel, run by Triton's CPU interpreter (in a subprocess: TRITON_INTERPRET
 must be set before triton is imported), against the step loop; and on CUDA when there is one."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from nn_testlib import run_interpreted
 
 pytest.importorskip("triton")
 
 SCRIPT = textwrap.dedent(
     """
-    import numpy as np
     import torch
-    import triton.runtime.interpreter as interp
-
-    # triton 3.6's interpreter calls int() on 1-element arrays, which numpy >= 2.3 refuses
-    orig = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-
-    interp._patch_lang_tensor = patched
 
     from gru_mm.nn import GRU
     from gru_mm.nn import gru as gru_module
@@ -57,12 +44,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_kernel_in_triton_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", GRU_MM_NO_TRITON="")
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_interpreted(SCRIPT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
 
 

@@ -23,6 +23,11 @@ longest length, ...) shape, for "padded_gather" and for "auto" wherever auto doe
 ``cell="cho2014"`` is the textbook cell (``gru_mm.nn.cho2014``): a hand-written packed step loop,
 or on CUDA a fused Triton kernel (``gru_mm.nn.cho2014_triton``) that falls back to the loop.
 
+``path="persistent"`` (either cell; opt-in, "auto" never picks it until GPU timings exist): one
+Triton launch per layer and direction whose programs keep the recurrent weights on chip and meet at
+a grid-wide barrier each step (``gru_mm.nn.gru_persistent``), on packed rows. Where it cannot run
+(the CPU, hidden > its maximum, a failed self-check) the cell's packed step loop runs instead.
+
 This module holds the layer (parameters, argument checks, dispatch); the paths themselves are in
 ``gru_paths``, the path decision in ``gru_plan``, the index maps in ``gru_layout``, and torch's
 private kernel calls behind named arguments in ``gru_kernels``.
@@ -37,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from gru_mm.nn import cho2014_triton
+from gru_mm.nn import cho2014_triton, gru_persistent
 from gru_mm.nn.gru_graphs import GraphCache
 from gru_mm.nn.gru_kernels import flatten_cudnn_weights
 from gru_mm.nn.gru_layout import Layout
@@ -54,7 +59,8 @@ from gru_mm.nn.gru_plan import resolve_path
 from gru_mm.nn.init import INITS, init_gru_, l2_penalty
 
 CELLS = ("torch", "cho2014")
-PATHS = ("auto", "padded_gather", "segments", "packed", "scan")
+PATHS = ("auto", "padded_gather", "segments", "packed", "scan", "persistent")
+CHO2014_PATHS = ("auto", "persistent")
 PRECISIONS = ("float32", "autocast")
 # A multi-layer packed call cannot use per-(layer, direction) weight buffers; cuDNN then copies the
 # weights (cheap next to the recurrence) and warns on every call.
@@ -82,8 +88,8 @@ class GRU(nn.Module):
             so state dicts load both ways) or ``"cho2014"`` (textbook cell; per layer and direction
             ``weight_ih_l{k}`` [3H, F], ``weight_hh_l{k}`` [3H, H], ``bias_l{k}`` [3H], gate order
             z, r, candidate; ``_reverse`` suffix for the backward direction).
-        path: ``"auto"``, ``"padded_gather"``, ``"segments"``, ``"packed"`` or ``"scan"`` (cell
-            "torch" only; see the module docstring). cho2014 accepts only ``"auto"``.
+        path: ``"auto"``, ``"padded_gather"``, ``"segments"``, ``"packed"``, ``"scan"`` or
+            ``"persistent"`` (see the module docstring). cho2014 accepts ``"auto"`` and ``"persistent"``.
         return_sequences / return_state: when False, that slot of the result is None (Keras-style).
         init: ``"torch"`` (nn.GRU's uniform(+-1/sqrt(H))) or ``"keras"`` (input kernel
             glorot_uniform, recurrent kernel orthogonal, bias zeros).
@@ -150,8 +156,10 @@ class GRU(nn.Module):
             raise ValueError(f"GRU cell must be one of {CELLS}, got {cell!r}")
         if path not in PATHS:
             raise ValueError(f"GRU path must be one of {PATHS}, got {path!r}")
-        if cell == "cho2014" and path != "auto":
-            raise ValueError(f"GRU path {path!r} applies to cell 'torch'; cell 'cho2014' takes path 'auto'")
+        if cell == "cho2014" and path not in CHO2014_PATHS:
+            raise ValueError(
+                f"GRU path {path!r} applies to cell 'torch'; cell 'cho2014' takes {CHO2014_PATHS}"
+            )
         if init not in INITS:
             raise ValueError(f"GRU init must be one of {INITS}, got {init!r}")
         if precision not in PRECISIONS:
@@ -352,14 +360,17 @@ class GRU(nn.Module):
                     return (*got, None)
         if path is None:
             path, spans = self._resolve(layout, x.device.type)
-        if want_gates and path != "cho2014":
+        if want_gates and path not in ("cho2014", "persistent"):
             path = "scan"  # cuDNN's fused cell keeps its gates to itself; the scan recomputes them
-        if path in ("cho2014", "scan"):
+        if path in ("cho2014", "scan", "persistent"):
             # the hand-written loops run in the parameters' dtype whatever autocast says
             with _no_autocast(x):
                 dtype = self._parameters["weight_hh_l0"].dtype
                 h0 = None if h0 is None else h0.to(dtype)
                 x = x.to(dtype)
+                if path == "persistent":
+                    persistent = gru_persistent.usable(x, self.hidden_size)
+                    return run_packed_loop(stack, x, layout, h0, want_gates, persistent=persistent)
                 if path == "cho2014" and _use_triton(x, layout.batch_size, layout.max_len, self.hidden_size):
                     return run_cho2014_triton(stack, x, layout, h0, want_gates)
                 return run_packed_loop(stack, x, layout, h0, want_gates)

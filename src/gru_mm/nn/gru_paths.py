@@ -9,7 +9,8 @@ dropout goes between layers, and the final states and gates are collected.
 
 - `run_padded`: "padded_gather" and "segments", torch's padded kernel per layer and direction
 - `run_packed`: torch's packed kernel, which runs all layers in one call (no loop of ours)
-- `run_packed_loop`: "scan" and cho2014's step loop, the hand-written loops over packed rows
+- `run_packed_loop`: "scan" and cho2014's step loop, the hand-written loops over packed rows, and
+  "persistent", the same rows through one persistent kernel per layer and direction
 - `run_cho2014_triton`: cho2014's fused Triton kernel on CUDA
 - `run_empty`: a batch without a single real step
 
@@ -206,9 +207,10 @@ def run_packed(stack: Stack, x: Tensor, layout: Layout, h0: Tensor | None) -> tu
 
 
 def run_packed_loop(
-    stack: Stack, x: Tensor, layout: Layout, h0: Tensor | None, want_gates: bool
+    stack: Stack, x: Tensor, layout: Layout, h0: Tensor | None, want_gates: bool, persistent: bool = False
 ) -> tuple[Tensor, Tensor, dict | None]:
-    """scan (torch's cell) and cho2014's step loop: packed rows from start to end, no padded detour."""
+    """scan (torch's cell) and cho2014's step loop: packed rows from start to end, no padded detour.
+    persistent: each direction's recurrence runs as one persistent kernel (``gru_persistent``)."""
     alive, batch, steps = layout.n_alive, layout.batch_size, layout.steps
     data = x.reshape(batch * steps, -1).index_select(0, layout.pack_index)
     h0_sorted = stack.initial_states(h0, x, batch).index_select(1, layout.perm)
@@ -224,10 +226,10 @@ def run_packed_loop(
         w = stack.weights(group)
         if stack.cell == "cho2014":
             bias = w[2] if stack.has_biases else None
-            out, gates = cho2014_packed(rows, state, w[0], w[1], bias, batch_sizes, prev_row)
+            out, gates = cho2014_packed(rows, state, w[0], w[1], bias, batch_sizes, prev_row, persistent)
             return out, gates if want_gates else None
         b_ih, b_hh = (w[2], w[3]) if stack.has_biases else (None, None)
-        out = torch_scan_packed(rows, state, w[0], w[1], b_ih, b_hh, batch_sizes, prev_row)
+        out = torch_scan_packed(rows, state, w[0], w[1], b_ih, b_hh, batch_sizes, prev_row, persistent)
         if not want_gates:
             return out, None
         return out, torch_gates_packed(rows, state, out, w[0], w[1], b_ih, b_hh, batch_sizes[0], prev_row)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from gru_mm.nn.gru_persistent import TorchPersistent
+
 
 class TorchScan(torch.autograd.Function):
     """pre: [N, 3H] input projections incl. b_ih (gate order r, z, n); h0: [batch_sizes[0], H];
@@ -99,11 +101,15 @@ def torch_scan_packed(
     bias_hh: Tensor | None,
     batch_sizes: list[int],
     prev_index: Tensor,
+    persistent: bool = False,
 ) -> Tensor:
-    """One layer, one direction of torch's GRU on packed rows x [N, F]; returns y [N, H]."""
+    """One layer, one direction of torch's GRU on packed rows x [N, F]; returns y [N, H].
+    persistent: the recurrence as one persistent kernel (``gru_persistent``) instead of the loop."""
     pre = F.linear(x, weight_ih, bias_ih)
     if bias_hh is None:
         bias_hh = weight_hh.new_zeros(weight_hh.shape[0])
+    if persistent:
+        return TorchPersistent.apply(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index, None)
     return TorchScan.apply(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index)
 
 
