@@ -39,6 +39,8 @@ def test_cli_writes_json(tmp_path, monkeypatch, capsys):
     assert len(recs) == len(bench.IMPLS) and all(r.keys() >= KEYS for r in recs)
     text = capsys.readouterr().out
     assert "slowest case" in text and "h8-b4-uniform-t6" in text
+    assert main(["gru", "--quick", "--reps", "1", "--hidden", "16", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == []  # no grid point of that size
 
 
 def test_grids():
@@ -77,3 +79,29 @@ def test_gru_host_measures_a_version(monkeypatch):
     ]
     assert all(us > 0 for us in res["prekernel_us"].values())
     assert len(gru_host.report({"this": res})) > 5
+
+
+def test_persistent_summary_states_both_targets():
+    """The persistent kernels' lines compare the torch cell with graphed nn.GRU at hidden >= 256
+    (target 2x) and cho2014 with the faster eager nn.GRU (target 1.5x), and count the points met."""
+    times = {
+        "h256-b32-uniform-t400": {"torch_padded": 3.0, "torch_packed": 4.0, "torch_padded:graphs": 2.5,
+                                  "gru_mm:persistent": 1.0, "cho2014:persistent": 3.5},
+        "h512-b32-uniform-t400": {"torch_padded": 6.0, "torch_packed": 5.0, "torch_padded:graphs": 4.0,
+                                  "gru_mm:persistent": 2.5, "cho2014:persistent": 10.0},
+    }  # fmt: skip
+    by_case = {
+        name: {impl: {"ms_median": ms, "exact": True, "hidden": int(name[1:4])} for impl, ms in row.items()}
+        for name, row in times.items()
+    }
+    lines = bench.summarize_persistent(by_case)
+    assert len(lines) == 2 + 2 + 2
+    assert "torch cell at 1.60-2.50x graphed nn.GRU at hidden >= 256; 1 of 2 points >= 2.0x" in lines[-2]
+    assert (
+        "cho2014 at 1.17-2.00x the time of the faster eager nn.GRU at hidden >= 128; 1 of 2 points"
+        in lines[-1]
+    )
+    assert bench.summarize_persistent({"h64-b32-uniform-t400": by_case["h256-b32-uniform-t400"]})  # any size
+    assert "gru_mm:persistent" in bench.impls_for(bench.Case(512, 32, "uniform", 400), "cuda")
+    assert "gru_mm:persistent" not in bench.impls_for(bench.Case(1024, 32, "uniform", 400), "cuda")
+    assert "gru_mm:persistent" not in bench.impls_for(bench.Case(256, 32, "uniform", 100), "cpu")

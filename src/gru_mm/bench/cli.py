@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated implementations to time (default: all the device runs), e.g. "
         "gru_mm,gru_mm:graphs,torch_padded,torch_packed,torch_padded:graphs (':graphs': CUDA only)",
     )
+    gru.add_argument("--hidden", help="comma-separated hidden sizes: only these grid points (e.g. 256,512)")
     gru.add_argument(
         "--threads",
         type=int,
@@ -175,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     impls = None
     if args.impls:
-        from gru_mm.bench.gru import CUDA_EXTRA, GRAPH_IMPLS, IMPLS
+        from gru_mm.bench.gru import CUDA_EXTRA, GRAPH_IMPLS, IMPLS, PERSISTENT_IMPLS
 
         impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
-        known = IMPLS + CUDA_EXTRA + GRAPH_IMPLS
+        known = IMPLS + CUDA_EXTRA + GRAPH_IMPLS + PERSISTENT_IMPLS
         unknown = [i for i in impls if i not in known]
         if unknown or not impls:
             names = ", ".join(known)
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda":  # TF32 as in ../shared/perf/gru-anchors.md
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         print(f"gru-mm-bench gru on {args.device}: {_machine(args.device)}")
-        run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds, impls=impls)
+        hiddens = None if not args.hidden else {int(h) for h in args.hidden.split(",") if h.strip()}
+        run_grid(args.device, args.quick, args.out, args.reps, args.max_seconds, impls=impls, hiddens=hiddens)
     finally:
         torch.set_num_threads(saved[0])
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from gru_mm.nn import cho2014_triton
+from gru_mm.nn import cho2014_triton, gru_persistent
 from gru_mm.nn.gru import GRU
 
 INPUT_SIZE = 128
@@ -83,13 +83,16 @@ IMPLS = (
 # cases only: the loop is launch-bound and would eat the time box).
 CUDA_EXTRA = ("cho2014:loop",)
 GRAPH_IMPLS = ("gru_mm:graphs", "torch_padded:graphs")  # CUDA only
+# CUDA only: path="persistent" for both cells (gru_mm.nn.gru_persistent), up to its maximum hidden size
+PERSISTENT_IMPLS = ("gru_mm:persistent", "cho2014:persistent")
 GRAPH_WARMUP = 2  # untimed calls before timing: an eager one, then the capture
 
 
 def impls_for(case: Case, device: str) -> tuple[str, ...]:
     if device != "cuda":
         return IMPLS
-    return IMPLS + (CUDA_EXTRA if case.tmax <= 400 else ()) + GRAPH_IMPLS
+    persistent = PERSISTENT_IMPLS if case.hidden <= gru_persistent.MAX_HIDDEN else ()
+    return IMPLS + (CUDA_EXTRA if case.tmax <= 400 else ()) + GRAPH_IMPLS + persistent
 
 
 def _sync(device: str) -> None:
@@ -113,6 +116,10 @@ def _models(case: Case, device: str) -> dict[str, nn.Module]:
         out["gru_mm:graphs"] = GRU(INPUT_SIZE, case.hidden, graphs=True).to(device)
         out["gru_mm:graphs"].load_state_dict(ref.state_dict())
         out["torch_padded:graphs"] = copy.deepcopy(ref)  # graphed in time_case, given a sample input
+        out["gru_mm:persistent"] = GRU(INPUT_SIZE, case.hidden, path="persistent").to(device)
+        out["gru_mm:persistent"].load_state_dict(ref.state_dict())
+        out["cho2014:persistent"] = GRU(INPUT_SIZE, case.hidden, cell="cho2014", path="persistent").to(device)
+        out["cho2014:persistent"].load_state_dict(out["cho2014"].state_dict())
     return out
 
 
@@ -326,6 +333,7 @@ def summarize(records: list[dict]) -> list[str]:
     if small:
         lines.append(f"hidden <= 128: gru_mm at least {min(small):.2f}x packed nn.GRU (GPU target >= 3x)")
     lines += summarize_graphs(by_case)
+    lines += summarize_persistent(by_case)
     cho = [
         r["cho2014"]["ms_median"] / min(r["torch_padded"]["ms_median"], r["torch_packed"]["ms_median"])
         for r in by_case.values()
@@ -385,6 +393,56 @@ def summarize_graphs(by_case: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+# issue 14 item 2: the torch cell's persistent kernel at least 2x graph-captured cuDNN at hidden
+# 256-1024 (batch <= 128), and cho2014's at most 1.5x the time of the faster eager nn.GRU
+PERSISTENT_VS_GRAPHED = 2.0
+CHO_PERSISTENT_MAX = 1.5
+
+
+def summarize_persistent(by_case: dict[str, dict[str, dict]]) -> list[str]:
+    """Persistent kernels: one line per case, and whether their targets hold."""
+    rows = [(name, recs) for name, recs in by_case.items() if "gru_mm:persistent" in recs]
+    if not rows:
+        return []
+    lines = [
+        "persistent kernels (ms fwd+bwd; 'vs graphed' = graphed nn.GRU / persistent, target >= "
+        f"{PERSISTENT_VS_GRAPHED}x at hidden >= 256; 'cho vs nn' = cho2014 persistent / faster eager "
+        f"nn.GRU, target <= {CHO_PERSISTENT_MAX}x):",
+        f"  {'case':28} {'torch':>9} {'cho2014':>9} {'nn eager':>9} {'nn graphed':>10} {'vs graphed':>10} "
+        f"{'cho vs nn':>9}  exact",
+    ]
+    vs_graphed, cho_ratio = [], []
+    for name, recs in rows:
+        g, c = recs["gru_mm:persistent"], recs.get("cho2014:persistent")
+        p, k, ng = recs.get("torch_padded"), recs.get("torch_packed"), recs.get("torch_padded:graphs")
+        best = min(p["ms_median"], k["ms_median"]) if p and k else math.nan
+        vg = ng["ms_median"] / g["ms_median"] if ng else math.nan
+        cr = c["ms_median"] / best if c else math.nan
+        if ng and g["hidden"] >= 256:
+            vs_graphed.append(vg)
+        if c and g["hidden"] >= 128:
+            cho_ratio.append(cr)
+        lines.append(
+            f"  {name:28} {g['ms_median']:>9.2f} {c['ms_median'] if c else math.nan:>9.2f} {best:>9.2f} "
+            f"{ng['ms_median'] if ng else math.nan:>10.2f} {vg:>9.2f}x {cr:>8.2f}x  "
+            f"{g['exact']}, {c['exact'] if c else '-'}"
+        )
+    if vs_graphed:
+        met = sum(r >= PERSISTENT_VS_GRAPHED for r in vs_graphed)
+        lines.append(
+            f"persistent: torch cell at {min(vs_graphed):.2f}-{max(vs_graphed):.2f}x graphed nn.GRU "
+            f"at hidden >= 256; {met} of {len(vs_graphed)} points >= {PERSISTENT_VS_GRAPHED}x (target: all)"
+        )
+    if cho_ratio:
+        met = sum(r <= CHO_PERSISTENT_MAX for r in cho_ratio)
+        lines.append(
+            f"persistent: cho2014 at {min(cho_ratio):.2f}-{max(cho_ratio):.2f}x the time of the faster "
+            f"eager nn.GRU at hidden >= 128; {met} of {len(cho_ratio)} points <= {CHO_PERSISTENT_MAX}x "
+            "(target: all)"
+        )
+    return lines
+
+
 def run_grid(
     device: str,
     quick: bool,
@@ -393,9 +451,11 @@ def run_grid(
     max_seconds: float | None = None,
     print_fn: Callable[[str], None] = print,
     impls: tuple[str, ...] | None = None,
+    hiddens: set[int] | None = None,
 ) -> list[dict]:
-    """impls: only these implementations (in their order; those a case does not run are skipped)."""
-    cases = grid(device, quick)
+    """impls: only these implementations (in their order; those a case does not run are skipped);
+    hiddens: only the grid points of these hidden sizes."""
+    cases = [c for c in grid(device, quick) if hiddens is None or c.hidden in hiddens]
     reps = reps or (3 if quick or device == "cpu" else 5)
     warmup = 1  # the first call pays cuDNN's setup and Triton's compilation
     records: list[dict] = []
@@ -414,6 +474,9 @@ def run_grid(
         if out is not None:  # written after every case so a time-out still leaves results
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(records, indent=1))
+    if out is not None and not records:  # nothing ran: say so in the file too
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("[]")
     for line in summarize(records):
         print_fn(line)
     return records
@@ -426,7 +489,7 @@ def markdown(records: list[dict]) -> str:
         by_case.setdefault(r["case"], {})[r["impl"]] = r
     present = {r["impl"] for r in records}
     cols = ["gru_mm", "torch_padded", "torch_packed", *[i for i in IMPLS if i.startswith("gru_mm:")]]
-    cols += [i for i in ("cho2014", *CUDA_EXTRA, *GRAPH_IMPLS) if i in present]
+    cols += [i for i in ("cho2014", *CUDA_EXTRA, *GRAPH_IMPLS, *PERSISTENT_IMPLS) if i in present]
     cols = [c for c in cols if c in present]
     graphs = "gru_mm:graphs" in present
     head = ["case", "padded/real", *cols, "gru_mm path", "gru_mm vs faster nn.GRU"]
