@@ -133,12 +133,14 @@ def test_kernels_compile_for_h100_with_the_grid_barrier(kernel):
         else:
             sig[n] = "*i32" if n in ("OFF", "NB", "SYNC", "ERR") else "*fp32"
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    options = {"num_warps": 8, "launch_cooperative_grid": True}  # as _launch runs it
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     ptx = compiled.asm["ptx"]
     barriers = 1 if kernel.startswith("_torch") else 2
     assert ptx.count("atom.global.gpu.acq_rel.add") == barriers
     assert "ld.global.gpu.acquire" in ptx  # the spin reads the counter with acquire semantics
     assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared
+    assert compiled.metadata.launch_cooperative_grid
 
 
 @pytest.mark.gpu

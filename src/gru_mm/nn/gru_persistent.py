@@ -6,7 +6,8 @@ weights from memory every step. Here one launch runs a whole direction: program 
 units and loads their slice of the recurrent weights into registers once; each step it reads the
 full previous state from global memory, writes its BH units, and waits at a grid-wide barrier
 (an atomic counter) for the other programs. All programs must therefore be resident at once:
-their number, ceil(H / BH), must not exceed the SM count (``usable`` checks it).
+their number, ceil(H / BH), must not exceed the SM count (``usable`` checks it), and the launch is
+cooperative, which the driver refuses rather than start a grid that could not all be resident.
 
 The work is on packed rows (rows sorted longest first, step t holds ``batch_sizes[t]`` rows: no
 padding is computed), with the same inputs and results as the step loops ``gru_scan.TorchScan``
@@ -63,7 +64,8 @@ if triton is not None:
         tl.debug_barrier()  # every thread's stores of this phase are issued before we arrive
         tl.atomic_add(SYNC, 1, sem="acq_rel")
         seen = tl.atomic_add(SYNC, 0, sem="acquire")
-        spins = seen * 0
+        # after one time-out every later barrier is skipped, so a broken launch ends instead of hanging
+        spins = tl.atomic_add(ERR, 0, sem="acquire") * MAX_SPINS
         while (seen < target) & (spins < MAX_SPINS):
             seen = tl.atomic_add(SYNC, 0, sem="acquire")
             spins += 1
@@ -411,9 +413,12 @@ def _launch(kernel, plan: Plan, hidden: int, phases: int, reverse: bool, *tensor
     args = (*tensors, plan.off, plan.nb, sync, sync[1:])
     bmax = plan.first_rows
     if plan.grid_sync:
+        # a cooperative launch: the driver refuses it unless every program can be resident at once,
+        # so a grid too large for the device fails loudly instead of spinning at the first barrier
         kernel[grid](
-            *args, 0, plan.steps, plan.first_rows, bmax, hidden, **consts, GRID_SYNC=True, num_warps=warps
-        )
+            *args, 0, plan.steps, plan.first_rows, bmax, hidden, **consts, GRID_SYNC=True, num_warps=warps,
+            launch_cooperative_grid=True,
+        )  # fmt: skip
         if _FLAGS is not None:
             _FLAGS.append(sync)
         return
