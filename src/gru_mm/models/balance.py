@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from gru_mm.config import ConfigError
-from gru_mm.nn.fusion import FusionInput, step_mask
+from gru_mm.nn.fusion import FusionInput
 from gru_mm.nn.heads import LinearHead
+from gru_mm.nn.masks import step_mask
 
 SCORES = ("fused", "heads")  # where OGM-GE reads each modality's confidence from
 

@@ -10,6 +10,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from gru_mm.nn import pretrained
 from gru_mm.nn.feature_cache import FrozenBackbone, padded
+from gru_mm.nn.masks import step_weights
 
 
 class Encoder(nn.Module):
@@ -77,11 +78,11 @@ class AudioConvEncoder(Encoder):
         if x.shape[1] == 0:  # the whole batch lacks audio: nothing to convolve
             return x.new_zeros(x.shape[0], 0, self.out_features), lengths
         on_device = lengths.to(x.device)  # one copy: both masks are built where the data is
-        mask = _step_mask(on_device, x.shape[1], x.device)
+        mask = step_weights(on_device, x.shape[1], x.device)
         h = (self.norm(x) if isinstance(self.norm, nn.LayerNorm) else self.norm(x, mask)) * mask
         h = self.act(self.conv1(h.transpose(1, 2))).transpose(1, 2)
         out_lengths = self.output_lengths(lengths)
-        out_mask = _step_mask(self.output_lengths(on_device), h.shape[1], h.device)
+        out_mask = step_weights(self.output_lengths(on_device), h.shape[1], h.device)
         h = self.act(self.conv2((h * out_mask).transpose(1, 2))).transpose(1, 2)
         return h * out_mask, out_lengths
 
@@ -98,12 +99,6 @@ class _UtteranceNorm(nn.Module):
 def _real_step_mean(x: Tensor, mask: Tensor) -> Tensor:
     """[B, 1, F]: the mean of [B, T, F] over each sequence's real steps (mask [B, T, 1]); 0 for length 0."""
     return (x * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-
-
-def _step_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:  # noqa: N803 (T is time)
-    """[B, T, 1] float on `device`: 1 at real steps, 0 at padding (built where `lengths` are)."""
-    steps = torch.arange(T, device=lengths.device)
-    return (steps < lengths[:, None]).to(device=device, dtype=torch.float32)[..., None]
 
 
 def _per_real_frame(cnn: nn.Module, x: Tensor, lengths: Tensor, out_features: int) -> Tensor:
@@ -287,7 +282,7 @@ class BackboneFrameEncoder(FrozenBackbone, Encoder):
             return _per_real_frame(self._encode, x, lengths, self.out_features), lengths
         rows, features = self.frozen_features(x, lengths, self._clip_features)
         h, _ = padded(rows, features, x.shape[0], self.backbone_features, x.device, x.shape[1])
-        return self.proj(h) * _step_mask(lengths, h.shape[1], h.device), lengths
+        return self.proj(h) * step_weights(lengths, h.shape[1], h.device), lengths
 
 
 class LinearEncoder(Encoder):
@@ -301,7 +296,7 @@ class LinearEncoder(Encoder):
         self.out_features = out_features
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        return self.proj(x) * _step_mask(lengths, x.shape[1], x.device), lengths
+        return self.proj(x) * step_weights(lengths, x.shape[1], x.device), lengths
 
 
 class SeriesConvEncoder(Encoder):
@@ -370,7 +365,7 @@ class SeriesConvEncoder(Encoder):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1] == 0:  # the whole batch lacks this modality: nothing to convolve
             return x.new_zeros(x.shape[0], 0, self.out_features), lengths
-        mask = _step_mask(lengths, x.shape[1], x.device)  # [B, T, 1]
+        mask = step_weights(lengths, x.shape[1], x.device)  # [B, T, 1]
         channel_mask = mask.transpose(1, 2)
         x = x * mask
         seen = x
@@ -447,7 +442,7 @@ class TokenEmbeddingEncoder(Encoder):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         ids = x.long().reshape(x.shape[0], x.shape[1])  # a batch without text arrives as float [B, 0]
-        keep = _step_mask(lengths, ids.shape[1], ids.device)
+        keep = step_weights(lengths, ids.shape[1], ids.device)
         if self.training and self.token_dropout > 0:
             keep = keep * (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)[..., None]
         return self.dropout(self.embed(ids)) * keep, lengths

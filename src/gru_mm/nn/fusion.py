@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gru_mm.nn.masks import step_mask
+
 STATES, STEPS = "states", "steps"
 
 
@@ -38,11 +40,6 @@ class FusionInput:
     absent: Tensor
     state: Tensor | None = None
     times: Tensor | None = None
-
-
-def step_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:  # noqa: N803 (T is time)
-    """[B, T] bool: True at real steps (built on the CPU, where lengths live, then moved)."""
-    return (torch.arange(T)[None, :] < lengths[:, None]).to(device)
 
 
 class LateFusion(nn.Module):

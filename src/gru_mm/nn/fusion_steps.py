@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from gru_mm.nn.fusion import STEPS, FusionInput, step_mask
+from gru_mm.nn.fusion import STEPS, FusionInput
+from gru_mm.nn.masks import step_mask
 
 
 def gru_state_size(gru: nn.Module) -> int:

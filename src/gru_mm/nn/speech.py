@@ -10,8 +10,9 @@ import torchaudio
 from torch import Tensor, nn
 
 from gru_mm.nn import pretrained
-from gru_mm.nn.encoders import Encoder, _step_mask
+from gru_mm.nn.encoders import Encoder
 from gru_mm.nn.feature_cache import FrozenBackbone, padded
+from gru_mm.nn.masks import step_weights
 
 # torchaudio.models builders of a Wav2Vec2Model (none downloads: they build the architecture only)
 ARCHS = (
@@ -122,4 +123,4 @@ class SpeechModelEncoder(FrozenBackbone, Encoder):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         rows, features = self.frozen_features(x, lengths, self._clip_features)
         h, out_lengths = padded(rows, features, x.shape[0], self.features, x.device)
-        return self.proj(self.norm(h)) * _step_mask(out_lengths, h.shape[1], h.device), out_lengths
+        return self.proj(self.norm(h)) * step_weights(out_lengths, h.shape[1], h.device), out_lengths
