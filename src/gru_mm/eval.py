@@ -5,6 +5,7 @@ labeled file of its data's kind instead (decoded as its training data was)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,7 +20,7 @@ from gru_mm.models.build import build_datamodule, build_module, retarget_data
 from gru_mm.nn.onednn_cache import disable_primitive_cache
 from gru_mm.paths import CONF_DIR
 from gru_mm.tracking.run import default_run_name, mlflow_logger, run_location, run_tags
-from hydra_plugins.gru_mm_optuna_sweeper._storage import redact
+from hydra_plugins.gru_mm_optuna_sweeper._storage import redact, redact_values
 
 log = logging.getLogger("gru_mm.eval")
 register_resolvers()
@@ -54,6 +55,16 @@ def eval_run_name(experiment: str, overrides: list[str]) -> str:
     )
 
 
+def eval_tags(checkpoint: Path | str, held_out: str | None, source_run_id: str | None) -> dict[str, str]:
+    """The eval run's tags; passwords in URLs (of the command line, say) are masked, as training's are."""
+    tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(checkpoint)}
+    if held_out:
+        tags["gru_mm.eval_data"] = str(held_out)
+    if source_run_id:
+        tags["gru_mm.source_run_id"] = source_run_id
+    return redact_values(tags)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path == "last" and not cfg.experiment_name:
         raise ConfigError("ckpt_path=last needs experiment_name=NAME to know whose checkpoint to take")
@@ -74,11 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = build_module(train_cfg, datamodule=datamodule, pretrained=False)  # weights: the checkpoint's
     experiment = cfg.experiment_name or meta.get("experiment_name") or train_cfg.experiment_name
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    tags = run_tags([]) | {"gru_mm.job": "eval", "gru_mm.checkpoint": str(path)}
-    if held_out:
-        tags["gru_mm.eval_data"] = str(held_out)
-    if meta.get("mlflow_run_id"):
-        tags["gru_mm.source_run_id"] = meta["mlflow_run_id"]
+    tags = eval_tags(path, held_out, meta.get("mlflow_run_id"))
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         kwargs = {"experiment_name": experiment, "tags": tags} if name == "mlflow" else {}

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from gru_mm.eval import eval_run_name
+from gru_mm.eval import eval_run_name, eval_tags
 from gru_mm.tracking.run import default_run_name
 from models.model_testlib import compose_train
 
@@ -53,6 +53,18 @@ def test_eval_runs_are_named_like_training_runs_without_the_checkpoint_path_or_p
             r"\d\d-\d\d \d\d:\d\d:\d\d [0-9a-f]{4}",
             name,
         ), name
+
+
+def test_eval_tags_mask_passwords_of_the_command_line(monkeypatch):
+    """gru-mm-eval hands its tags to the logger that creates the run: a password in the command (a
+    tracking URL, a data path on a server) must not reach MLflow, as with gru-mm-train."""
+    argv = ["gru-mm-eval", "ckpt_path=run.ckpt", "logger.mlflow.tracking_uri=http://ann:s3cret@host:5000"]
+    monkeypatch.setattr("sys.argv", argv)
+    tags = eval_tags("run.ckpt", "https://bob:pw2@data.example.org/set.csv", "abc123")
+    assert not [v for v in tags.values() if "s3cret" in v or "pw2" in v], tags
+    assert tags["gru_mm.command"].endswith("logger.mlflow.tracking_uri=http://ann:***@host:5000")
+    assert tags["gru_mm.eval_data"] == "https://bob:***@data.example.org/set.csv"
+    assert tags["gru_mm.job"] == "eval" and tags["gru_mm.source_run_id"] == "abc123"
 
 
 @pytest.mark.slow
