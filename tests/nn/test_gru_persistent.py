@@ -4,6 +4,8 @@ after another and a grid barrier would never return) against the step loops; com
 with the grid barrier; and on CUDA, when there is one, with the barrier running."""
 
 import inspect
+import os
+import subprocess
 import textwrap
 
 import pytest
@@ -106,11 +108,13 @@ def test_cho2014_rejects_paths_of_the_torch_cell():
         GRU(4, 8, cell="cho2014", path="packed")
 
 
+@pytest.mark.parametrize("hp", [128, 512])
 @pytest.mark.parametrize("kernel", ["_torch_fwd", "_torch_bwd", "_cho_fwd", "_cho_bwd"])
-def test_kernels_compile_for_h100_with_the_grid_barrier(kernel):
-    """Ahead-of-time compile to sm_90 at the largest hidden size allowed, with the barrier: the
-    barrier is one thread's acquire/release atomics per program, and a program's shared memory
-    fits an H100 (227 KB), which is what bounds MAX_HIDDEN."""
+def test_kernels_compile_for_h100_with_the_grid_barrier(kernel, hp, tmp_path):
+    """Ahead-of-time compile to sm_90 with the barrier, at 128 and at the largest hidden size allowed:
+    the barrier is one thread's acquire/release atomics per program; a program's shared memory fits
+    an H100 (227 KB), which is what bounds MAX_HIDDEN; and ptxas assembles it without register spills
+    at the launch's warp count."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -120,7 +124,7 @@ def test_kernels_compile_for_h100_with_the_grid_barrier(kernel):
     fn = getattr(gp, kernel)
     names = list(inspect.signature(fn.fn).parameters)
     consts = {
-        "BB": gp.BLOCK_B, "BH": 16, "HP": gp.MAX_HIDDEN, "PREC": "ieee", "GRID_SYNC": True,
+        "BB": gp.BLOCK_B, "BH": 16, "HP": hp, "PREC": "ieee", "GRID_SYNC": True,
         "MAX_SPINS": gp.MAX_SPINS, "PHASES": 7,
     }  # fmt: skip
     consts = {k: v for k, v in consts.items() if k in names}
@@ -133,7 +137,7 @@ def test_kernels_compile_for_h100_with_the_grid_barrier(kernel):
         else:
             sig[n] = "*i32" if n in ("OFF", "NB", "SYNC", "ERR") else "*fp32"
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()})
-    options = {"num_warps": 8, "launch_cooperative_grid": True}  # as _launch runs it
+    options = {"num_warps": gp.num_warps(hp), "launch_cooperative_grid": True}  # as _launch runs it
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     ptx = compiled.asm["ptx"]
     barriers = 1 if kernel.startswith("_torch") else 2
@@ -141,6 +145,13 @@ def test_kernels_compile_for_h100_with_the_grid_barrier(kernel):
     assert "ld.global.gpu.acquire" in ptx  # the spin reads the counter with acquire semantics
     assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared
     assert compiled.metadata.launch_cooperative_grid
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if os.path.exists(ptxas):
+        src_file = tmp_path / "k.ptx"
+        src_file.write_text(ptx)
+        cmd = [ptxas, "-arch=sm_90a", "-v", str(src_file), "-o", str(tmp_path / "k.cubin")]
+        report = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stderr
+        assert "0 bytes spill stores, 0 bytes spill loads" in report, report
 
 
 @pytest.mark.gpu
