@@ -121,7 +121,7 @@ def test_same_seed_same_augmentations_other_seed_others_and_state_resumes():
 
 
 def test_the_global_random_numbers_are_left_as_they_were():
-    # dropout and the collate's crops draw from torch's global generator: augmenting must not shift them
+    # dropout and modality dropout draw from torch's global generator: augmenting must not shift them
     torch.manual_seed(5)
     before = torch.get_rng_state()
     _augment()(_batch([8, 5]))

@@ -163,6 +163,28 @@ def test_two_ranks_resume_their_own_slices_and_together_cover_the_epoch_once():
     assert sorted(flat) == list(range(len(lengths)))
 
 
+def test_crop_draws_belong_to_the_data_order():
+    """draws=True pairs each index with u in [0, 1), fixed by (seed, epoch, batch number): the same
+    after a resume, for each rank alike, new in a new epoch or with another seed."""
+    lengths = np.random.default_rng(1).integers(1, 50, 61)
+
+    def pairs(epoch, seed=4, replicas=1, rank=0, resume_at=None):
+        s = LengthBucketBatchSampler(lengths, 8, seed=seed, num_replicas=replicas, rank=rank, draws=True)
+        s.set_epoch(epoch)
+        if resume_at is not None:
+            s.load_state_dict({**s.state_dict(), "position": resume_at})
+        return list(s)
+
+    whole = pairs(0)
+    assert [[i for i, _ in b] for b in whole] == _epoch(LengthBucketBatchSampler(lengths, 8, seed=4), 0)
+    draws = [u for b in whole for _, u in b]
+    assert all(0 <= u < 1 for u in draws) and len(set(draws)) == len(draws)
+    assert pairs(0, resume_at=3) == whole[3:]
+    assert pairs(0, replicas=2, rank=1) == whole[1::2]  # a rank's batches carry the draws of their number
+    assert [u for b in pairs(1) for _, u in b] != draws
+    assert [u for b in pairs(0, seed=5) for _, u in b] != draws
+
+
 def test_a_new_epoch_or_a_second_pass_starts_from_the_beginning():
     lengths = np.arange(1, 81)
     sampler = LengthBucketBatchSampler(lengths, 8, seed=0)

@@ -28,11 +28,11 @@ ARGS = [
     "+callbacks.batch_ids._target_=batch_ids_probe.RecordBatchIds",
     "trusted_targets=[batch_ids_probe]",  # the resumed run's config (the checkpoint's) names the probe
 ]
-# Crops are drawn in the process that collates: with workers that is a worker, whose generator a checkpoint
-# does not hold (see ResumableDataLoader), so the variant with workers trains without crops.
+# Random crops are fixed by the data order (seed, epoch, batch number), not by the process that reads the
+# batch: loader workers, whose generators a checkpoint does not hold, crop as the uninterrupted run did.
 VARIANTS = {
     "in-process loading, random crops": ["data.num_workers=0", "data.train_crop_steps=12"],
-    "2 loader workers": ["data.num_workers=2"],
+    "2 loader workers, random crops": ["data.num_workers=2", "data.train_crop_steps=12"],
 }
 
 pytestmark = pytest.mark.slow

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from gru_mm.data.batch import Batch, Sample, pad_sequences
 
@@ -23,22 +24,18 @@ class Collate:
         self,
         feature_shapes: Mapping[str, Sequence[int]],
         target_dtype: torch.dtype = torch.int64,
-        crop_steps: int | None = None,
         pack: bool = False,
     ):
         self.feature_shapes = {m: tuple(shape) for m, shape in feature_shapes.items()}
         self.target_dtype = target_dtype
-        self.crop_steps = crop_steps  # training: longer sequences become a random window (`crop`)
         # batches bound for a GPU: one buffer per batch (`Batch.packed`), pinned and moved in one copy
         self.pack = pack
 
     def packing(self) -> Collate:
         """The same collate, packing each batch into one buffer."""
-        return Collate(self.feature_shapes, self.target_dtype, self.crop_steps, pack=True)
+        return Collate(self.feature_shapes, self.target_dtype, pack=True)
 
     def __call__(self, samples: list[Sample]) -> Batch:
-        if self.crop_steps is not None:  # torch's generator: seeded runs crop alike (workers too)
-            samples = [crop(s, self.crop_steps, float(torch.rand(()))) for s in samples]
         inputs = {}
         for m, shape in self.feature_shapes.items():
             arrays = [s.modalities.get(m) for s in samples]
@@ -54,6 +51,22 @@ class Collate:
         target = torch.as_tensor(np.asarray([s.target for s in samples]), dtype=self.target_dtype)
         batch = Batch([s.id for s in samples], target, inputs)
         return batch.packed() if self.pack else batch
+
+
+class Cropped(Dataset):
+    """A split read by (index, u) keys, as `LengthBucketBatchSampler(draws=True)` yields them: each
+    sample cut to `steps` at relative position u (`crop`). Training only; the draws belong to the data
+    order, so a resumed run and any number of loader workers cut every sample as the first run did."""
+
+    def __init__(self, samples: Sequence[Sample], steps: int):
+        self.samples, self.steps = samples, steps
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, float]) -> Sample:
+        index, u = key
+        return crop(self.samples[index], self.steps, u)
 
 
 def crop(sample: Sample, steps: int, position: float) -> Sample:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gru_mm.data.batch import Batch
-from gru_mm.data.collate import Collate
+from gru_mm.data.collate import Collate, Cropped
 from gru_mm.data.sampler import LengthBucketBatchSampler, ResumableDataLoader
 from gru_mm.data.sources.base import DataError, DataProblems, Problem, check_storage
 
@@ -182,7 +182,7 @@ class SequenceDataModule(pl.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def _loader(
-        self, split: str, shuffle: bool, batch_size: int, collate: Collate | None = None
+        self, split: str, shuffle: bool, batch_size: int, crop_steps: int | None = None
     ) -> DataLoader:
         samples = self.source.split(split)
         replicas, rank = self._replicas()
@@ -195,15 +195,16 @@ class SequenceDataModule(pl.LightningDataModule):
             rank=rank,
             pool_batches=self.pool_batches,
             bucket=self.bucket,
+            draws=crop_steps is not None,
         )
-        collate = collate or self.collate
+        collate = self.collate
         on_gpu = self._device_type() == "cuda"
         if on_gpu:  # one pinned buffer per batch, moved in one non-blocking copy (Batch.packed)
             collate = collate.packing()
         workers = self.loader_workers()
         # resumable: Lightning saves the training loader's place in the epoch with each checkpoint
         return ResumableDataLoader(
-            samples,
+            samples if crop_steps is None else Cropped(samples, crop_steps),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=workers,
@@ -227,13 +228,11 @@ class SequenceDataModule(pl.LightningDataModule):
         return max(0, min(4, cores // max(1, processes) - 1))
 
     def train_dataloader(self) -> DataLoader:
-        collate = self.collate
-        if self.train_crop_steps is not None:  # validation and test read whole sequences
-            collate = Collate(collate.feature_shapes, collate.target_dtype, crop_steps=self.train_crop_steps)
         # trainer.overfit_batches (debug=overfit): the same batches every epoch. Lightning turns shuffling
         # off only for samplers it knows, and a batch sampler of our own is not one of them.
         overfit = bool(self.trainer and self.trainer.overfit_batches)
-        return self._loader("train", shuffle=not overfit, batch_size=self.batch_size, collate=collate)
+        # random crops of long sequences in training only (validation and test read whole sequences)
+        return self._loader("train", not overfit, self.batch_size, crop_steps=self.train_crop_steps)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)

@@ -46,6 +46,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         pool_batches: int = 50,
         bucket: bool = True,
+        draws: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -65,6 +66,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.pool_batches = pool_batches
         self.bucket = bucket
+        # draws: yield (index, u) pairs, u uniform in [0, 1) fixed by (seed, epoch, batch number), for
+        # random crops (`collate.Cropped`) that neither the worker reading the batch nor a resume changes
+        self.draws = draws
         self.epoch = 0
         self.position = 0  # batches of this epoch handed out so far (this rank's share)
         self._resume_at: int | None = None  # a loaded position, for the next iteration of its epoch
@@ -127,13 +131,18 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             for b in self._arrange(part, run.tolist(), dims[1:])
         ]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.all_batches()[self.rank :: self.num_replicas]
+    def __iter__(self) -> Iterator[list]:
+        batches = self.all_batches()
         self.position = self.start_position()
         self._resume_at = None
-        for batch in batches[self.position :]:
+        for number in range(self.rank + self.position * self.num_replicas, len(batches), self.num_replicas):
             self.position += 1
-            yield batch.tolist()
+            batch = batches[number].tolist()
+            if self.draws:
+                u = np.random.default_rng([self.seed % 2**32, self.epoch, number]).random(len(batch))
+                yield list(zip(batch, u.tolist(), strict=True))
+            else:
+                yield batch
 
     def start_position(self) -> int:
         """Where the next iteration starts: a loaded mid-epoch position, else 0."""
