@@ -103,12 +103,12 @@ def check_torch_cell(c: dict, path: str, device: str, seed: int) -> float:
     return max(errs)
 
 
-def check_cho2014(c: dict, device: str, seed: int) -> float:
+def check_cho2014(c: dict, device: str, seed: int, path: str = "auto") -> float:
     torch.manual_seed(seed)
     T, F, H, L, D = c["T"], c["F"], c["H"], c["L"], c["D"]
     lengths = torch.tensor(c["lengths"])
     B = len(lengths)
-    ours = GRU(F, H, L, bidirectional=D == 2, cell="cho2014").to(device)
+    ours = GRU(F, H, L, bidirectional=D == 2, cell="cho2014", path=path).to(device)
     ref = GRU(F, H, L, bidirectional=D == 2, cell="cho2014").double()
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(B, T, F)
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = (*PATHS, "graphs")
         checks = {f"torch:{path}": (check_torch_cell, (c, path, args.device, i)) for path in paths}
         checks["cho2014"] = (check_cho2014, (c, args.device, i))
+        checks["cho2014:persistent"] = (check_cho2014, (c, args.device, i, "persistent"))
         for name, (fn, fargs) in checks.items():
             try:
                 e = fn(*fargs)
