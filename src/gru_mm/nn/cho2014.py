@@ -17,12 +17,12 @@ are still alive (no work on padding), and the recurrent weight gradients are two
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-from gru_mm.nn.gru_persistent import ChoPersistent
 
 # Internally gates are stored as [candidate | z | r] so that the two products of the backward step
 # (with z and with the candidate) are one broadcast op, and z|r stay adjacent for one matmul.
@@ -115,14 +115,12 @@ def cho2014_packed(
     bias: Tensor | None,
     batch_sizes: list[int],
     prev_index: Tensor,
-    persistent: bool = False,
+    recurrence: Callable[..., tuple[Tensor, Tensor]] = ChoScan.apply,
 ) -> tuple[Tensor, Tensor]:
     """One layer, one direction on packed rows x [N, F]; returns (y [N, H], zr [N, 2H] in z|r order).
-    persistent: the recurrence as one persistent kernel (``gru_persistent``) instead of the loop."""
+    recurrence: what runs the steps, called as ChoScan.apply (``gru_persistent`` has another)."""
     hidden = weight_hh.shape[1]
     w = to_internal(weight_ih, hidden)
     b = None if bias is None else to_internal(bias, hidden)
     pre = F.linear(x, w, b)
-    if persistent:
-        return ChoPersistent.apply(pre, h0, to_internal(weight_hh, hidden), batch_sizes, prev_index, None)
-    return ChoScan.apply(pre, h0, to_internal(weight_hh, hidden), batch_sizes, prev_index)
+    return recurrence(pre, h0, to_internal(weight_hh, hidden), batch_sizes, prev_index)

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gru_mm.nn import cho2014_triton
-from gru_mm.nn.cho2014 import cho2014_packed, to_internal
+from gru_mm.nn import cho2014_triton, gru_persistent
+from gru_mm.nn.cho2014 import ChoScan, cho2014_packed, to_internal
 from gru_mm.nn.gru_kernels import gru_packed_kernel, gru_padded_kernel
 from gru_mm.nn.gru_layout import Layout, zeros
-from gru_mm.nn.gru_scan import torch_gates_packed, torch_scan_packed
+from gru_mm.nn.gru_scan import TorchScan, torch_gates_packed, torch_scan_packed
 
 Spans = list[tuple[int, int, int]]  # gru_plan's segments: (first step, end step, rows alive)
 
@@ -226,10 +226,12 @@ def run_packed_loop(
         w = stack.weights(group)
         if stack.cell == "cho2014":
             bias = w[2] if stack.has_biases else None
-            out, gates = cho2014_packed(rows, state, w[0], w[1], bias, batch_sizes, prev_row, persistent)
+            steps = gru_persistent.cho_recurrence if persistent else ChoScan.apply
+            out, gates = cho2014_packed(rows, state, w[0], w[1], bias, batch_sizes, prev_row, steps)
             return out, gates if want_gates else None
         b_ih, b_hh = (w[2], w[3]) if stack.has_biases else (None, None)
-        out = torch_scan_packed(rows, state, w[0], w[1], b_ih, b_hh, batch_sizes, prev_row, persistent)
+        steps = gru_persistent.torch_recurrence if persistent else TorchScan.apply
+        out = torch_scan_packed(rows, state, w[0], w[1], b_ih, b_hh, batch_sizes, prev_row, steps)
         if not want_gates:
             return out, None
         return out, torch_gates_packed(rows, state, out, w[0], w[1], b_ih, b_hh, batch_sizes[0], prev_row)

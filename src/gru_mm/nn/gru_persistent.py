@@ -33,6 +33,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from gru_mm.nn.cho2014 import ChoScan
+from gru_mm.nn.gru_scan import TorchScan
+
 try:  # triton ships with CUDA builds of torch; CPU-only installs may lack it
     import triton
     import triton.language as tl
@@ -523,6 +526,16 @@ class ChoPersistent(torch.autograd.Function):
         return dpre, carry, du, None, None, None
 
 
+def torch_recurrence(pre, h0, u, b_hh, batch_sizes, prev_index) -> Tensor:
+    """``TorchScan.apply``'s call, run by the persistent kernels (``gru_scan.torch_scan_packed``)."""
+    return TorchPersistent.apply(pre, h0, u, b_hh, batch_sizes, prev_index, None)
+
+
+def cho_recurrence(pre, h0, u, batch_sizes, prev_index) -> tuple[Tensor, Tensor]:
+    """``ChoScan.apply``'s call, run by the persistent kernels (``cho2014.cho2014_packed``)."""
+    return ChoPersistent.apply(pre, h0, u, batch_sizes, prev_index, None)
+
+
 def usable(x: Tensor, hidden: int) -> bool:
     """Whether the persistent kernels may run this call: float32, hidden <= MAX_HIDDEN, every
     program resident at once (ceil(H / BH) <= SM count), int32 offsets, a passing self-check."""
@@ -577,10 +590,6 @@ def self_check(device: torch.device, grid_sync: bool | None = None) -> bool:
 
 
 def _check(device: torch.device, grid_sync: bool | None) -> None:
-    # the step loops' modules import this one
-    from gru_mm.nn.cho2014 import ChoScan
-    from gru_mm.nn.gru_scan import TorchScan
-
     gen = torch.Generator().manual_seed(0)
     H, lengths = 40, sorted([9, 9, 7, 4, 2, 1] * 3 + [5], reverse=True)
     batch_sizes = [sum(1 for n in lengths if n > t) for t in range(lengths[0])]

@@ -14,12 +14,12 @@ so a step is 5 ops, and the recurrent weight gradient is one matmul after the lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-from gru_mm.nn.gru_persistent import TorchPersistent
 
 
 class TorchScan(torch.autograd.Function):
@@ -101,16 +101,14 @@ def torch_scan_packed(
     bias_hh: Tensor | None,
     batch_sizes: list[int],
     prev_index: Tensor,
-    persistent: bool = False,
+    recurrence: Callable[..., Tensor] = TorchScan.apply,
 ) -> Tensor:
     """One layer, one direction of torch's GRU on packed rows x [N, F]; returns y [N, H].
-    persistent: the recurrence as one persistent kernel (``gru_persistent``) instead of the loop."""
+    recurrence: what runs the steps, called as TorchScan.apply (``gru_persistent`` has another)."""
     pre = F.linear(x, weight_ih, bias_ih)
     if bias_hh is None:
         bias_hh = weight_hh.new_zeros(weight_hh.shape[0])
-    if persistent:
-        return TorchPersistent.apply(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index, None)
-    return TorchScan.apply(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index)
+    return recurrence(pre, h0, weight_hh, bias_hh, batch_sizes, prev_index)
 
 
 def torch_gates_packed(
