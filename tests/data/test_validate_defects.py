@@ -90,7 +90,7 @@ DEFECTS = {
     "truncated audio": (_write("audio", "cut.wav", _truncated_wav), "audio"),
     "empty audio": (_write("audio", "empty.wav", lambda p: write_wav(p, 0.0)), "audio"),
     "unsupported file type": (
-        _write("audio", "clip.mp3", lambda p: _bad_file(p, b"ID3" + b"\0" * 64)),
+        _write("audio", "clip.m4a", lambda p: _bad_file(p, b"\0\0\0 ftypM4A " + b"\0" * 64)),  # AAC
         "audio",
     ),
     "unreadable image": (_write("frames", "junk.png", lambda p: _bad_file(p, b"PNG? no" * 5)), "frames"),

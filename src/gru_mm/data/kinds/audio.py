@@ -13,7 +13,8 @@ import torch
 from gru_mm.data.kinds.base import FileKind, check_finite
 from gru_mm.data.sources.base import DataError, SampleError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# what libsndfile reads: .mp3 since 1.1 (soundfile's wheels bundle 1.2); .opus is Ogg Opus (voice notes)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
 FEATURES = ("logmel", "waveform")  # what a decoded clip holds per step
 
 
@@ -81,13 +82,14 @@ class Audio(FileKind):
             raise SampleError("unreadable audio", f"{path.name}: {err}") from None
         if path.suffix.lower() == ".wav" and (sizes := _wav_declared_bytes(path)) and sizes[1] < sizes[0]:
             raise SampleError("truncated audio", f"{path.name} holds {sizes[1]} of its {sizes[0]} data bytes")
-        if info.frames > 0 and len(wave) < info.frames:
+        # an MP3's frame count is an estimate when it lacks a Xing/LAME header: no truncation test there
+        if info.frames > 0 and len(wave) < info.frames and info.format != "MP3":
             raise SampleError(
                 "truncated audio", f"{path.name} decodes {len(wave)} of its {info.frames} frames"
             )
         if len(wave) == 0:
             raise SampleError("empty audio", f"{path.name} has no samples")
-        return check_finite(wave.mean(axis=1)), rate
+        return check_finite(wave.mean(axis=1), where=path.name), rate
 
     def decode(self, path: Path) -> dict[str, np.ndarray]:
         import torchaudio
@@ -99,6 +101,9 @@ class Audio(FileKind):
         if self.features == "waveform":
             return {"data": x[:, None].contiguous().numpy()}
         mel = torchaudio.transforms.MelSpectrogram(
+            # a clip shorter than half a window (a click, 10 ms at 16 kHz) cannot be reflected at its
+            # edges; it is zero-padded there instead, giving as many frames as the formula for any clip
+            pad_mode="reflect" if len(x) > self.n_fft // 2 else "constant",
             sample_rate=self.sample_rate,
             n_fft=self.n_fft,
             hop_length=self.hop_length,

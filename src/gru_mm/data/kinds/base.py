@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from gru_mm.data.kinds.text import Vocabulary
 
 
-def check_finite(array: np.ndarray, allow_nan: bool = False) -> np.ndarray:
-    """The array, or a `SampleError` when it holds infinite (or, unless allowed, NaN) values."""
+def check_finite(array: np.ndarray, allow_nan: bool = False, where: str = "") -> np.ndarray:
+    """The array, or a `SampleError` when it holds infinite (or, unless allowed, NaN) values; `where`
+    (a file's name) starts the detail."""
     bad = np.isinf(array) if allow_nan else ~np.isfinite(array)
     if array.size and bad.any():
         what = "infinite values" if allow_nan else "NaN or infinite values"
-        raise SampleError(what, f"{int(bad.sum())} of {array.size} values")
+        raise SampleError(what, f"{where + ': ' if where else ''}{int(bad.sum())} of {array.size} values")
     return array
 
 

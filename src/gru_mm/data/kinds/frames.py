@@ -12,7 +12,7 @@ import numpy as np
 from gru_mm.data.kinds.base import FileKind
 from gru_mm.data.sources.base import SampleError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Frames(FileKind):
         return (self.channels, self.height, self.width)
 
     def _image(self, path: Path) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SampleError(
@@ -55,15 +55,33 @@ class Frames(FileKind):
             )
         try:
             with Image.open(path) as im:
+                if getattr(im, "n_frames", 1) > 1:  # an animated GIF/WebP, a multi-page TIFF
+                    raise SampleError(
+                        "several images in one file",
+                        f"{path.name} holds {im.n_frames} frames; give each frame as its own image file",
+                    )
+                # a large JPEG decodes at a reduced scale no smaller than the target (a 4000x3000 photo
+                # ~5x faster); the square bound holds whichever way EXIF turns it
+                side = max(self.width, self.height)
+                im.draft(None, (side, side))
                 im.load()
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                im = im.resize((self.width, self.height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(im, dtype=np.float32) / 255.0
+                # phone photos store pixels sideways with an EXIF tag saying how to turn them upright
+                im = ImageOps.exif_transpose(im)
+                size = (self.width, self.height)
+                if im.mode.startswith("I"):  # 16-bit grey: convert("L") would clip all above 255 to white
+                    grey = np.asarray(im.convert("F").resize(size, Image.Resampling.BILINEAR)) / 65535.0
+                    pixels = grey if self.channels == 1 else np.repeat(grey[..., None], 3, axis=2)
+                else:
+                    im = im.convert("L" if self.channels == 1 else "RGB")
+                    pixels = np.asarray(im.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
         except UnidentifiedImageError:
             raise SampleError("unreadable image", f"{path.name} is not an image") from None
+        except Image.DecompressionBombError as err:  # not an OSError: it ended the whole run
+            raise SampleError("image too large", f"{path.name}: {err}") from None
         except OSError as err:
             problem = "truncated image" if "truncated" in str(err) else "unreadable image"
             raise SampleError(problem, f"{path.name}: {err}") from None
+        pixels = np.clip(pixels, 0.0, 1.0).astype(np.float32)
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
     def decode(self, target: Path | list[Path]) -> dict[str, np.ndarray]:

@@ -37,6 +37,14 @@ def with_missingness(values: np.ndarray, times: np.ndarray | None = None) -> np.
     return np.concatenate([filled, observed, np.log1p(since)], axis=1).astype(np.float32)
 
 
+def _is_number(name: object) -> bool:
+    try:
+        float(str(name))
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Series(FileKind):
     name = "series"
@@ -70,6 +78,11 @@ class Series(FileKind):
             raise SampleError("unsupported file type", f"{path.name} (series must be .npy or .csv)")
         if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
             raise SampleError("non-numeric values", f"{path.name} has dtype {array.dtype}")
+        if np.iscomplexobj(array):  # casting to float would silently drop the imaginary part
+            raise SampleError(
+                "complex values",
+                f"{path.name} has dtype {array.dtype}: save the real and imaginary parts as two features",
+            )
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim != 2:
@@ -78,7 +91,18 @@ class Series(FileKind):
             )
         if array.shape[0] == 0:
             raise SampleError("empty series", f"{path.name} has no steps")
-        out = {"data": check_finite(array.astype(np.float32), allow_nan=self.missing == "mask")}
+        if self.missing == "error" and np.isnan(array).any():
+            raise SampleError(
+                "NaN or infinite values",
+                f"{path.name}: {int(np.isnan(array).sum())} of {array.size} values are NaN or empty "
+                "(set data.source.series.missing=mask if they are unmeasured values)",
+            )
+        values = check_finite(array, allow_nan=self.missing == "mask", where=path.name)
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float32)
+        if np.isinf(values).any():  # finite float64 values beyond float32's range
+            raise SampleError("values too large", f"{path.name} holds values beyond float32's +-3.4e38")
+        out = {"data": values}
         if times is not None:
             out["times"] = times
         return out
@@ -94,6 +118,18 @@ class Series(FileKind):
             UnicodeDecodeError,
         ) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
             raise SampleError("unreadable table", f"{path.name}: {err}") from None
+        # a comma ending every line (some loggers, spreadsheet exports) adds an empty, unnamed column
+        empty = [c for c in table.columns if str(c).startswith("Unnamed: ") and table[c].isna().all()]
+        table = table.drop(columns=empty)
+        if len(table.columns) and all(_is_number(c) for c in table.columns):
+            # without a header pandas takes the first row for column names: one step would vanish silently
+            raise SampleError(
+                "no header row",
+                f"{path.name} starts with numbers ({', '.join(map(str, table.columns[:4]))}); a series CSV's "
+                "first line names its columns",
+            )
+        if len(table) == 0:
+            raise SampleError("empty series", f"{path.name} has a header but no rows")
         for column in table.columns:
             if not pd.api.types.is_numeric_dtype(table[column]):
                 raise SampleError("non-numeric values", f"{path.name} column {column!r}")
@@ -104,7 +140,7 @@ class Series(FileKind):
                 raise SampleError("time goes backwards", f"{path.name} column {self.time_column!r}")
         if table.shape[1] == 0:
             raise SampleError("empty series", f"{path.name} has no value columns")
-        return table.to_numpy(), times
+        return table.to_numpy(np.float64), times  # bool columns (True/False) as 1/0
 
     def fit(self, train: list[np.ndarray]) -> dict[str, np.ndarray] | None:
         """Each feature's mean and std over the training split's steps (measured values only)."""

@@ -169,7 +169,8 @@ class Manifest(LoadedSource):
                 rows = [{k: _plain(v) for k, v in r.items()} for r in table.to_dict("records")]
                 return [(f"(row {i + 1})", r) for i, r in enumerate(rows)]
             rows = []
-            for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            # utf-8-sig: Windows editors start a file with a byte-order mark, which json.loads refuses
+            for i, line in enumerate(self.path.read_text(encoding="utf-8-sig").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
