@@ -119,6 +119,22 @@ def test_nan_samples_are_refused_naming_the_file(tmp_path):
     assert _refused(Audio().decode, path) == "NaN or infinite values: broken.wav: 10 of 1600 values"
 
 
+def test_a_wav_streamed_without_its_sizes_is_read_whole(tmp_path):
+    """ffmpeg writing to a pipe cannot go back to fill in the sizes and leaves 0xFFFFFFFF: libsndfile
+    reads such a file to its end; the truncation check called it cut short."""
+    path = tmp_path / "piped.wav"
+    sf.write(str(path), _tone(0.5, RATE), RATE, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    path.write_bytes(data)
+    assert Audio().decode(path)["data"].shape == (51, 40)
+    cut = tmp_path / "cut.wav"  # a real cut still is one
+    sf.write(str(cut), _tone(0.5, RATE), RATE, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:8000])
+    assert _refused(Audio().decode, cut) == "truncated audio: cut.wav holds 7956 of its 16000 data bytes"
+
+
 def test_a_60_second_stereo_clip_is_quick(tmp_path):
     path = tmp_path / "long.wav"
     sf.write(str(path), _tone(60, 44100, channels=2), 44100, subtype="PCM_16")
@@ -265,6 +281,29 @@ def test_series_csv_with_bom_and_crlf_keeps_its_time_column(tmp_path):
     np.testing.assert_array_equal(out["times"], [0, 0.5])
 
 
+@pytest.mark.parametrize(
+    "text, times",
+    [
+        ("Time,a\n0,1\n1.5,2\n", [0, 1.5]),  # another case
+        ("a, time\n1, 0\n2, 0.5\n", [0, 0.5]),  # a space after the comma
+        ("time,a\n2024-05-01 10:00:00,1\n2024-05-01T10:00:00.5Z,2\n", [0, 0.5]),  # ISO 8601 date-times
+        ("time,a\n2024-10-27T02:59:59+02:00,1\n2024-10-27T02:00:00+01:00,2\n", [0, 1]),  # clocks go back
+    ],
+)
+def test_the_time_column_is_found_and_read_as_seconds(tmp_path, text, times):
+    """A column named "Time" was a feature like any other; a date-time column made the file non-numeric."""
+    out = Series().decode(_csv(tmp_path, "log.csv", text))
+    np.testing.assert_array_equal(out["data"], [[1], [2]])
+    np.testing.assert_allclose(out["times"], times)
+
+
+def test_a_time_column_of_words_is_refused(tmp_path):
+    path = _csv(tmp_path, "log.csv", "time,a\n05/01/2024 10:00,1\n05/01/2024 10:01,2\n")  # day or month?
+    assert _refused(Series().decode, path) == (
+        "non-numeric values: log.csv column 'time' holds neither numbers nor ISO 8601 date-times"
+    )
+
+
 def test_series_csv_without_a_header_is_refused_not_cut_short(tmp_path):
     """pandas took the first row for column names: a step was silently lost."""
     path = _csv(tmp_path, "raw.csv", "0,1.5,2\n1,3,4\n2,5,6\n")
@@ -384,6 +423,21 @@ def test_jsonl_manifest_with_a_byte_order_mark(tmp_path):
     text = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows)
     (tmp_path / "m.jsonl").write_bytes(text.encode("utf-8-sig"))
     _check_odd_manifest(Manifest(tmp_path / "m.jsonl", audio={"sample_rate": 8000}))
+
+
+def test_manifests_from_a_spreadsheet_say_what_is_wrong(tmp_path):
+    from gru_mm.data.sources.base import DataError
+
+    (tmp_path / "cp1252.csv").write_bytes("id,label,text\r\na,café,hello\r\n".encode("cp1252"))
+    with pytest.raises(DataError) as err:
+        Manifest(tmp_path / "cp1252.csv").load()
+    assert str(err.value) == (
+        f"data.path={tmp_path / 'cp1252.csv'} is not UTF-8 text: save it as UTF-8 (Excel: CSV UTF-8)"
+    )
+    (tmp_path / "semicolons.csv").write_text("id;label;text\na;x;hello\n")
+    with pytest.raises(DataError) as err:
+        Manifest(tmp_path / "semicolons.csv").load()
+    assert str(err.value) == f"{tmp_path / 'semicolons.csv'} has no 'id' column (its columns: id;label;text)"
 
 
 # --- end to end ------------------------------------------------------------------------------------

@@ -80,7 +80,9 @@ class Audio(FileKind):
             wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as err:  # libsndfile's messages: "Format not recognised", ...
             raise SampleError("unreadable audio", f"{path.name}: {err}") from None
-        if path.suffix.lower() == ".wav" and (sizes := _wav_declared_bytes(path)) and sizes[1] < sizes[0]:
+        sizes = _wav_declared_bytes(path) if path.suffix.lower() == ".wav" else None
+        # 0xFFFFFFFF: a size a streaming writer (ffmpeg to a pipe) left unknown; libsndfile reads to the end
+        if sizes and sizes[0] != 0xFFFFFFFF and sizes[1] < sizes[0]:
             raise SampleError("truncated audio", f"{path.name} holds {sizes[1]} of its {sizes[0]} data bytes")
         # an MP3's frame count is an estimate when it lacks a Xing/LAME header: no truncation test there
         if info.frames > 0 and len(wave) < info.frames and info.format != "MP3":

@@ -45,6 +45,23 @@ def _is_number(name: object) -> bool:
     return True
 
 
+def _seconds(column, file: str, name: str) -> np.ndarray:
+    """A time column as float32 seconds: numbers as they are; ISO 8601 date-times (what loggers write,
+    "2024-05-01 10:00:00.5") as seconds since the first row."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(np.float32)
+    try:
+        # utc: offsets may change within a recording (daylight saving); naive times are read as UTC
+        stamps = pd.to_datetime(column, format="ISO8601", utc=True)
+    except (ValueError, TypeError):
+        raise SampleError(
+            "non-numeric values", f"{file} column {name!r} holds neither numbers nor ISO 8601 date-times"
+        ) from None
+    return (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(np.float32)
+
+
 @dataclass(frozen=True)
 class Series(FileKind):
     name = "series"
@@ -130,17 +147,24 @@ class Series(FileKind):
             )
         if len(table) == 0:
             raise SampleError("empty series", f"{path.name} has a header but no rows")
+        times = None
+        if (name := self._time_column(table.columns)) is not None:
+            times = check_finite(_seconds(table.pop(name), path.name, name), where=path.name)
+            if len(times) > 1 and (np.diff(times) < 0).any():
+                raise SampleError("time goes backwards", f"{path.name} column {name!r}")
         for column in table.columns:
             if not pd.api.types.is_numeric_dtype(table[column]):
                 raise SampleError("non-numeric values", f"{path.name} column {column!r}")
-        times = None
-        if self.time_column in table.columns:
-            times = check_finite(table.pop(self.time_column).to_numpy(np.float32))
-            if len(times) > 1 and (np.diff(times) < 0).any():
-                raise SampleError("time goes backwards", f"{path.name} column {self.time_column!r}")
         if table.shape[1] == 0:
             raise SampleError("empty series", f"{path.name} has no value columns")
         return table.to_numpy(np.float64), times  # bool columns (True/False) as 1/0
+
+    def _time_column(self, columns) -> Any:
+        """`time_column`, or the column named so in another case or with spaces ("Time", " time")."""
+        if self.time_column in columns:
+            return self.time_column
+        wanted = self.time_column.strip().lower()
+        return next((c for c in columns if str(c).strip().lower() == wanted), None)
 
     def fit(self, train: list[np.ndarray]) -> dict[str, np.ndarray] | None:
         """Each feature's mean and std over the training split's steps (measured values only)."""

@@ -181,6 +181,10 @@ class Manifest(LoadedSource):
                     row = SampleError("bad row", f"line {i} is not a JSON object")
                 rows.append((f"(line {i})", row))
             return rows
+        except UnicodeDecodeError:  # Excel's plain "CSV" is cp1252 on Windows
+            raise DataError(
+                f"data.path={self.path} is not UTF-8 text: save it as UTF-8 (Excel: CSV UTF-8)"
+            ) from None
         except (OSError, ValueError, ImportError) as err:
             raise DataError(f"data.path={self.path} cannot be read as a {suffix} table: {err}") from None
 
@@ -209,7 +213,9 @@ class Manifest(LoadedSource):
         columns = set().union(*(r.keys() for _, r in rows if isinstance(r, dict))) if rows else set()
         for column in ("id", "label"):
             if column not in columns:
-                raise DataError(f"{self.path} has no {column!r} column")
+                # listing the columns shows a semicolon-separated file (a European Excel's CSV) at once
+                found = ", ".join(sorted(map(str, columns))[:10])
+                raise DataError(f"{self.path} has no {column!r} column (its columns: {found})")
         self.kinds = self._modality_columns(columns)
         for column in self.required:
             if column not in self.kinds:
