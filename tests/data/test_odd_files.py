@@ -440,6 +440,25 @@ def test_manifests_from_a_spreadsheet_say_what_is_wrong(tmp_path):
     assert str(err.value) == f"{tmp_path / 'semicolons.csv'} has no 'id' column (its columns: id;label;text)"
 
 
+def test_a_new_decoder_revision_decodes_cached_files_again(tmp_path, monkeypatch):
+    """What a store holds from an older decoder (arrays, and refusals such as a .webp's) is not reused."""
+    rows = []
+    for i, split in enumerate(SPLITS):
+        Image.fromarray(_pixels(i)).save(tmp_path / f"{i}.webp")
+        np.save(tmp_path / f"{i}.npy", np.ones((3, 2)))
+        rows.append({"id": f"r{i}", "label": "a", "split": split, "frames": f"{i}.webp"})
+        rows[-1]["series"] = f"{i}.npy"
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    Manifest(manifest, cache_dir=tmp_path / "cache").load()
+    again = Manifest(manifest, cache_dir=tmp_path / "cache")
+    again.load()
+    assert again.cache.misses == 0
+    monkeypatch.setattr(Frames, "revision", Frames.revision + 1)
+    revised = Manifest(manifest, cache_dir=tmp_path / "cache")
+    revised.load()
+    assert (revised.cache.misses, revised.cache.hits) == (3, 3)  # the frames again, the series from the store
+
+
 # --- end to end ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_manifest_of_odd_files_validates_and_trains(tmp_path):

@@ -43,6 +43,7 @@ class Audio(FileKind):
 
     name = "audio"
     default_encoder = "audio_conv"
+    revision = 1  # 1: .opus/.mp3/.aiff read, clips shorter than half a window, WAVs with unknown sizes
 
     sample_rate: int = 16000
     n_mels: int = 40

@@ -102,6 +102,10 @@ class FileKind(ModalityKind):
     """A kind whose cells name a file, relative to the manifest; decoded arrays are cached on disk, keyed
     by `settings()` and the files' path, size and modification time. Subclasses implement `decode`."""
 
+    # Raise when `decode` turns the same file and settings into other arrays, or accepts or refuses other
+    # files: what the cache and the store hold from before (arrays and refusals) is then decoded again.
+    revision: ClassVar[int] = 0
+
     def target(self, value: Any, resolve: Callable[[str], Path]) -> Any:
         """What `decode` reads: one file (a folder is refused)."""
         path = resolve(str(value))
@@ -114,7 +118,10 @@ class FileKind(ModalityKind):
 
     def settings(self) -> dict[str, Any]:
         """What the cache key hashes: a change decodes again."""
-        return {"kind": self.name, **asdict(self)}
+        return {"kind": self.name, **asdict(self), **self._revised()}
+
+    def _revised(self) -> dict[str, int]:
+        return {"revision": self.revision} if self.revision else {}  # revision 0: the keys from before it
 
     def decode(self, target: Any) -> dict[str, np.ndarray]:
         raise NotImplementedError

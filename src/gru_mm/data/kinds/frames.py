@@ -21,6 +21,7 @@ class Frames(FileKind):
 
     name = "frames"
     default_encoder = "frame_resnet"  # sizes itself to the frames' channels and size
+    revision = 1  # 1: EXIF orientation, 16-bit grey, JPEG draft decoding, webp/bmp/gif/tiff
 
     height: int = 64
     width: int = 64

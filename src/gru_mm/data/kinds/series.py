@@ -66,6 +66,7 @@ def _seconds(column, file: str, name: str) -> np.ndarray:
 class Series(FileKind):
     name = "series"
     default_encoder = "series_conv"
+    revision = 1  # 1: time column in any case, date-times, trailing commas; CSVs without a header refused
 
     time_column: str = "time"
     missing: str = "error"
@@ -79,7 +80,8 @@ class Series(FileKind):
 
     def settings(self) -> dict[str, Any]:
         # standardising happens after the cache: `normalize` is not part of what a file decodes to
-        return {"kind": self.name, "time_column": self.time_column, "missing": self.missing}
+        settings = {"kind": self.name, "time_column": self.time_column, "missing": self.missing}
+        return settings | self._revised()
 
     def decode(self, path: Path) -> dict[str, np.ndarray]:
         suffix = path.suffix.lower()
