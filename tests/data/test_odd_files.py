@@ -225,6 +225,16 @@ def test_exif_orientation_is_applied(tmp_path):
     assert frame[0].mean() > 0.9 and frame[3:].max() < 0.1
 
 
+def test_a_folder_of_unpadded_numbers_is_in_recording_order_and_macos_litter_is_skipped(tmp_path):
+    """frame_10.png sorted before frame_2.png (the steps came out scrambled), and the "._frame_3.png"
+    that macOS writes beside each file it copies (not an image) made the whole sample a problem."""
+    for n in range(1, 13):
+        Image.fromarray(np.full((4, 4), n * 20, np.uint8)).save(tmp_path / f"frame_{n}.png")
+    (tmp_path / "._frame_3.png").write_bytes(b"\x00\x05\x16\x07" + b"\0" * 60)  # AppleDouble
+    frames = Frames(height=2, width=2, channels=1).decode(tmp_path)["data"]
+    np.testing.assert_allclose(frames[:, 0, 0, 0] * 255, [n * 20 for n in range(1, 13)], atol=1e-3)
+
+
 def test_an_animation_is_refused_naming_its_frame_count(tmp_path):
     frames = [Image.fromarray(_pixels(seed)) for seed in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])

@@ -1,7 +1,8 @@
-"""`frames`: a folder of images (sorted by name) or a list of image files -> [T, C, H, W] floats in [0, 1]."""
+"""`frames`: a folder of images (in name order) or a list of image files -> [T, C, H, W] floats in [0, 1]."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,20 @@ from gru_mm.data.sources.base import SampleError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
+def _name_order(path: Path) -> tuple[list[str | int], str]:
+    """Numbers in names compare as numbers: frame_2.png before frame_10.png, as a recorder numbered them."""
+    parts = re.split(r"(\d+)", path.name)
+    return [int(t) if i % 2 else t for i, t in enumerate(parts)], path.name
+
+
 @dataclass(frozen=True)
 class Frames(FileKind):
     """Each image resized to height x width, grey (channels=1) or RGB; step times from `fps` if given."""
 
     name = "frames"
     default_encoder = "frame_resnet"  # sizes itself to the frames' channels and size
-    revision = 1  # 1: EXIF orientation, 16-bit grey, JPEG draft decoding, webp/bmp/gif/tiff
+    # 1: EXIF orientation, 16-bit grey, JPEG draft decoding, webp/bmp/gif/tiff, numbers in names in order
+    revision = 1
 
     height: int = 64
     width: int = 64
@@ -39,7 +47,9 @@ class Frames(FileKind):
             return target
         if not target.is_dir():
             return [target]
-        images = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # hidden files are skipped: macOS leaves "._frame1.png" (not an image) beside each file it copies
+        names = [p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = sorted((p for p in names if not p.name.startswith(".")), key=_name_order)
         if not images:
             raise SampleError("no images", f"folder {target.name} holds no {'/'.join(IMAGE_SUFFIXES)} files")
         return images
