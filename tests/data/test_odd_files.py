@@ -278,9 +278,9 @@ def test_a_12_megapixel_photo_decodes_quickly(tmp_path):
 
 
 # --- series ----------------------------------------------------------------------------------------
-def _csv(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+def _csv(tmp_path: Path, name: str, text: str, encoding: str | None = None) -> Path:
     path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
+    path.write_bytes(text.encode(encoding or ("cp1252" if "cp1252" in name else "utf-8")))
     return path
 
 
@@ -351,6 +351,11 @@ def test_plain_csv_variants_decode_to_their_numbers(tmp_path, text, expected):
         ("inf.csv", "a,b\n1,inf\n2,3\n", "NaN or infinite values: inf.csv: 1 of 4 values"),
         ("head.csv", "a,b\n", "empty series: head.csv has a header but no rows"),
         ("empty.csv", "", "unreadable table: empty.csv: No columns to parse from file"),
+        (
+            "cp1252.csv",
+            "a,\xe9t\xe9\n1,2\n",
+            "unreadable table: cp1252.csv is not UTF-8 text: save it as UTF-8",
+        ),
     ],
 )
 def test_bad_csv_cells_are_refused_naming_the_file(tmp_path, name, text, message):
@@ -433,6 +438,21 @@ def test_jsonl_manifest_with_a_byte_order_mark(tmp_path):
     text = "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows)
     (tmp_path / "m.jsonl").write_bytes(text.encode("utf-8-sig"))
     _check_odd_manifest(Manifest(tmp_path / "m.jsonl", audio={"sample_rate": 8000}))
+
+
+def test_a_manifest_written_on_windows_finds_its_files(tmp_path):
+    write_wav(tmp_path / "audio" / "clip 1.wav", 0.2)
+    write_wav(tmp_path.parent / "outside.wav", 0.2)
+    paths = ["audio\\clip 1.wav", "audio/clip 1.wav", "..\\outside.wav"]
+    rows = [
+        {"id": f"r{i}", "label": "a", "split": split, "audio": path}
+        for i, (split, path) in enumerate(zip(SPLITS, paths, strict=True))
+    ]
+    source = Manifest(write_manifest(tmp_path / "m.csv", rows), audio={"sample_rate": 8000})
+    assert [len(source.split(s)) for s in SPLITS] == [1, 1, 0]
+    assert source.problems[0].line() == (
+        f"r2\taudio\tpath leaves the manifest folder: ..\\outside.wav is outside {tmp_path}"
+    )
 
 
 def test_manifests_from_a_spreadsheet_say_what_is_wrong(tmp_path):

@@ -131,11 +131,10 @@ class Series(FileKind):
 
         try:
             table = pd.read_csv(path)
-        except (
-            ValueError,
-            OSError,
-            UnicodeDecodeError,
-        ) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
+        except UnicodeDecodeError:  # a spreadsheet's plain CSV on Windows is cp1252
+            problem = f"{path.name} is not UTF-8 text: save it as UTF-8"
+            raise SampleError("unreadable table", problem) from None
+        except (ValueError, OSError) as err:  # pandas' EmptyDataError/ParserError are ValueErrors
             raise SampleError("unreadable table", f"{path.name}: {err}") from None
         # a comma ending every line (some loggers, spreadsheet exports) adds an empty, unnamed column
         empty = [c for c in table.columns if str(c).startswith("Unnamed: ") and table[c].isna().all()]

@@ -555,11 +555,17 @@ class Manifest(LoadedSource):
                 self._shapes[column] = kind.prepared_shape(self._shapes[column])
 
     def _resolve(self, value: str) -> Path:
-        path = (self.root / value.strip()).resolve()
-        if not path.is_relative_to(self.root):
-            raise SampleError("path leaves the manifest folder", f"{value} is outside {self.root}")
+        path = self._inside(value, value)
+        if not path.exists() and "\\" in value:  # a manifest written on Windows: audio\clip1.wav
+            path = self._inside(value.replace("\\", "/"), value)
         if not path.exists():
             raise SampleError("missing file", str(value).strip())
+        return path
+
+    def _inside(self, value: str, written: str) -> Path:
+        path = (self.root / value.strip()).resolve()
+        if not path.is_relative_to(self.root):
+            raise SampleError("path leaves the manifest folder", f"{written} is outside {self.root}")
         return path
 
     def _via_store(
