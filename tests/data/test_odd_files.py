@@ -385,7 +385,7 @@ def test_npy_arrays_that_cannot_be_float32_are_refused(tmp_path):
 # --- the manifest and its text ----------------------------------------------------------------------
 TEXTS = {
     "r0": ("", "low"),  # an empty cell: the text is absent
-    "r1": (" \t ", "low"),  # only whitespace: absent too
+    "r1": (" \t ", " low "),  # only whitespace: absent too (and the label is stripped)
     "r2": ("Café naïve déjà vu", "très haut"),
     "r3": ("我喜欢猫 和狗", "低"),
     "r4": ("dog 🐶 cat", "42"),
