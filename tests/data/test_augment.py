@@ -14,7 +14,7 @@ from gru_mm.config import check_config, register_resolvers
 from gru_mm.data.augment import BatchAugment, build_augment
 from gru_mm.data.augment.text import UNK_ID
 from gru_mm.data.batch import Batch, pad_sequences
-from gru_mm.data.kinds.text import UNK, Vocabulary
+from gru_mm.data.kinds.vocabulary import UNK, Vocabulary
 from gru_mm.models.build import build_datamodule
 from gru_mm.paths import CONF_DIR
 

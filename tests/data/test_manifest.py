@@ -13,7 +13,7 @@ from gru_mm.data.batch import Sample
 from gru_mm.data.collate import Collate
 from gru_mm.data.datamodule import SequenceDataModule
 from gru_mm.data.kinds.series import Series
-from gru_mm.data.kinds.text import UNK, Vocabulary, tokenize
+from gru_mm.data.kinds.vocabulary import UNK, Vocabulary, tokenize
 from gru_mm.data.sources.base import SPLITS, DataError, Source
 from gru_mm.data.sources.manifest import Manifest
 

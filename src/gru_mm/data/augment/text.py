@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gru_mm.data.kinds.text import UNK, Vocabulary
+from gru_mm.data.kinds.vocabulary import UNK, Vocabulary
 
 UNK_ID = Vocabulary([]).index[UNK]  # every vocabulary puts <unk> at the same id
 

@@ -17,7 +17,7 @@ from gru_mm.data.cache import FeatureCache
 from gru_mm.data.sources.base import DataError, SampleError
 
 if TYPE_CHECKING:
-    from gru_mm.data.kinds.text import Vocabulary
+    from gru_mm.data.kinds.vocabulary import Vocabulary
 
 
 def check_finite(array: np.ndarray, allow_nan: bool = False, where: str = "") -> np.ndarray:
