@@ -17,8 +17,8 @@ BIN = Path(sys.executable).parent
 # One intra-op thread in this process and in the runs it starts (unless the caller set others). The tests'
 # models are tiny, and on a busy machine (xdist workers, DDP ranks, other jobs) OpenMP's spinning threads
 # fight over the cores: a CLI test took 103 s at load 5 with two threads and 16 s on a quiet machine, with
-# one thread or two.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+# one thread or two. numpy's OpenBLAS spins its own threads (Triton's interpreter runs kernels in numpy).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 if os.environ["OMP_NUM_THREADS"] == "1":
     import torch
