@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gru_mm.data.kinds import audio_windows
 from gru_mm.data.kinds.base import FileKind, check_finite
 from gru_mm.data.sources.base import DataError, SampleError
 
@@ -34,6 +35,24 @@ def _wav_declared_bytes(path: Path) -> tuple[int, int] | None:
                 return size, present
             fh.seek(size + (size & 1), 1)
     return None
+
+
+def _read_mono(path: Path, frames: int, block: int = 1 << 20) -> np.ndarray:
+    """The file mixed down to mono float32, read a block at a time: a long multichannel recording
+    never sits in memory whole (10 minutes of 48 kHz stereo: 230 MB). frames: the file's declared
+    length, to fill in place (0: unknown, the blocks are joined)."""
+    import soundfile as sf
+
+    mono = np.empty(frames, dtype=np.float32)
+    extra, n = [], 0
+    for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        m = chunk.mean(axis=1)
+        fit = max(0, min(len(m), frames - n))
+        mono[n : n + fit] = m[:fit]
+        if fit < len(m):
+            extra.append(m[fit:])
+        n += len(m)
+    return np.concatenate([mono[: min(n, frames)], *extra]) if extra or n < frames else mono
 
 
 @dataclass(frozen=True)
@@ -78,7 +97,10 @@ class Audio(FileKind):
             )
         try:
             info = sf.info(str(path))
-            wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            # the declared length fills a buffer in place; an MP3's is an estimate, and a broken header's
+            # could be anything (no codec packs more than a few dozen frames in a byte)
+            declared = info.frames if info.format != "MP3" and info.frames <= 64 * path.stat().st_size else 0
+            wave, rate = _read_mono(path, declared), info.samplerate
         except Exception as err:  # libsndfile's messages: "Format not recognised", ...
             raise SampleError("unreadable audio", f"{path.name}: {err}") from None
         sizes = _wav_declared_bytes(path) if path.suffix.lower() == ".wav" else None
@@ -92,21 +114,19 @@ class Audio(FileKind):
             )
         if len(wave) == 0:
             raise SampleError("empty audio", f"{path.name} has no samples")
-        return check_finite(wave.mean(axis=1), where=path.name), rate
+        return check_finite(wave, where=path.name), rate
 
     def decode(self, path: Path) -> dict[str, np.ndarray]:
         import torchaudio
 
         wave, rate = self.read_wave(path)
         x = torch.from_numpy(wave)
-        if rate != self.sample_rate:
-            x = torchaudio.functional.resample(x, rate, self.sample_rate)
+        if rate != self.sample_rate:  # window by window: long recordings stay within bounded memory
+            x = audio_windows.resample(x, rate, self.sample_rate)
         if self.features == "waveform":
             return {"data": x[:, None].contiguous().numpy()}
         mel = torchaudio.transforms.MelSpectrogram(
-            # a clip shorter than half a window (a click, 10 ms at 16 kHz) cannot be reflected at its
-            # edges; it is zero-padded there instead, giving as many frames as the formula for any clip
-            pad_mode="reflect" if len(x) > self.n_fft // 2 else "constant",
+            center=False,  # audio_windows.logmel pads the signal as center=True would, once
             sample_rate=self.sample_rate,
             n_fft=self.n_fft,
             hop_length=self.hop_length,
@@ -114,7 +134,12 @@ class Audio(FileKind):
             f_min=self.f_min,
             f_max=self.f_max,
         )
-        logmel = torch.log(mel(x) + 1e-6).T.contiguous().numpy()  # [T, n_mels]
+        # a clip shorter than half a window (a click, 10 ms at 16 kHz) cannot be reflected at its
+        # edges; it is zero-padded there instead, giving as many frames as the formula for any clip
+        pad_mode = "reflect" if len(x) > self.n_fft // 2 else "constant"
+        logmel = audio_windows.logmel(
+            x, mel, self.n_fft, self.hop_length, pad_mode, sample_rate=self.sample_rate
+        ).numpy()  # [T, n_mels]
         # frame centres in seconds, for modalities fused on a common clock
         times = (np.arange(len(logmel)) * self.hop_length / self.sample_rate).astype(np.float32)
         return {"data": logmel, "times": times}
