@@ -21,8 +21,8 @@ train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.
 
 # The tests run in TEST_WORKERS pytest-xdist processes (tests that share a module fixture or the SLURM
 # cluster stay on one worker; TEST_WORKERS=0: one process). Three on two cores keep both busy while a test
-# waits for a server or a SLURM job: on the quiet 2-core VM with SLURM, all tests, 9 min 33 s (on an
-# earlier state 8 min 47 s, and 9 min 11 s with 2 workers; docs/benchmarks.md, "Test suite time").
+# waits for a server or a SLURM job: on the quiet 2-core VM with SLURM, all 814 tests, 10 min 20 s (the same
+# day 11-12 min: the machine's speed varies; with 2 workers ~4 % slower; docs/benchmarks.md, "Test suite time").
 TEST_WORKERS ?= 3
 PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 # test-fast has no CLI-spawning benchmarks, and 4 workers take it to 2.0 min on 2 cores (560 tests)
