@@ -25,13 +25,13 @@ train: $(STAMP)  ## train the default experiment on the CPU, logged to ./mlflow.
 # day 11-12 min: the machine's speed varies; with 2 workers ~4 % slower; docs/benchmarks.md, "Test suite time").
 TEST_WORKERS ?= 3
 PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
-# test-fast has no CLI-spawning benchmarks, and 4 workers take it to 2.0 min on 2 cores (560 tests)
+# test-fast has no CLI-spawning benchmarks, and 4 workers take it to 2.6 min on 2 cores (676 tests)
 FAST_WORKERS ?= 4
 
 test: $(STAMP)  ## run the whole test suite, in 3 processes (TEST_WORKERS=N; 0: one process)
 	$(VENV)/bin/python -m pytest $(PARALLEL) $(ARGS)
 
-test-fast: $(STAMP)  ## the tests not marked slow or service, in 4 processes (about 2 minutes)
+test-fast: $(STAMP)  ## the tests not marked slow or service, in 4 processes (about 2.5 minutes)
 	$(VENV)/bin/python -m pytest -n $(FAST_WORKERS) --dist loadgroup -m "not slow and not service" $(ARGS)
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 over the project's store
