@@ -331,6 +331,12 @@ def test_series_csv_without_a_header_is_refused_not_cut_short(tmp_path):
         ("a,b\n1,2\n\n3,4\n\n", [[1, 2], [3, 4]]),  # blank lines
         ("on,b\nTrue,2\nFalse,4\n", [[1, 2], [0, 4]]),  # a True/False column
         ("time, a, b\n0, 1, 2\n1, 3, 4\n", [[1, 2], [3, 4]]),  # spaces after commas
+        # European spreadsheet exports: semicolons or tabs between fields, decimal commas (also only in a
+        # later row), or decimal points after all
+        ("time;a;b\n0,0;1,5;2\n0,1;3,25;-5e-1\n", [[1.5, 2], [3.25, -0.5]]),
+        ("a;b\n1;2\n3;4,5\n", [[1, 2], [3, 4.5]]),
+        ("a;b\n1.5;2\n3;4\n", [[1.5, 2], [3, 4]]),
+        ("time\ta\tb\n0\t1,5\t2\n1\t3\t4\n", [[1.5, 2], [3, 4]]),
     ],
 )
 def test_plain_csv_variants_decode_to_their_numbers(tmp_path, text, expected):

@@ -6,6 +6,7 @@ Each feature is standardised with the training split's mean and std (`normalize`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,24 @@ def with_missingness(values: np.ndarray, times: np.ndarray | None = None) -> np.
     return np.concatenate([filled, observed, np.log1p(since)], axis=1).astype(np.float32)
 
 
+def _read_table(path: Path):
+    """The CSV as a DataFrame. Spreadsheets set to a European locale (German, French, ...) export with
+    semicolons or tabs between fields and a decimal comma ("1,5"): the header line shows the separator,
+    and the first rows whether its numbers have decimal commas."""
+    import pandas as pd
+
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        header, rows = fh.readline(), [line for _, line in zip(range(50), fh, strict=False)]
+    sep = max((",", ";", "\t"), key=header.count)  # ties (none of them): a comma, pandas' default
+    if sep == "," or not header.count(sep):
+        return pd.read_csv(path)
+    comma = any(_DECIMAL_COMMA.match(field.strip()) for row in rows for field in row.split(sep))
+    return pd.read_csv(path, sep=sep, decimal="," if comma else ".")
+
+
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
+
+
 def _is_number(name: object) -> bool:
     try:
         float(str(name))
@@ -66,7 +85,8 @@ def _seconds(column, file: str, name: str) -> np.ndarray:
 class Series(FileKind):
     name = "series"
     default_encoder = "series_conv"
-    revision = 1  # 1: time column in any case, date-times, trailing commas; CSVs without a header refused
+    revision = 1  # 1: time column in any case, date-times, trailing commas, ; or tab with decimal commas;
+    # CSVs without a header refused
 
     time_column: str = "time"
     missing: str = "error"
@@ -130,7 +150,7 @@ class Series(FileKind):
         import pandas as pd
 
         try:
-            table = pd.read_csv(path)
+            table = _read_table(path)
         except UnicodeDecodeError:  # a spreadsheet's plain CSV on Windows is cp1252
             problem = f"{path.name} is not UTF-8 text: save it as UTF-8"
             raise SampleError("unreadable table", problem) from None
