@@ -35,7 +35,7 @@ _STATE: dict[str, bool] = {}
 if triton is not None:
 
     @triton.jit
-    def _sigmoid(x):
+    def _sigmoid(x):  # also the persistent kernels' (gru_persistent)
         return 1.0 / (1.0 + tl.exp(-x))
 
     @triton.jit

@@ -51,15 +51,7 @@ _STATE: dict[str, bool] = {}
 _FLAGS: list[Tensor] | None = None  # while the self-check runs: each launch's [counter, error flag]
 
 if triton is not None:
-
-    @triton.jit
-    def _sigmoid(x):
-        return 1.0 / (1.0 + tl.exp(-x))
-
-    @triton.jit
-    def _tanh(x):
-        # tanh(x) = 2 sigmoid(2x) - 1; written out because tl has no portable tanh
-        return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    from gru_mm.nn.cho2014_triton import _sigmoid, _tanh  # the fused kernel's own
 
     @triton.jit
     def _grid_barrier(SYNC, target, ERR, MAX_SPINS: tl.constexpr):
@@ -77,20 +69,39 @@ if triton is not None:
         tl.debug_barrier()
 
     @triton.jit
-    def _slice_t(M, g, H, ks, kmask, cols, cmask):
-        """[HP, BH] tile of M[g*H + cols, ks] transposed (M is [3H, H] row-major): the recurrent
-        weights of gate g for this program's units, as the right operand of h @ W^T."""
-        return tl.load(
-            M + (g * H + cols[None, :]) * H + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0
+    def _own_units(H, BH: tl.constexpr, HP: tl.constexpr):
+        """This program's hidden units (cols, cmask), and every unit as a reduction axis (ks, kmask)."""
+        cols = tl.program_id(0) * BH + tl.arange(0, BH)
+        ks = tl.arange(0, HP)
+        return cols, cols < H, ks, ks < H
+
+    @triton.jit
+    def _gate_tiles(M, H, ks, kmask, cols, cmask, TRANSPOSED: tl.constexpr):
+        """The three gates' [HP, BH] tiles of M ([3H, H] row-major) for this program's units, loaded once
+        and kept for every step. TRANSPOSED: M[g*H + cols, ks]^T, the right operand of h @ W^T (forward);
+        else M[g*H + ks, cols], the right operand of dgate @ W (backward)."""
+        return (
+            _gate_tile(M, 0, H, ks, kmask, cols, cmask, TRANSPOSED),
+            _gate_tile(M, 1, H, ks, kmask, cols, cmask, TRANSPOSED),
+            _gate_tile(M, 2, H, ks, kmask, cols, cmask, TRANSPOSED),
         )
 
     @triton.jit
-    def _slice(M, g, H, ks, kmask, cols, cmask):
-        """[HP, BH] tile of M[g*H + ks, cols]: gate g's rows of M against this program's columns,
-        the right operand of dgate @ W."""
-        return tl.load(
-            M + (g * H + ks[:, None]) * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
-        )
+    def _gate_tile(M, g, H, ks, kmask, cols, cmask, TRANSPOSED: tl.constexpr):
+        mask = kmask[:, None] & cmask[None, :]
+        if TRANSPOSED:
+            return tl.load(M + (g * H + cols[None, :]) * H + ks[:, None], mask=mask, other=0.0)
+        return tl.load(M + (g * H + ks[:, None]) * H + cols[None, :], mask=mask, other=0.0)
+
+    @triton.jit
+    def _carried(DY, CARRY, D, off, rows, n, cols, cmask, H):
+        """The backward's first phase on this program's units: d = dy + carry of the step's rows, stored
+        in D; returns (d, its mask)."""
+        m2 = (rows < n)[:, None] & cmask[None, :]
+        own = rows[:, None] * H + cols[None, :]
+        d = tl.load(DY + off * H + own, mask=m2, other=0.0) + tl.load(CARRY + own, mask=m2, other=0.0)
+        tl.store(D + off * H + own, d, mask=m2)
+        return d, m2
 
     # sizes are runtime values: one compiled variant per tile size and mode, not per batch
     @triton.jit(do_not_specialize=["T0", "T1", "B0", "BMAX", "H"])
@@ -101,14 +112,8 @@ if triton is not None:
     ):  # fmt: skip
         """Y holds h0 in its first B0 rows, then the packed outputs; OFF[t] is the first row of
         h_{t-1} in Y (OFF[t + 1] that of h_t), NB[t] the rows alive at step t."""
-        pid = tl.program_id(0)
-        cols = pid * BH + tl.arange(0, BH)
-        cmask = cols < H
-        ks = tl.arange(0, HP)
-        kmask = ks < H
-        w_r = _slice_t(U, 0, H, ks, kmask, cols, cmask)  # resident for all steps
-        w_z = _slice_t(U, 1, H, ks, kmask, cols, cmask)
-        w_n = _slice_t(U, 2, H, ks, kmask, cols, cmask)
+        cols, cmask, ks, kmask = _own_units(H, BH, HP)
+        w_r, w_z, w_n = _gate_tiles(U, H, ks, kmask, cols, cmask, True)  # resident for all steps
         b_r = tl.load(BHH + cols, mask=cmask, other=0.0)[None, :]
         b_z = tl.load(BHH + H + cols, mask=cmask, other=0.0)[None, :]
         b_n = tl.load(BHH + 2 * H + cols, mask=cmask, other=0.0)[None, :]
@@ -158,14 +163,8 @@ if triton is not None:
     ):  # fmt: skip
         """Steps T1-1 down to T0. Phase 1: d = dy + carry on own units, into D. Phase 2 (after
         every program's phase 1): carry = d * z + (d * kg) @ U on own units, summed over all of d."""
-        pid = tl.program_id(0)
-        cols = pid * BH + tl.arange(0, BH)
-        cmask = cols < H
-        ks = tl.arange(0, HP)
-        kmask = ks < H
-        u_r = _slice(U, 0, H, ks, kmask, cols, cmask)
-        u_z = _slice(U, 1, H, ks, kmask, cols, cmask)
-        u_n = _slice(U, 2, H, ks, kmask, cols, cmask)
+        cols, cmask, ks, kmask = _own_units(H, BH, HP)
+        u_r, u_z, u_n = _gate_tiles(U, H, ks, kmask, cols, cmask, False)
         for i in range(T0, T1):
             t = T0 + T1 - 1 - i
             off = tl.load(OFF + t + 1) - B0
@@ -173,13 +172,7 @@ if triton is not None:
             if PHASES & 1:
                 for rb in range(0, BMAX, BB):
                     if rb < n:
-                        rows = rb + tl.arange(0, BB)
-                        m2 = (rows < n)[:, None] & cmask[None, :]
-                        own = rows[:, None] * H + cols[None, :]
-                        d = tl.load(DY + off * H + own, mask=m2, other=0.0) + tl.load(
-                            CARRY + own, mask=m2, other=0.0
-                        )
-                        tl.store(D + off * H + own, d, mask=m2)
+                        _carried(DY, CARRY, D, off, rb + tl.arange(0, BB), n, cols, cmask, H)
                 tl.debug_barrier()
             if GRID_SYNC:
                 _grid_barrier(SYNC, tl.num_programs(0) * (i - T0 + 1), ERR, MAX_SPINS)
@@ -217,14 +210,8 @@ if triton is not None:
     ):  # fmt: skip
         """Internal gate order (candidate | z | r). Phase 1: z, r and q = r * h_{t-1} on own units.
         Phase 2 (after every program's q): candidate and h_t on own units."""
-        pid = tl.program_id(0)
-        cols = pid * BH + tl.arange(0, BH)
-        cmask = cols < H
-        ks = tl.arange(0, HP)
-        kmask = ks < H
-        w_c = _slice_t(U, 0, H, ks, kmask, cols, cmask)
-        w_z = _slice_t(U, 1, H, ks, kmask, cols, cmask)
-        w_r = _slice_t(U, 2, H, ks, kmask, cols, cmask)
+        cols, cmask, ks, kmask = _own_units(H, BH, HP)
+        w_c, w_z, w_r = _gate_tiles(U, H, ks, kmask, cols, cmask, True)
         for i in range(T0, T1):
             prev = tl.load(OFF + i)
             cur = tl.load(OFF + i + 1)
@@ -297,14 +284,8 @@ if triton is not None:
         """Steps T1-1 down to T0, as ``ChoScan.backward``. Phase 1 (own units): d = dy + carry,
         dpre_c, dpre_z. Phase 2 (after all dpre_c): dq = dpre_c @ U_c, dpre_r, carry = d (1 - z) +
         dq r. Phase 3 (after all dpre_r): carry += dpre_zr @ U_zr."""
-        pid = tl.program_id(0)
-        cols = pid * BH + tl.arange(0, BH)
-        cmask = cols < H
-        ks = tl.arange(0, HP)
-        kmask = ks < H
-        u_c = _slice(U, 0, H, ks, kmask, cols, cmask)
-        u_z = _slice(U, 1, H, ks, kmask, cols, cmask)
-        u_r = _slice(U, 2, H, ks, kmask, cols, cmask)
+        cols, cmask, ks, kmask = _own_units(H, BH, HP)
+        u_c, u_z, u_r = _gate_tiles(U, H, ks, kmask, cols, cmask, False)
         for i in range(T0, T1):
             t = T0 + T1 - 1 - i
             off = tl.load(OFF + t + 1) - B0
@@ -313,12 +294,7 @@ if triton is not None:
                 for rb in range(0, BMAX, BB):
                     if rb < n:
                         rows = rb + tl.arange(0, BB)
-                        m2 = (rows < n)[:, None] & cmask[None, :]
-                        own = rows[:, None] * H + cols[None, :]
-                        d = tl.load(DY + off * H + own, mask=m2, other=0.0) + tl.load(
-                            CARRY + own, mask=m2, other=0.0
-                        )
-                        tl.store(D + off * H + own, d, mask=m2)
+                        d, m2 = _carried(DY, CARRY, D, off, rows, n, cols, cmask, H)
                         k = K + (off + rows[:, None]) * 2 * H + cols[None, :]
                         dp = DPRE + (off + rows[:, None]) * 3 * H + cols[None, :]
                         tl.store(dp, d * tl.load(k, mask=m2, other=0.0), mask=m2)
