@@ -33,6 +33,21 @@ def to_internal(w: Tensor, hidden: int) -> Tensor:
     return torch.roll(w, hidden, 0)
 
 
+def cho_row_factors(
+    h0: Tensor, y: Tensor, zr: Tensor, cand: Tensor, prev_index: Tensor, first_rows: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What the cho2014 backward needs of every packed row before the loop: (the previous states [N, H];
+    k [N, 2, H], d pre_c and d pre_z per unit of carried gradient; k_r [N, H], d pre_r per unit of q's)."""
+    hidden = y.shape[1]
+    prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+    z, r = zr[:, :hidden], zr[:, hidden:]
+    k = torch.empty(y.shape[0], 2, hidden, dtype=y.dtype, device=y.device)
+    torch.mul(z, 1 - cand * cand, out=k[:, 0])  # d pre_c / d h_t
+    torch.mul((cand - prev_states) * z, 1 - z, out=k[:, 1])  # d pre_z / d h_t
+    k_r = prev_states * r * (1 - r)  # d pre_r / d q-grad
+    return prev_states, k, k_r
+
+
 class ChoScan(torch.autograd.Function):
     """Recurrence over packed rows. pre: [N, 3H] input projections (internal order, bias included);
     h0: [batch_sizes[0], H]; u: [3H, H] recurrent kernel (internal order).
@@ -76,12 +91,8 @@ class ChoScan(torch.autograd.Function):
         dy = dy.contiguous()
         first_rows = batch_sizes[0]
         # Everything that does not depend on the carried gradient is computed for all rows at once.
-        prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+        prev_states, k, k_r = cho_row_factors(h0, y, zr, cand, prev_index, first_rows)
         z, r = zr[:, :hidden], zr[:, hidden:]
-        k = torch.empty(n_rows, 2, hidden, dtype=y.dtype, device=y.device)
-        torch.mul(z, 1 - cand * cand, out=k[:, 0])  # d pre_c / d h_t
-        torch.mul((cand - prev_states) * z, 1 - z, out=k[:, 1])  # d pre_z / d h_t
-        k_r = prev_states * r * (1 - r)  # d pre_r / d q-grad
         one_minus_z = 1 - z
         u_c = u[:hidden]
         u_zr = u[hidden:]

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from gru_mm.nn.cho2014 import ChoScan
-from gru_mm.nn.gru_scan import TorchScan
+from gru_mm.nn.cho2014 import ChoScan, cho_row_factors
+from gru_mm.nn.gru_scan import TorchScan, torch_row_factors
 
 try:  # triton ships with CUDA builds of torch; CPU-only installs may lack it
     import triton
@@ -444,14 +444,7 @@ class TorchPersistent(torch.autograd.Function):
         h0, u, y, rz, cand, g_n, prev_index = ctx.saved_tensors
         plan = ctx.plan
         n_rows, hidden = y.shape
-        prev_states = torch.cat([h0[: plan.first_rows], y.index_select(0, prev_index)])
-        r, z = rz[:, :hidden], rz[:, hidden:]
-        # per-row factors, as TorchScan.backward: gradients wrt the input projections (ka) and
-        # wrt W_h h + b_h (kg) are these times the carried gradient d
-        k_n = (1 - z) * (1 - cand * cand)
-        ka = torch.stack([k_n * g_n * r * (1 - r), (prev_states - cand) * z * (1 - z), k_n], 1)
-        kg = ka.clone()
-        kg[:, 2] *= r
+        prev_states, ka, kg = torch_row_factors(h0, y, rz, cand, g_n, prev_index, plan.first_rows)
         d = torch.empty_like(y)
         carry = y.new_zeros(plan.first_rows, hidden)
         _launch(_torch_bwd, plan, hidden, 2, True, dy.contiguous(), kg, rz, u, d, carry)
@@ -490,10 +483,7 @@ class ChoPersistent(torch.autograd.Function):
         n_rows, hidden = y.shape
         if dy is None:
             dy = torch.zeros_like(y)
-        prev_states = torch.cat([h0[: plan.first_rows], y.index_select(0, prev_index)])
-        z, r = zr[:, :hidden], zr[:, hidden:]
-        k = torch.cat([z * (1 - cand * cand), (cand - prev_states) * z * (1 - z)], 1)  # d pre_c, d pre_z
-        k_r = prev_states * r * (1 - r)
+        prev_states, k, k_r = cho_row_factors(h0, y, zr, cand, prev_index, plan.first_rows)
         d = torch.empty_like(y)
         dpre = y.new_empty(n_rows, 3 * hidden)
         carry = y.new_zeros(plan.first_rows, hidden)

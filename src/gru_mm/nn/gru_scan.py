@@ -22,6 +22,25 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
+def torch_row_factors(
+    h0: Tensor, y: Tensor, rz: Tensor, cand: Tensor, g_n: Tensor, prev_index: Tensor, first_rows: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What the torch cell's backward needs of every packed row before the loop: (the previous states
+    [N, H]; ka, kg [N, 3, H], per-row factors that times the carried gradient give the gradients wrt
+    the input projections and wrt W_h h + b_h). g_n: W_hn h + b_hn of each row."""
+    hidden = y.shape[1]
+    prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    k_n = (1 - z) * (1 - cand * cand)  # d pre_n / d h'
+    ka = torch.empty(y.shape[0], 3, hidden, dtype=y.dtype, device=y.device)
+    torch.mul(k_n * g_n, r * (1 - r), out=ka[:, 0])
+    torch.mul((prev_states - cand) * z, 1 - z, out=ka[:, 1])
+    ka[:, 2] = k_n
+    kg = ka.clone()
+    kg[:, 2] *= r
+    return prev_states, ka, kg
+
+
 class TorchScan(torch.autograd.Function):
     """pre: [N, 3H] input projections incl. b_ih (gate order r, z, n); h0: [batch_sizes[0], H];
     u: [3H, H] recurrent kernel; b_hh: [3H]. Returns y [N, H]."""
@@ -63,16 +82,8 @@ class TorchScan(torch.autograd.Function):
         n_rows, hidden = y.shape
         first_rows = batch_sizes[0]
         dy = dy.contiguous()
-        prev_states = torch.cat([h0[:first_rows], y.index_select(0, prev_index)])
-        r, z = rz[:, :hidden], rz[:, hidden:]
-        k_n = (1 - z) * (1 - cand * cand)  # d pre_n / d h'
-        # per-row factors: grad wrt the input projections (ka) and wrt W_h h + b_h (kg), times dh
-        ka = torch.empty(n_rows, 3, hidden, dtype=y.dtype, device=y.device)
-        torch.mul(k_n * g[:, 2 * hidden :], r * (1 - r), out=ka[:, 0])
-        torch.mul((prev_states - cand) * z, 1 - z, out=ka[:, 1])
-        ka[:, 2] = k_n
-        kg = ka.clone()
-        kg[:, 2] *= r
+        prev_states, ka, kg = torch_row_factors(h0, y, rz, cand, g[:, 2 * hidden :], prev_index, first_rows)
+        z = rz[:, hidden:]
         dpre = torch.empty(n_rows, 3, hidden, dtype=y.dtype, device=y.device)
         dg = torch.empty(n_rows, 3 * hidden, dtype=y.dtype, device=y.device)
         carry = y.new_zeros(first_rows, hidden)
