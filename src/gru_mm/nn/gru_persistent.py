@@ -359,7 +359,7 @@ class Plan:
     grid_sync: bool  # one persistent launch per direction (False: a launch per step and phase)
 
 
-def _make_plan(batch_sizes: list[int], hidden: int, device: torch.device, grid_sync: bool | None) -> Plan:
+def _make_plan(batch_sizes: list[int], device: torch.device, grid_sync: bool | None) -> Plan:
     steps, first = len(batch_sizes), batch_sizes[0]
     offsets = [0, first]
     for n in batch_sizes[:-1]:
@@ -367,11 +367,11 @@ def _make_plan(batch_sizes: list[int], hidden: int, device: torch.device, grid_s
     table = torch.tensor(offsets + list(batch_sizes), dtype=torch.int32).to(device, non_blocking=True)
     if grid_sync is None:
         grid_sync = device.type == "cuda"
-    return Plan(table[: steps + 1], table[steps + 1 :], steps, first, block_for(hidden), grid_sync)
+    return Plan(table[: steps + 1], table[steps + 1 :], steps, first, units_per_program(), grid_sync)
 
 
-def block_for(hidden: int) -> int:
-    """Hidden units per program: GRU_MM_PERSISTENT_BH, else 16 (ceil(H / 16) <= 64 programs at H 1024)."""
+def units_per_program() -> int:
+    """Hidden units per program: GRU_MM_PERSISTENT_BH, else 16 (at most 32 programs, at hidden 512)."""
     return int(os.environ.get("GRU_MM_PERSISTENT_BH", "16"))
 
 
@@ -425,7 +425,7 @@ class TorchPersistent(torch.autograd.Function):
     def forward(ctx, pre, h0, u, b_hh, batch_sizes, prev_index, grid_sync=None):
         n_rows, gate_width = pre.shape
         hidden = gate_width // 3
-        plan = _make_plan(batch_sizes, hidden, pre.device, grid_sync)
+        plan = _make_plan(batch_sizes, pre.device, grid_sync)
         pre, u, b_hh = pre.contiguous(), u.contiguous(), b_hh.contiguous()
         ybuf = pre.new_empty(plan.first_rows + n_rows, hidden)
         ybuf[: plan.first_rows] = h0[: plan.first_rows]
@@ -461,7 +461,7 @@ class ChoPersistent(torch.autograd.Function):
     def forward(ctx, pre, h0, u, batch_sizes, prev_index, grid_sync=None):
         n_rows, gate_width = pre.shape
         hidden = gate_width // 3
-        plan = _make_plan(batch_sizes, hidden, pre.device, grid_sync)
+        plan = _make_plan(batch_sizes, pre.device, grid_sync)
         pre, u = pre.contiguous(), u.contiguous()
         ybuf = pre.new_empty(plan.first_rows + n_rows, hidden)
         ybuf[: plan.first_rows] = h0[: plan.first_rows]
@@ -526,7 +526,7 @@ def available(device: torch.device, hidden: int = 64) -> bool:
     if device.type != "cuda":
         return False
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    if triton.cdiv(hidden, block_for(hidden)) > sms:
+    if triton.cdiv(hidden, units_per_program()) > sms:
         return False
     key = str(device)
     if key not in _STATE:
